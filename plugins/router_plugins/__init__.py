@@ -1,0 +1,1 @@
+"""Built-in commons-router plugins, registered through entry points like any other."""

@@ -1,0 +1,111 @@
+"""The admin listener: /healthz, /readyz, /metrics, /routes. Never on the public port."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from router.dispatch import TableHolder
+from router.observability.metrics import Metrics
+from router.routing.watcher import RouteWatcher
+
+
+class AdminState:
+    def __init__(self, holder: TableHolder, metrics: Metrics, watcher: RouteWatcher) -> None:
+        self.holder = holder
+        self.metrics = metrics
+        self.watcher = watcher
+        self.draining = False
+        self.started = False
+
+
+ADMIN_STATE = web.AppKey("admin_state", AdminState)
+
+
+def routes_document(state: AdminState) -> dict[str, Any]:
+    table = state.holder.table
+    routes = []
+    for route in table.routes:
+        spec = route.spec
+        routes.append(
+            {
+                "name": spec.name,
+                "hosts": spec.hosts or ["*any*"],
+                "path": spec.path,
+                "path_type": spec.path_type,
+                "builtin": spec.builtin,
+                "balancer": spec.balancer,
+                "plugins": list(spec.plugins),
+                "endpoints": [
+                    {
+                        "url": endpoint.url,
+                        "healthy": endpoint.ejected_until <= _now(),
+                        "outstanding": endpoint.outstanding,
+                        "version": dict(endpoint.version),
+                    }
+                    for endpoint in (route.pool.endpoints if route.pool else ())
+                ],
+            }
+        )
+    problems = [
+        {"source": p.source, "route": p.route, "message": p.message} for p in state.watcher.problems
+    ]
+    return {"generation": state.holder.generation, "routes": routes, "problems": problems}
+
+
+def _now() -> float:
+    import asyncio
+
+    return asyncio.get_running_loop().time()
+
+
+def _json(document: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(document, option=orjson.OPT_INDENT_2),
+        status=status,
+        content_type="application/json",
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[ADMIN_STATE]
+    if state.draining:
+        return web.Response(status=503, text="draining\n")
+    if not state.started:
+        return web.Response(status=503, text="starting\n")
+    return web.Response(text="ready\n")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[ADMIN_STATE]
+    return web.Response(
+        text=state.metrics.render(),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+async def routes(request: web.Request) -> web.Response:
+    return _json(routes_document(request.app[ADMIN_STATE]))
+
+
+def build_admin_app(
+    state: AdminState, extra: Callable[[web.Application], None] | None = None
+) -> web.Application:
+    app = web.Application()
+    app[ADMIN_STATE] = state
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/routes", routes)
+    if extra is not None:
+        extra(app)
+    return app

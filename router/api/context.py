@@ -1,0 +1,66 @@
+"""Per-request state shared by the core and plugins."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from router.proxy.upstream import EndpointState
+    from router.routing.compiled import CompiledRoute
+
+
+class RequestContext:
+    """What the router knows about one request. Reach it with :func:`context_of`."""
+
+    __slots__ = (
+        "client_ip",
+        "endpoint",
+        "host",
+        "log_fields",
+        "path",
+        "query",
+        "request_id",
+        "route",
+        "scheme",
+        "start",
+        "upstream_headers",
+    )
+
+    def __init__(
+        self, request_id: str, client_ip: str, scheme: str, host: str, start: float
+    ) -> None:
+        self.request_id = request_id
+        self.client_ip = client_ip
+        self.scheme = scheme
+        self.host = host
+        self.start = start
+        self.path = ""
+        """Normalized path, as forwarded (before any prefix stripping)."""
+        self.query = ""
+        self.route: CompiledRoute | None = None
+        self.endpoint: EndpointState | None = None
+        self.log_fields: dict[str, Any] | None = None
+        self.upstream_headers: dict[str, str] | None = None
+
+    def add_log_field(self, name: str, value: Any) -> None:
+        """Add a field to this request's access-log line (e.g. ``user``, ``trace_id``)."""
+        if self.log_fields is None:
+            self.log_fields = {}
+        self.log_fields[name] = value
+
+    def add_upstream_header(self, name: str, value: str) -> None:
+        """Set a header on the request sent upstream (after client headers were cleaned)."""
+        if self.upstream_headers is None:
+            self.upstream_headers = {}
+        self.upstream_headers[name] = value
+
+
+CONTEXT_KEY: web.RequestKey[RequestContext] = web.RequestKey(
+    "commons_router_context", RequestContext
+)
+
+
+def context_of(request: web.BaseRequest) -> RequestContext:
+    return request[CONTEXT_KEY]

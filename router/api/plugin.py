@@ -1,0 +1,109 @@
+"""The plugin contract.
+
+A plugin is a class registered under the ``commons_router.plugins`` entry-point group. It
+has a name, a config model validated at load, a lifecycle (``start``/``stop``), and may add
+request middleware (per route), route providers, services for other plugins, and
+access-log fields (through :class:`~router.api.context.RequestContext`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+from aiohttp import ClientSession, web
+from pydantic import BaseModel, ConfigDict
+
+from router.api.provider import Provider
+from router.config.models import Route
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+"""Answers a request: the next plugin's middleware, or the route's upstream."""
+
+Middleware = Callable[[web.BaseRequest, Handler], Awaitable[web.StreamResponse]]
+"""``(request, handler) -> response``, the aiohttp middleware shape."""
+
+T = TypeVar("T")
+
+
+class NoConfig(BaseModel):
+    """For plugins that take no settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceKey(Generic[T]):
+    """A typed name for an object one plugin provides to others (e.g. a session store)."""
+
+    __slots__ = ("name", "type")
+
+    def __init__(self, name: str, type_: type[T]) -> None:
+        self.name = name
+        self.type = type_
+
+    def __repr__(self) -> str:
+        return f"ServiceKey({self.name!r})"
+
+
+class PluginServices:
+    """What the router gives each plugin."""
+
+    def __init__(self, *, http: ClientSession, dev_mode: bool, logger: logging.Logger) -> None:
+        self.http = http
+        """Shared client session for outbound calls (IdP, JWKS, collectors)."""
+        self.dev_mode = dev_mode
+        self.logger = logger
+        self._services: dict[ServiceKey[Any], Any] = {}
+
+    def provide(self, key: ServiceKey[T], value: T) -> None:
+        if key in self._services:
+            raise RuntimeError(f"service {key.name!r} is already provided")
+        self._services[key] = value
+
+    def lookup(self, key: ServiceKey[T]) -> T | None:
+        value = self._services.get(key)
+        return value if value is None or isinstance(value, key.type) else None
+
+    def require(self, key: ServiceKey[T]) -> T:
+        value = self.lookup(key)
+        if value is None:
+            raise LookupError(f"no plugin provides {key.name!r}: enable one in 'plugins'")
+        return value
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class Plugin(Generic[C]):
+    """Base class for plugins. Subclasses set ``name`` and ``config_model``."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[BaseModel]] = NoConfig
+    route_config_model: ClassVar[type[BaseModel] | None] = None
+    """Model of the per-route block ``routes[].plugins.<name>``; None: not allowed."""
+    guards_access: ClassVar[bool] = False
+    """True for plugins that allow or deny requests: their failures are logged as
+    fail-closed denials."""
+
+    def __init__(self, config: C, services: PluginServices) -> None:
+        self.config = config
+        self.services = services
+
+    async def start(self) -> None:
+        """Acquire resources (connections, background tasks)."""
+
+    async def stop(self) -> None:
+        """Release what ``start`` acquired."""
+
+    def providers(self) -> Sequence[Provider]:
+        """Route providers this plugin contributes."""
+        return ()
+
+    def middleware(self, route: Route, route_config: Any) -> Middleware | None:
+        """Middleware for one route, built once per route table; None to stay out of it.
+
+        ``route_config`` is the validated ``route_config_model`` instance, or None when the
+        route has no block for this plugin.
+        """
+        return None

@@ -1,0 +1,313 @@
+"""Build and run one router process from a validated configuration.
+
+Every long-lived resource (client session, access log, plugins, provider tasks,
+listeners) is entered on one ``AsyncExitStack`` in start order and left in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, web
+
+from router.admin import AdminState, build_admin_app
+from router.api.context import CONTEXT_KEY
+from router.api.plugin import Handler, Plugin, PluginServices
+from router.api.provider import Provider
+from router.builtin.echo import EchoHandler
+from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
+from router.config.models import Config
+from router.config.types import split_host_port
+from router.dispatch import Dispatcher, TableHolder
+from router.http.protocol import GuardedServer
+from router.observability.accesslog import AccessLog
+from router.observability.metrics import Metrics
+from router.proxy.forward import Forwarder
+from router.proxy.headers import DEFAULT_IDENTITY_HEADERS, HeaderPolicy, TrustedPeers
+from router.proxy.upstream import EndpointRegistry
+from router.proxy.websocket import is_websocket_upgrade, proxy_websocket
+from router.registry import PluginClass, PluginSpec, discover_plugins, resolve_plugins, validate_all
+from router.routing.compiler import RouteCompiler
+from router.routing.file_provider import FileProvider
+from router.routing.watcher import RouteWatcher
+
+logger = logging.getLogger("commons_router")
+
+_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
+def check_config(loaded: LoadedConfig, available: dict[str, PluginClass] | None = None) -> None:
+    """Raise :class:`ConfigError` with every plugin problem of an otherwise valid config."""
+    issues = validate_all(loaded.config, available or discover_plugins(), loaded.line_map)
+    if issues:
+        raise ConfigError(loaded.source, issues)
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    listener = config.listener
+    if listener.tls_cert is None or listener.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(listener.tls_cert, listener.tls_key)
+    return context
+
+
+class RouterRuntime:
+    """One router process: public listener, admin listener, providers, plugins."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        config_path: Path | None = None,
+        dev_mode: bool = False,
+        reuse_port: bool = False,
+        admin_unix_path: str | None = None,
+        available_plugins: dict[str, PluginClass] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.config_path = config_path
+        self.dev_mode = dev_mode
+        self.reuse_port = reuse_port
+        self.admin_unix_path = admin_unix_path
+        self._available = available_plugins
+        self.metrics = Metrics()
+        self.holder = TableHolder()
+        self.stack = contextlib.AsyncExitStack()
+        self.plugins: list[tuple[PluginSpec, Plugin[Any]]] = []
+        self.file_provider: FileProvider | None = None
+        self.admin_state: AdminState | None = None
+        self.public_port = 0
+        self.admin_port = 0
+        self._public_runner: web.ServerRunner | None = None
+
+    async def __aenter__(self) -> RouterRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stack.aclose()
+            raise
+
+    async def _start(self) -> None:
+        config = self.config
+        available = self._available if self._available is not None else discover_plugins()
+        specs, issues = resolve_plugins(config, available, self.loaded.line_map)
+        if issues:
+            raise ConfigError(self.loaded.source, issues)
+
+        session = await self.stack.enter_async_context(self._client_session())
+        access_log: AccessLog | None = None
+        if config.access_log.enabled:
+            access_log = AccessLog(config.access_log.path)
+            access_log.start()
+            self.stack.push_async_callback(access_log.stop)
+
+        services = PluginServices(
+            http=session, dev_mode=self.dev_mode, logger=logging.getLogger("commons_router.plugin")
+        )
+        for spec in specs:
+            plugin = spec.cls(spec.config, services)
+            await plugin.start()
+            self.stack.push_async_callback(plugin.stop)
+            self.plugins.append((spec, plugin))
+
+        trusted = TrustedPeers(config.trusted_proxies)
+        host, port = split_host_port(config.listener.listen)
+        ssl_context = _ssl_context(config)
+        scheme = "https" if ssl_context is not None else "http"
+        forwarder = Forwarder(
+            session, HeaderPolicy(DEFAULT_IDENTITY_HEADERS), trusted, self.metrics, port
+        )
+
+        async def upstream_terminal(request: web.BaseRequest) -> web.StreamResponse:
+            route = request[CONTEXT_KEY].route
+            if route is not None and route.websocket and is_websocket_upgrade(request):
+                return await proxy_websocket(forwarder, request)
+            return await forwarder(request)
+
+        builtins: dict[str, Handler] = {"echo": EchoHandler(forwarder)}
+        compiler = RouteCompiler(
+            self.plugins,
+            upstream_terminal,
+            builtins,
+            EndpointRegistry(),
+            self.metrics,
+            config.limits.max_body_size,
+        )
+        watcher = RouteWatcher(compiler, self.holder, self.metrics)
+        self.watcher = watcher
+        providers: list[Provider] = []
+        if self.config_path is not None:
+            self.file_provider = FileProvider(
+                self.config_path,
+                config,
+                self._validate_reload,
+                self.metrics,
+                watch=config.file_provider.watch,
+                interval=config.file_provider.interval,
+            )
+            watcher.publish(self.file_provider.initial_update())
+            providers.append(self.file_provider)
+        else:
+            from router.api.provider import ProviderUpdate
+
+            watcher.publish(ProviderUpdate("file", tuple(config.routes)))
+        for _, plugin in self.plugins:
+            providers.extend(plugin.providers())
+        watcher.apply_now()
+        await self.stack.enter_async_context(self._provider_tasks(providers, watcher))
+
+        self.admin_state = AdminState(self.holder, self.metrics, watcher)
+        await self._start_admin(self.admin_state)
+
+        dispatcher = Dispatcher(
+            self.holder,
+            scheme=scheme,
+            trusted=trusted,
+            metrics=self.metrics,
+            access_log=access_log,
+            merge_slashes=config.paths.merge_slashes,
+            reject_encoded_slash=config.paths.reject_encoded_slash,
+        )
+        limits = config.limits
+        server = GuardedServer(
+            dispatcher,
+            header_timeout=limits.header_timeout,
+            handler_cancellation=True,
+            access_log=None,
+            keepalive_timeout=limits.keepalive_timeout,
+            max_line_size=limits.max_request_line,
+            max_field_size=limits.max_header_size,
+            max_headers=limits.max_headers,
+        )
+        runner = web.ServerRunner(server, shutdown_timeout=config.drain.grace)
+        await runner.setup()
+        self.stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(
+            runner,
+            host or None,
+            port,
+            ssl_context=ssl_context,
+            reuse_port=self.reuse_port or None,
+            backlog=1024,
+        )
+        await site.start()
+        self._public_runner = runner
+        self.public_port = _bound_port(runner, port)
+        self.admin_state.started = True
+        logger.info(
+            "listening on %s://%s:%d (admin on %s)",
+            scheme,
+            host,
+            self.public_port,
+            self.admin_unix_path or f"{config.admin.listen.rpartition(':')[0]}:{self.admin_port}",
+        )
+
+    async def _start_admin(self, state: AdminState) -> None:
+        runner = web.AppRunner(build_admin_app(state), access_log=None)
+        await runner.setup()
+        self.stack.push_async_callback(runner.cleanup)
+        site: web.BaseSite
+        if self.admin_unix_path is not None:
+            site = web.UnixSite(runner, self.admin_unix_path)
+            await site.start()
+            return
+        host, port = split_host_port(self.config.admin.listen)
+        site = web.TCPSite(runner, host or None, port)
+        await site.start()
+        self.admin_port = _bound_port(runner, port)
+
+    def _validate_reload(self, loaded: LoadedConfig) -> list[ConfigIssue]:
+        # Route plugin blocks are checked against the plugins running now: the plugin list
+        # itself only changes on restart.
+        from router.registry import route_plugin_configs
+
+        specs = [spec for spec, _ in self.plugins]
+        issues: list[ConfigIssue] = []
+        for index, route in enumerate(loaded.config.routes):
+            issues.extend(route_plugin_configs(route, specs, ("routes", index), loaded.line_map)[1])
+        return issues
+
+    @contextlib.asynccontextmanager
+    async def _client_session(self) -> AsyncIterator[ClientSession]:
+        connector = TCPConnector(
+            limit=0, limit_per_host=0, keepalive_timeout=30.0, ttl_dns_cache=10
+        )
+        session = ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=DummyCookieJar(),
+            skip_auto_headers=_SKIP_AUTO_HEADERS,
+            timeout=ClientTimeout(total=None),
+            raise_for_status=False,
+        )
+        try:
+            yield session
+        finally:
+            await session.close()
+
+    @contextlib.asynccontextmanager
+    async def _provider_tasks(
+        self, providers: list[Provider], watcher: RouteWatcher
+    ) -> AsyncIterator[None]:
+        tasks = [
+            asyncio.create_task(self._run_provider(provider, watcher), name=provider.name)
+            for provider in providers
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run_provider(self, provider: Provider, watcher: RouteWatcher) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                await provider.run(watcher.publish)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The last good routes keep serving while the provider restarts.
+                logger.exception("provider %s failed; restarting in %.0fs", provider.name, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def request_reload(self) -> None:
+        if self.file_provider is not None:
+            self.file_provider.request_reload()
+
+    async def drain(self) -> None:
+        """SIGTERM: fail /readyz, keep serving for ``drain.delay``, then stop gracefully."""
+        if self.admin_state is not None:
+            self.admin_state.draining = True
+        logger.info("draining: /readyz now fails; closing in %.1fs", self.config.drain.delay)
+        await asyncio.sleep(self.config.drain.delay)
+        await self.stop()
+
+    async def stop(self) -> None:
+        await self.stack.aclose()
+
+
+def _bound_port(runner: web.BaseRunner, wanted: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return wanted

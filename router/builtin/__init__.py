@@ -1,0 +1,1 @@
+"""Answers the router gives itself (no upstream)."""

@@ -1,0 +1,172 @@
+"""The ``commons-router`` command: serve | dev | check | version.
+
+Exit codes: 0 ok, 1 invalid input or configuration, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from yarl import URL
+
+from router.buildinfo import version_text
+from router.config.loader import ConfigError, LineMap, LoadedConfig, load_config_file
+from router.config.models import Admin, Config, Drain, Endpoint, FileProvider, Listener, Route
+from router.config.types import split_host_port
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+logger = logging.getLogger("commons_router.cli")
+
+
+def _host_port(value: str) -> str:
+    try:
+        split_host_port(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="commons-router",
+        description="Authenticating edge router that shows which code served each request.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="run the router from a configuration file (production)"
+    )
+    serve.add_argument("--config", required=True, metavar="FILE", help="YAML configuration file")
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--admin-socket", help=argparse.SUPPRESS)
+
+    dev = commands.add_parser(
+        "dev",
+        help="zero-config local proxy in front of the app you are writing",
+        description=(
+            "Proxy --listen (default 127.0.0.1:8080) to UPSTREAM_URL. Without an upstream, "
+            "answer with a page showing what the router saw and what it would add."
+        ),
+    )
+    dev.add_argument(
+        "upstream", nargs="?", metavar="UPSTREAM_URL", help="e.g. http://127.0.0.1:3000"
+    )
+    dev.add_argument("--listen", type=_host_port, default="127.0.0.1:8080", metavar="HOST:PORT")
+    dev.add_argument(
+        "--admin-listen", type=_host_port, default="127.0.0.1:9901", metavar="HOST:PORT"
+    )
+
+    check = commands.add_parser("check", help="validate a configuration file and list every error")
+    check.add_argument("--config", required=True, metavar="FILE", help="YAML configuration file")
+
+    commands.add_parser("version", help="print the version and build commit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.command == "version":
+        print(version_text())
+        return EXIT_OK
+    if args.command == "check":
+        return _check(Path(args.config))
+    if args.command == "serve":
+        return _serve(Path(args.config), args.worker_index, args.admin_socket)
+    return _dev(args.upstream, args.listen, args.admin_listen)
+
+
+def _load(path: Path) -> LoadedConfig:
+    from router.app import check_config
+
+    loaded = load_config_file(path)
+    check_config(loaded)
+    return loaded
+
+
+def _check(path: Path) -> int:
+    try:
+        loaded = _load(path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        count = len(exc.issues)
+        print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{path}: ok ({len(loaded.config.routes)} routes, {len(loaded.config.plugins)} plugins)")
+    return EXIT_OK
+
+
+def _serve(path: Path, worker_index: int | None, admin_socket: str | None) -> int:
+    from router.server import configure_logging, serve
+
+    try:
+        loaded = _load(path)
+    except ConfigError as exc:
+        print(f"commons-router: invalid configuration:\n{exc.render()}", file=sys.stderr)
+        return EXIT_INVALID
+    configure_logging()
+    return serve(loaded, config_path=path, worker_index=worker_index, admin_unix_path=admin_socket)
+
+
+def _is_loopback(listen: str) -> bool:
+    host = split_host_port(listen)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def dev_config(upstream: str | None, listen: str, admin_listen: str) -> Config:
+    route = (
+        Route(name="dev", upstreams=[Endpoint(url=upstream)])
+        if upstream
+        else Route(name="dev", builtin="echo")
+    )
+    return Config(
+        listener=Listener(listen=listen),
+        admin=Admin(listen=admin_listen),
+        drain=Drain(delay=0, grace=5),
+        file_provider=FileProvider(watch=False),
+        routes=[route],
+    )
+
+
+def _dev(upstream: str | None, listen: str, admin_listen: str) -> int:
+    from pydantic import ValidationError
+
+    from router.server import configure_logging, serve
+
+    if upstream is not None and "://" not in upstream:
+        upstream = f"http://{upstream}"
+    try:
+        config = dev_config(upstream, listen, admin_listen)
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        print(f"commons-router dev: {message}", file=sys.stderr)
+        return EXIT_INVALID
+    configure_logging()
+    if not _is_loopback(listen):
+        logger.warning(
+            "dev mode is listening on %s, which is not a loopback address: anyone on the "
+            "network can reach it",
+            listen,
+        )
+    target = str(URL(upstream)) if upstream else "the built-in echo page"
+    logger.info("dev mode: http://%s -> %s", listen, target)
+    return serve(LoadedConfig(config, "<dev>", LineMap()), config_path=None, dev_mode=True)

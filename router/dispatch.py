@@ -1,0 +1,231 @@
+"""The public listener's request handler: check, normalize, route, run the route's chain,
+then count and log the request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+
+from router.api.context import CONTEXT_KEY, RequestContext
+from router.api.errors import RouterHTTPError
+from router.errors import error_response
+from router.http.framing import HostParser, framing_problem
+from router.observability.accesslog import AccessLog
+from router.observability.metrics import Metrics
+from router.proxy.headers import TrustedPeers
+from router.routing.compiled import CompiledRoute
+from router.routing.paths import PathError, normalize_target
+from router.routing.table import RouteTable
+
+logger = logging.getLogger("commons_router.dispatch")
+
+_REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+class TableHolder:
+    """The current route table. Swapped by assignment: readers never see a partial one."""
+
+    __slots__ = ("generation", "table")
+
+    def __init__(self) -> None:
+        self.table: RouteTable[CompiledRoute] = RouteTable(())
+        self.generation = 0
+
+    def swap(self, table: RouteTable[CompiledRoute]) -> None:
+        self.table = table
+        self.generation += 1
+
+
+def new_request_id() -> str:
+    return os.urandom(12).hex()
+
+
+class Dispatcher:
+    __slots__ = (
+        "_hosts",
+        "_loop_time",
+        "access_log",
+        "holder",
+        "merge_slashes",
+        "metrics",
+        "reject_encoded_slash",
+        "scheme",
+        "trusted",
+    )
+
+    def __init__(
+        self,
+        holder: TableHolder,
+        *,
+        scheme: str,
+        trusted: TrustedPeers,
+        metrics: Metrics,
+        access_log: AccessLog | None,
+        merge_slashes: bool,
+        reject_encoded_slash: bool,
+    ) -> None:
+        self.holder = holder
+        self.scheme = scheme
+        self.trusted = trusted
+        self.metrics = metrics
+        self.access_log = access_log
+        self.merge_slashes = merge_slashes
+        self.reject_encoded_slash = reject_encoded_slash
+        self._hosts = HostParser()
+        self._loop_time = time.perf_counter
+
+    def _request_id(self, request: web.BaseRequest, peer: str) -> str:
+        incoming = request.headers.get("X-Request-Id")
+        if (
+            incoming is not None
+            and 0 < len(incoming) <= 128
+            and self.trusted.trusts(peer)
+            and _REQUEST_ID_CHARS.issuperset(incoming)
+        ):
+            return incoming
+        return new_request_id()
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        start = self._loop_time()
+        peer = request.remote or ""
+        request_id = self._request_id(request, peer)
+        ctx = RequestContext(
+            request_id,
+            self.trusted.client_address(peer, request.headers.get("X-Forwarded-For")),
+            self.scheme,
+            "",
+            start,
+        )
+        request[CONTEXT_KEY] = ctx
+        route: CompiledRoute | None = None
+        response: web.StreamResponse | None = None
+        self.metrics.in_flight += 1
+        try:
+            response, route = await self._answer(request, ctx)
+            return response
+        except asyncio.CancelledError:
+            # The client went away; log it as nginx does (499) and let aiohttp clean up.
+            self._finish(request, ctx, route or ctx.route, None, 499)
+            raise
+        finally:
+            self.metrics.in_flight -= 1
+            if response is not None:
+                self._finish(request, ctx, route, response, response.status)
+
+    async def _answer(
+        self, request: web.BaseRequest, ctx: RequestContext
+    ) -> tuple[web.StreamResponse, CompiledRoute | None]:
+        problem = framing_problem(request)
+        if problem is not None:
+            response = self._error(request, ctx, 400, f"Bad request framing: {problem}.")
+            response.force_close()
+            return response, None
+        host = self._hosts.parse(request.headers.get("Host", ""))
+        if host is None:
+            return self._error(request, ctx, 400, "The Host header is not a valid host name."), None
+        ctx.host = host
+        target = request.raw_path
+        if not target.startswith("/"):
+            target_or_error = _origin_form(target, host)
+            if target_or_error[1] is not None:
+                return self._error(request, ctx, 400, target_or_error[1]), None
+            target = target_or_error[0]
+        try:
+            normalized = normalize_target(
+                target,
+                merge_slashes=self.merge_slashes,
+                reject_encoded_slash=self.reject_encoded_slash,
+            )
+        except PathError as exc:
+            return self._error(request, ctx, 400, f"Bad request path: {exc}."), None
+        ctx.path = normalized.path
+        ctx.query = normalized.query
+        route = self.holder.table.match(host, normalized.match_path)
+        if route is None:
+            return self._error(request, ctx, 404, "No route matches this host and path."), None
+        ctx.route = route
+        handler = route.handler
+        assert handler is not None
+        try:
+            return await handler(request), route
+        except RouterHTTPError as exc:
+            return self._error(request, ctx, exc.status, exc.message, exc.headers), route
+        except web.HTTPException as exc:
+            return self._error(request, ctx, exc.status, exc.reason, dict(exc.headers)), route
+
+    def _error(
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        response = error_response(request, status, message, ctx.request_id, headers)
+        response.headers["X-Request-Id"] = ctx.request_id
+        return response
+
+    def _finish(
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        route: CompiledRoute | None,
+        response: web.StreamResponse | None,
+        status: int,
+    ) -> None:
+        duration = self._loop_time() - ctx.start
+        (route.metrics if route is not None else self.metrics.unmatched).observe(status, duration)
+        access_log = self.access_log
+        if access_log is None:
+            return
+        endpoint = ctx.endpoint
+        record: dict[str, Any] = {
+            "time": access_log.timestamp(),
+            "request_id": ctx.request_id,
+            "client": ctx.client_ip,
+            "method": request.method,
+            "host": ctx.host,
+            "path": ctx.path or request.raw_path.partition("?")[0][:1024],
+            "route": route.name if route is not None else None,
+            "upstream": endpoint.url if endpoint is not None else None,
+            "status": status,
+            "bytes_in": request.content_length or 0,
+            "bytes_out": _bytes_out(response),
+            "duration_ms": round(duration * 1000, 3),
+        }
+        if endpoint is not None and endpoint.version:
+            record["code_version"] = dict(endpoint.version)
+        if ctx.log_fields:
+            record.update(ctx.log_fields)
+        access_log.write(record)
+
+
+def _bytes_out(response: web.StreamResponse | None) -> int:
+    if response is None:
+        return 0
+    if response.prepared:
+        return response.body_length
+    if isinstance(response, web.Response):
+        body = response.body
+        if isinstance(body, bytes | bytearray):
+            return len(body)
+    return 0
+
+
+def _origin_form(target: str, host: str) -> tuple[str, str | None]:
+    """An absolute-form target is accepted only when its authority is the Host header's."""
+    if target == "*":
+        return "", "The '*' request target is not supported."
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return "", "The request target must be a path starting with '/'."
+    authority, slash, path = rest.partition("/")
+    parsed = HostParser().parse(authority)
+    if parsed is None or parsed != host:
+        return "", "An absolute-form request target must name the same host as the Host header."
+    return "/" + path if slash else "/", None

@@ -1,0 +1,273 @@
+"""Forward one HTTP request to an upstream endpoint and stream the answer back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import (
+    ClientConnectionError,
+    ClientConnectorError,
+    ClientOSError,
+    ClientPayloadError,
+    ClientResponse,
+    ClientResponseError,
+    ClientSession,
+    ServerDisconnectedError,
+    web,
+)
+from multidict import CIMultiDict
+
+from router.api.context import CONTEXT_KEY, RequestContext
+from router.api.errors import RouterHTTPError
+from router.observability.metrics import Metrics
+from router.proxy.headers import HeaderPolicy, TrustedPeers, forwarded_element
+from router.proxy.upstream import EndpointState
+from router.routing.compiled import CompiledRoute
+
+logger = logging.getLogger("commons_router.proxy")
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+SMALL_BODY = 64 * 1024
+"""Bodies up to this size (with a known length) are read whole: fewer writes, same memory."""
+STREAM_CHUNK = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, kind: str, status: int, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.message = message
+        self.retryable = retryable
+
+
+async def limited_body(request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
+    """The request body as a stream that fails once it exceeds ``limit`` bytes."""
+    received = 0
+    async for chunk in request.content.iter_any():
+        received += len(chunk)
+        if received > limit:
+            raise BodyTooLarge()
+        yield chunk
+
+
+class Forwarder:
+    """The terminal handler of every upstream route."""
+
+    def __init__(
+        self,
+        session: ClientSession,
+        policy: HeaderPolicy,
+        trusted: TrustedPeers,
+        metrics: Metrics,
+        listen_port: int,
+    ) -> None:
+        self.session = session
+        self.policy = policy
+        self.trusted = trusted
+        self.metrics = metrics
+        self.listen_port = str(listen_port)
+
+    def upstream_headers(
+        self, request: web.BaseRequest, ctx: RequestContext, route: CompiledRoute
+    ) -> CIMultiDict[str]:
+        incoming = request.headers
+        headers = self.policy.upstream_headers(
+            incoming, keep_host=route.keep_host, remove=route.request_remove
+        )
+        peer = request.remote or ""
+        host = incoming.get("Host", "")
+        if self.trusted.trusts(peer):
+            prior_for = incoming.get("X-Forwarded-For")
+            headers["X-Forwarded-For"] = f"{prior_for}, {peer}" if prior_for else peer
+            headers["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto", ctx.scheme)
+            headers["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host", host)
+            headers["X-Forwarded-Port"] = incoming.get("X-Forwarded-Port", self.listen_port)
+            prior = incoming.get("Forwarded")
+            element = forwarded_element(peer, host, ctx.scheme)
+            headers["Forwarded"] = f"{prior}, {element}" if prior else element
+        else:
+            headers["X-Forwarded-For"] = peer
+            headers["X-Forwarded-Proto"] = ctx.scheme
+            headers["X-Forwarded-Host"] = host
+            headers["X-Forwarded-Port"] = self.listen_port
+            headers["Forwarded"] = forwarded_element(peer, host, ctx.scheme)
+        if route.strip_prefix:
+            headers["X-Forwarded-Prefix"] = route.strip_prefix
+        headers["X-Request-Id"] = ctx.request_id
+        for name, value in route.request_set:
+            headers[name] = value
+        if ctx.upstream_headers:
+            for name, value in ctx.upstream_headers.items():
+                headers[name] = value
+        return headers
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        ctx = request[CONTEXT_KEY]
+        route = ctx.route
+        assert route is not None and route.pool is not None
+        headers = self.upstream_headers(request, ctx, route)
+        path_qs = route.upstream_path(ctx.path)
+        if ctx.query:
+            path_qs = f"{path_qs}?{ctx.query}"
+
+        body: bytes | AsyncIterator[bytes] | None = None
+        if request.body_exists:
+            length = request.content_length
+            if length is not None and length > route.max_body_size:
+                raise RouterHTTPError(413, _too_large(route))
+            if length is not None and length <= SMALL_BODY:
+                body = await request.read()
+            else:
+                body = limited_body(request, route.max_body_size)
+        replayable = body is None or isinstance(body, bytes)
+        may_retry = replayable and request.method in IDEMPOTENT_METHODS
+
+        loop = asyncio.get_running_loop()
+        pool = route.pool
+        tried: EndpointState | None = None
+        attempts = 1 + (route.retries if may_retry else 0)
+        failure: _AttemptFailed | None = None
+        for _ in range(attempts):
+            endpoint = pool.pick(loop.time(), exclude=tried)
+            if endpoint is None:
+                if failure is not None:
+                    break
+                raise RouterHTTPError(
+                    503, f"No healthy upstream endpoint is available for route {route.name!r}."
+                )
+            ctx.endpoint = endpoint
+            try:
+                return await self._attempt(request, ctx, route, endpoint, path_qs, headers, body)
+            except _AttemptFailed as exc:
+                failure = exc
+                route.metrics.upstream_error(exc.kind)
+                if pool.record_failure(endpoint, loop.time()):
+                    self.metrics.ejections += 1
+                    logger.warning(
+                        "endpoint %s ejected from route %s after repeated failures",
+                        endpoint.url,
+                        route.name,
+                    )
+                if not exc.retryable:
+                    break
+                tried = endpoint
+        assert failure is not None
+        raise RouterHTTPError(failure.status, failure.message)
+
+    async def _attempt(
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        route: CompiledRoute,
+        endpoint: EndpointState,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: bytes | AsyncIterator[bytes] | None,
+    ) -> web.StreamResponse:
+        endpoint.outstanding += 1
+        try:
+            try:
+                upstream = await self.session.request(
+                    request.method,
+                    endpoint.target(path_qs),
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    timeout=route.timeout,
+                )
+            except BodyTooLarge:
+                raise RouterHTTPError(413, _too_large(route)) from None
+            except (ClientConnectorError, ServerDisconnectedError) as exc:
+                raise _AttemptFailed(
+                    "connect",
+                    502,
+                    f"The upstream of route {route.name!r} could not be reached ({_reason(exc)}).",
+                    retryable=True,
+                ) from None
+            except TimeoutError:
+                raise _AttemptFailed(
+                    "timeout",
+                    504,
+                    f"The upstream of route {route.name!r} did not answer in time.",
+                    retryable=False,
+                ) from None
+            except (ClientResponseError, ClientOSError, ClientConnectionError) as exc:
+                raise _AttemptFailed(
+                    "protocol",
+                    502,
+                    f"The upstream of route {route.name!r} sent an invalid response "
+                    f"({_reason(exc)}).",
+                    retryable=False,
+                ) from None
+            try:
+                route.pool.record_success(endpoint)  # type: ignore[union-attr]
+                return await self._relay(request, route, upstream)
+            finally:
+                upstream.release()
+        finally:
+            endpoint.outstanding -= 1
+
+    async def _relay(
+        self, request: web.BaseRequest, route: CompiledRoute, upstream: ClientResponse
+    ) -> web.StreamResponse:
+        headers = self.policy.downstream_headers(upstream.headers, route.response_remove)
+        for name, value in route.response_set:
+            headers[name] = value
+        headers["X-Request-Id"] = request[CONTEXT_KEY].request_id
+        status = upstream.status
+        length = upstream.content_length
+        no_body = request.method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        if not no_body and length is not None and length <= SMALL_BODY:
+            try:
+                payload = await upstream.read()
+            except (ClientPayloadError, ClientConnectionError, TimeoutError) as exc:
+                route.metrics.upstream_error("body")
+                raise RouterHTTPError(
+                    502,
+                    f"The upstream of route {route.name!r} broke off its answer ({_reason(exc)}).",
+                ) from None
+            return web.Response(
+                status=status, reason=upstream.reason, headers=headers, body=payload
+            )
+
+        response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
+        await response.prepare(request)
+        if no_body:
+            await response.write_eof()
+            return response
+        try:
+            async for chunk in upstream.content.iter_chunked(STREAM_CHUNK):
+                await response.write(chunk)
+        except (ClientPayloadError, ClientConnectionError, TimeoutError) as exc:
+            # Headers are out: the only honest signal left is to cut the connection, so
+            # the client sees a truncated response rather than a complete-looking one.
+            route.metrics.upstream_error("body")
+            logger.warning(
+                "upstream of route %s broke off its answer: %s", route.name, _reason(exc)
+            )
+            _abort(request)
+            return response
+        await response.write_eof()
+        return response
+
+
+def _abort(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _too_large(route: CompiledRoute) -> str:
+    return f"The request body exceeds the {route.max_body_size}-byte limit of this route."
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "..."

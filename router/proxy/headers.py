@@ -1,0 +1,165 @@
+"""Header hygiene between client, router and upstream.
+
+SECURITY: headers named in ``Connection`` are removed *before* the router adds its own, so
+``Connection: X-Forwarded-User`` cannot delete an injected value; identity headers are
+compared case-insensitively with ``_`` read as ``-`` (``X_Forwarded_Email`` reaches a WSGI
+backend as ``HTTP_X_FORWARDED_EMAIL``, the same variable as ``X-Forwarded-Email``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+FORWARDING_HEADERS = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
+        "x-request-id",
+    }
+)
+
+DEFAULT_IDENTITY_HEADERS = (
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Groups",
+    "X-Forwarded-Preferred-Username",
+    "X-Forwarded-Access-Token",
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X-Auth-Request-Groups",
+    "X-Auth-Request-Access-Token",
+    "X-Remote-User",
+    "Remote-User",
+)
+
+
+def canonical_header(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def connection_tokens(value: str) -> frozenset[str]:
+    return frozenset(canonical_header(token.strip()) for token in value.split(",") if token)
+
+
+class TrustedPeers:
+    """Decides whether a peer address may speak for the client (X-Forwarded-* etc.)."""
+
+    __slots__ = ("_cache", "_networks")
+
+    def __init__(self, cidrs: Iterable[str]) -> None:
+        self._networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+        self._cache: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._networks)
+
+    def trusts(self, address: str) -> bool:
+        if not self._networks:
+            return False
+        known = self._cache.get(address)
+        if known is not None:
+            return known
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            trusted = False
+        else:
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            trusted = any(ip in network for network in self._networks)
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[address] = trusted
+        return trusted
+
+    def client_address(self, peer: str, forwarded_for: str | None) -> str:
+        """The rightmost address in ``X-Forwarded-For`` that is not a trusted proxy."""
+        if forwarded_for is None or not self.trusts(peer):
+            return peer
+        for hop in reversed(forwarded_for.split(",")):
+            hop = hop.strip()
+            if hop and not self.trusts(hop):
+                return hop
+        return peer
+
+
+class HeaderPolicy:
+    """What to drop from client requests and upstream responses. Built once per config."""
+
+    __slots__ = ("request_drop", "response_drop")
+
+    def __init__(self, identity_headers: Iterable[str]) -> None:
+        identity = {canonical_header(name) for name in identity_headers}
+        self.request_drop = frozenset(HOP_BY_HOP | FORWARDING_HEADERS | identity)
+        self.response_drop = HOP_BY_HOP
+
+    def upstream_headers(
+        self,
+        incoming: CIMultiDictProxy[str],
+        *,
+        keep_host: bool,
+        remove: frozenset[str],
+    ) -> CIMultiDict[str]:
+        """Client headers minus hop-by-hop, forwarding, identity and ``remove`` names."""
+        drop = self.request_drop
+        connection = incoming.get("Connection")
+        if connection is not None:
+            drop = drop | connection_tokens(connection)
+        if remove:
+            drop = drop | remove
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, value in incoming.items():
+            key = name.lower()
+            if "_" in key:
+                key = key.replace("_", "-")
+            if key in drop or (key == "host" and not keep_host):
+                continue
+            headers.add(name, value)
+        return headers
+
+    def downstream_headers(
+        self, upstream: CIMultiDictProxy[str], remove: frozenset[str]
+    ) -> CIMultiDict[str]:
+        drop = self.response_drop
+        connection = upstream.get("Connection")
+        if connection is not None:
+            drop = drop | connection_tokens(connection)
+        if remove:
+            drop = drop | remove
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, value in upstream.items():
+            if name.lower() not in drop:
+                headers.add(name, value)
+        return headers
+
+
+def forwarded_element(client: str, host: str, proto: str) -> str:
+    """One RFC 7239 ``Forwarded`` element."""
+    node = f'"[{client}]"' if ":" in client else client
+    return f'for={node};host="{_quote(host)}";proto={proto}'
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')

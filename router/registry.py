@@ -1,0 +1,116 @@
+"""Plugin discovery (entry points), ordering and config validation.
+
+Built-in and third-party plugins are found the same way: the ``commons_router.plugins``
+entry-point group. The core never imports a plugin module by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from router.api.plugin import Plugin
+from router.config.loader import ConfigIssue, LineMap, issues_from_validation
+from router.config.models import Config, Route
+
+ENTRY_POINT_GROUP = "commons_router.plugins"
+
+PluginClass = type[Plugin[Any]]
+
+
+def discover_plugins() -> dict[str, PluginClass]:
+    """Every installed plugin class, by name."""
+    found: dict[str, PluginClass] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        found[entry.name] = entry.load()
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSpec:
+    """A plugin enabled in the config, with its validated settings, in config order."""
+
+    name: str
+    cls: PluginClass
+    config: BaseModel
+
+
+def resolve_plugins(
+    config: Config, available: Mapping[str, PluginClass], line_map: LineMap | None = None
+) -> tuple[list[PluginSpec], list[ConfigIssue]]:
+    line_map = line_map or LineMap()
+    specs: list[PluginSpec] = []
+    issues: list[ConfigIssue] = []
+    for index, entry in enumerate(config.plugins):
+        location: tuple[str | int, ...] = ("plugins", index, "name")
+        cls = available.get(entry.name)
+        if cls is None:
+            installed = ", ".join(sorted(available)) or "none"
+            issues.append(
+                ConfigIssue(
+                    location,
+                    f"unknown plugin {entry.name!r} (installed: {installed})",
+                    line_map.find(location),
+                )
+            )
+            continue
+        try:
+            plugin_config = cls.config_model.model_validate(entry.config)
+        except ValidationError as exc:
+            issues.extend(issues_from_validation(exc, line_map, ("plugins", index, "config")))
+            continue
+        specs.append(PluginSpec(entry.name, cls, plugin_config))
+    return specs, issues
+
+
+def route_plugin_configs(
+    route: Route,
+    plugins: Sequence[PluginSpec],
+    location: tuple[str | int, ...],
+    line_map: LineMap | None = None,
+) -> tuple[dict[str, BaseModel], list[ConfigIssue]]:
+    """Validate ``route.plugins``: each block must name an enabled plugin that takes one."""
+    line_map = line_map or LineMap()
+    enabled = {spec.name: spec for spec in plugins}
+    configs: dict[str, BaseModel] = {}
+    issues: list[ConfigIssue] = []
+    for name, raw in route.plugins.items():
+        where = (*location, "plugins", name)
+        spec = enabled.get(name)
+        if spec is None:
+            issues.append(
+                ConfigIssue(
+                    where, f"plugin {name!r} is not enabled in 'plugins'", line_map.find(where)
+                )
+            )
+            continue
+        model = spec.cls.route_config_model
+        if model is None:
+            issues.append(
+                ConfigIssue(
+                    where, f"plugin {name!r} takes no per-route settings", line_map.find(where)
+                )
+            )
+            continue
+        try:
+            configs[name] = model.model_validate(raw)
+        except ValidationError as exc:
+            issues.extend(issues_from_validation(exc, line_map, where))
+    return configs, issues
+
+
+def validate_all(
+    config: Config, available: Mapping[str, PluginClass], line_map: LineMap | None = None
+) -> list[ConfigIssue]:
+    """Every plugin problem in a config (the models themselves are already valid)."""
+    specs, issues = resolve_plugins(config, available, line_map)
+    if issues:
+        # Route blocks of an unknown plugin would only repeat the same problem.
+        return issues
+    for index, route in enumerate(config.routes):
+        issues.extend(route_plugin_configs(route, specs, ("routes", index), line_map)[1])
+    return issues

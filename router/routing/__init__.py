@@ -1,0 +1,1 @@
+"""Routing: path normalization, the immutable route table, providers and the table swap."""

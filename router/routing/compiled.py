@@ -1,0 +1,79 @@
+"""A route ready to serve: its spec plus everything precomputed for the hot path."""
+
+from __future__ import annotations
+
+from aiohttp import ClientTimeout
+
+from router.api.plugin import Handler
+from router.config.models import Route
+from router.observability.metrics import RouteMetrics
+from router.proxy.headers import canonical_header
+from router.proxy.upstream import UpstreamPool
+
+
+class CompiledRoute:
+    __slots__ = (
+        "handler",
+        "keep_host",
+        "max_body_size",
+        "metrics",
+        "name",
+        "plugins",
+        "pool",
+        "request_remove",
+        "request_set",
+        "response_remove",
+        "response_set",
+        "retries",
+        "spec",
+        "strip_prefix",
+        "timeout",
+        "websocket",
+    )
+
+    def __init__(
+        self,
+        spec: Route,
+        *,
+        pool: UpstreamPool | None,
+        metrics: RouteMetrics,
+        default_max_body: int,
+        plugins: tuple[str, ...],
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.pool = pool
+        self.metrics = metrics
+        self.plugins = plugins
+        self.max_body_size = (
+            spec.max_body_size if spec.max_body_size is not None else default_max_body
+        )
+        self.strip_prefix = (
+            spec.path.rstrip("/") if spec.strip_prefix and spec.path_type == "Prefix" else ""
+        )
+        self.keep_host = spec.preserve_host
+        self.retries = spec.retries
+        self.websocket = spec.websocket
+        self.timeout = ClientTimeout(
+            total=spec.timeouts.total,
+            sock_connect=spec.timeouts.connect,
+            sock_read=spec.timeouts.read,
+        )
+        self.request_remove = frozenset(
+            canonical_header(name) for name in spec.request_headers.remove
+        )
+        self.request_set = tuple(spec.request_headers.set.items())
+        self.response_remove = frozenset(
+            canonical_header(name) for name in spec.response_headers.remove
+        )
+        self.response_set = tuple(spec.response_headers.set.items())
+        self.handler: Handler | None = None
+        """The plugin chain ending at the upstream; set by the route compiler."""
+
+    def upstream_path(self, path: str) -> str:
+        """The path to send upstream: ``path`` with the route prefix stripped if asked."""
+        prefix = self.strip_prefix
+        if not prefix:
+            return path
+        rest = path[len(prefix) :]
+        return rest if rest.startswith("/") else "/" + rest

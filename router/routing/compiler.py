@@ -1,0 +1,120 @@
+"""Route specs -> compiled routes with their plugin chains. Pure: no I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from router.api.errors import RouterHTTPError
+from router.api.plugin import Handler, Middleware, Plugin
+from router.api.provider import RouteProblem
+from router.config.loader import format_location
+from router.config.models import Route
+from router.observability.metrics import Metrics
+from router.proxy.upstream import EndpointRegistry, UpstreamPool
+from router.registry import PluginSpec, route_plugin_configs
+from router.routing.compiled import CompiledRoute
+from router.routing.table import RouteTable
+
+logger = logging.getLogger("commons_router.plugins")
+
+
+def isolate(
+    plugin: Plugin[Any],
+    middleware: Middleware,
+    next_handler: Handler,
+    metrics: Metrics,
+) -> Handler:
+    """Run one plugin's middleware so that its failure answers 500 and is logged by name."""
+    name = plugin.name
+    guards = plugin.guards_access
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await middleware(request, next_handler)
+        except (RouterHTTPError, web.HTTPException, asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            metrics.plugin_error(name)
+            logger.exception(
+                "plugin %s failed on %s %s%s",
+                name,
+                request.method,
+                request.path,
+                " (request denied: fail closed)" if guards else "",
+            )
+            raise RouterHTTPError(500, f"The {name!r} plugin failed on this request.") from None
+
+    return handler
+
+
+class RouteCompiler:
+    def __init__(
+        self,
+        plugins: Sequence[tuple[PluginSpec, Plugin[Any]]],
+        terminal_proxy: Handler,
+        terminal_builtin: dict[str, Handler],
+        endpoints: EndpointRegistry,
+        metrics: Metrics,
+        default_max_body: int,
+    ) -> None:
+        self._plugins = plugins
+        self._specs = [spec for spec, _ in plugins]
+        self._terminal_proxy = terminal_proxy
+        self._terminal_builtin = terminal_builtin
+        self._endpoints = endpoints
+        self._metrics = metrics
+        self._default_max_body = default_max_body
+
+    def compile_one(self, route: Route, source: str) -> CompiledRoute | RouteProblem:
+        configs, issues = route_plugin_configs(route, self._specs, ())
+        if issues:
+            message = "; ".join(f"{format_location(i.location)}: {i.message}" for i in issues)
+            return RouteProblem(source, message + "; route disabled", route.name)
+        pool = None
+        if route.upstreams:
+            pool = UpstreamPool(
+                [(self._endpoints.get(e), e.weight) for e in route.upstreams],
+                balancer=route.balancer,
+                max_failures=route.health.max_failures,
+                ejection=route.health.ejection,
+            )
+        compiled = CompiledRoute(
+            route,
+            pool=pool,
+            metrics=self._metrics.route(route.name),
+            default_max_body=self._default_max_body,
+            plugins=tuple(spec.name for spec, _ in self._plugins),
+        )
+        handler: Handler = (
+            self._terminal_builtin[route.builtin] if route.builtin else self._terminal_proxy
+        )
+        for spec, plugin in reversed(self._plugins):
+            middleware = plugin.middleware(route, configs.get(spec.name))
+            if middleware is not None:
+                handler = isolate(plugin, middleware, handler, self._metrics)
+        compiled.handler = handler
+        return compiled
+
+    def __call__(
+        self, routes: Sequence[Route]
+    ) -> tuple[RouteTable[CompiledRoute], list[RouteProblem]]:
+        compiled: list[CompiledRoute] = []
+        problems: list[RouteProblem] = []
+        for route in routes:
+            try:
+                result = self.compile_one(route, f"route:{route.name}")
+            except Exception as exc:
+                # A plugin raising while building its middleware disables this route only.
+                logger.exception("building route %s failed", route.name)
+                result = RouteProblem(f"route:{route.name}", f"{exc}; route disabled", route.name)
+            if isinstance(result, RouteProblem):
+                problems.append(result)
+            else:
+                compiled.append(result)
+        self._endpoints.retain(e.url for c in compiled for e in c.spec.upstreams)
+        return RouteTable(compiled), problems

@@ -1,0 +1,100 @@
+"""Provider updates -> one route table, swapped atomically.
+
+Each provider publishes its complete state. Updates are debounced, merged in provider
+order, dropped when nothing changed, compiled (which never does I/O) and swapped in one
+assignment, so requests in flight keep the table they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from router.api.provider import ProviderUpdate, RouteProblem
+from router.config.models import Route
+from router.dispatch import TableHolder
+from router.observability.metrics import Metrics
+from router.routing.compiled import CompiledRoute
+from router.routing.table import RouteTable
+
+logger = logging.getLogger("commons_router.routing")
+
+Compile = Callable[[Sequence[Route]], tuple[RouteTable[CompiledRoute], list[RouteProblem]]]
+
+
+class RouteWatcher:
+    def __init__(
+        self,
+        compile_routes: Compile,
+        holder: TableHolder,
+        metrics: Metrics,
+        *,
+        debounce: float = 0.1,
+    ) -> None:
+        self._compile = compile_routes
+        self._holder = holder
+        self._metrics = metrics
+        self._debounce = debounce
+        self._latest: dict[str, ProviderUpdate] = {}
+        self._order: list[str] = []
+        self._applied: list[Route] | None = None
+        self._pending: asyncio.TimerHandle | None = None
+        self._compile_problems: list[RouteProblem] = []
+        self.problems: tuple[RouteProblem, ...] = ()
+
+    def publish(self, update: ProviderUpdate) -> None:
+        if update.provider not in self._order:
+            self._order.append(update.provider)
+        self._latest[update.provider] = update
+        if self._pending is None:
+            loop = asyncio.get_running_loop()
+            self._pending = loop.call_later(self._debounce, self._apply_pending)
+
+    def _apply_pending(self) -> None:
+        self._pending = None
+        self.apply_now()
+
+    def apply_now(self) -> bool:
+        """Merge, compile and swap; returns False when nothing changed."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        routes: list[Route] = []
+        problems: list[RouteProblem] = []
+        owners: dict[str, str] = {}
+        for provider in self._order:
+            update = self._latest[provider]
+            problems.extend(update.problems)
+            for route in update.routes:
+                owner = owners.get(route.name)
+                if owner is not None:
+                    problems.append(
+                        RouteProblem(
+                            f"{provider}:{route.name}",
+                            f"route name already used by provider {owner!r}; route disabled",
+                            route.name,
+                        )
+                    )
+                    continue
+                owners[route.name] = provider
+                routes.append(route)
+        if self._applied is not None and routes == self._applied:
+            self.problems = tuple(problems) + tuple(self._compile_problems)
+            return False
+        table, compile_problems = self._compile(routes)
+        self._compile_problems = compile_problems
+        for conflict in table.conflicts:
+            compile_problems.append(
+                RouteProblem(
+                    f"route:{conflict.route}", conflict.message + "; route disabled", conflict.route
+                )
+            )
+        self._holder.swap(table)
+        self._applied = routes
+        self._metrics.table_generation = self._holder.generation
+        self.problems = tuple(problems) + tuple(compile_problems)
+        for problem in self.problems:
+            logger.warning("route problem in %s: %s", problem.source, problem.message)
+        logger.info("route table %d applied: %d routes", self._holder.generation, len(table.routes))
+        return True

@@ -1,0 +1,77 @@
+"""Process level: uvloop, signals, graceful drain, and ``--workers N``.
+
+One worker: the process runs the router itself. Several: this process supervises N worker
+processes that share the public port (SO_REUSEPORT), restarts any that die, forwards
+SIGTERM/SIGHUP, and serves the admin listener itself, merging the workers' metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import uvloop
+
+from router.app import RouterRuntime
+from router.config.loader import ConfigError, LoadedConfig
+
+logger = logging.getLogger("commons_router.server")
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def run_until_signalled(runtime: RouterRuntime) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, runtime.request_reload)
+    await runtime.start()
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
+    await runtime.drain()
+    logger.info("stopped")
+
+
+def serve(
+    loaded: LoadedConfig,
+    *,
+    config_path: Path | None,
+    dev_mode: bool = False,
+    worker_index: int | None = None,
+    admin_unix_path: str | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    if loaded.config.workers > 1 and worker_index is None:
+        from router.workers import supervise
+
+        return supervise(loaded, config_path=config_path)
+    runtime = RouterRuntime(
+        loaded,
+        config_path=config_path,
+        dev_mode=dev_mode,
+        reuse_port=worker_index is not None,
+        admin_unix_path=admin_unix_path,
+    )
+    try:
+        uvloop.run(run_until_signalled(runtime))
+    except ConfigError as exc:
+        print(f"commons-router: invalid configuration:\n{exc.render()}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"commons-router: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,195 @@
+"""``workers > 1``: supervise worker processes that share the public port.
+
+Each worker is ``commons-router serve --worker-index I`` binding the public port with
+SO_REUSEPORT and serving its admin app on a private Unix socket. The supervisor owns the
+admin listener: /healthz and /readyz ask every worker, /metrics sums the workers' counters,
+/routes shows worker 0's table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import uvloop
+from aiohttp import ClientError, ClientSession, ClientTimeout, UnixConnector, web
+
+from router.config.loader import LoadedConfig
+from router.config.types import split_host_port
+
+logger = logging.getLogger("commons_router.workers")
+
+_ASK_TIMEOUT = ClientTimeout(total=5.0)
+
+
+class Worker:
+    def __init__(self, index: int, socket_path: str) -> None:
+        self.index = index
+        self.socket_path = socket_path
+        self.process: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+
+def merge_metrics(texts: list[str]) -> str:
+    """Sum samples with the same name and labels; keep HELP/TYPE lines once."""
+    order: list[str] = []
+    values: dict[str, float] = {}
+    for text in texts:
+        for line in text.splitlines():
+            if not line:
+                continue
+            if line.startswith("#"):
+                if line not in values and line not in order:
+                    order.append(line)
+                continue
+            series, _, value = line.rpartition(" ")
+            if series not in values:
+                order.append(series)
+                values[series] = 0.0
+            values[series] += float(value)
+    lines = []
+    for key in order:
+        if key.startswith("#"):
+            lines.append(key)
+        else:
+            total = values[key]
+            lines.append(f"{key} {int(total) if total.is_integer() else total}")
+    return "\n".join(lines) + "\n"
+
+
+class Supervisor:
+    def __init__(self, loaded: LoadedConfig, config_path: Path) -> None:
+        self.config = loaded.config
+        self.config_path = config_path
+        self.runtime_dir = tempfile.mkdtemp(prefix="commons-router-")
+        self.workers = [
+            Worker(i, str(Path(self.runtime_dir) / f"worker-{i}.sock"))
+            for i in range(self.config.workers)
+        ]
+        self.stopping = False
+
+    async def _spawn(self, worker: Worker) -> None:
+        worker.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "router",
+            "serve",
+            "--config",
+            str(self.config_path),
+            "--worker-index",
+            str(worker.index),
+            "--admin-socket",
+            worker.socket_path,
+        )
+
+    async def _watch(self, worker: Worker) -> None:
+        while True:
+            assert worker.process is not None
+            code = await worker.process.wait()
+            if self.stopping:
+                return
+            worker.restarts += 1
+            delay = min(2.0 ** min(worker.restarts, 5), 30.0)
+            logger.error("worker %d exited with %s; restarting in %.0fs", worker.index, code, delay)
+            await asyncio.sleep(delay)
+            await self._spawn(worker)
+
+    async def _ask(self, worker: Worker, path: str) -> tuple[int, str]:
+        if not worker.alive:
+            return 503, "worker not running"
+        try:
+            async with (
+                ClientSession(
+                    connector=UnixConnector(path=worker.socket_path), timeout=_ASK_TIMEOUT
+                ) as session,
+                session.get(f"http://worker{path}") as response,
+            ):
+                return response.status, await response.text()
+        except (ClientError, OSError, TimeoutError) as exc:
+            return 503, f"worker {worker.index} did not answer: {exc}"
+
+    def admin_app(self) -> web.Application:
+        async def healthz(request: web.Request) -> web.Response:
+            dead = [w.index for w in self.workers if not w.alive]
+            if dead:
+                return web.Response(status=503, text=f"workers not running: {dead}\n")
+            return web.Response(text="ok\n")
+
+        async def readyz(request: web.Request) -> web.Response:
+            if self.stopping:
+                return web.Response(status=503, text="draining\n")
+            answers = await asyncio.gather(*(self._ask(w, "/readyz") for w in self.workers))
+            if any(status != 200 for status, _ in answers):
+                return web.Response(status=503, text="not all workers are ready\n")
+            return web.Response(text="ready\n")
+
+        async def metrics(request: web.Request) -> web.Response:
+            answers = await asyncio.gather(*(self._ask(w, "/metrics") for w in self.workers))
+            texts = [text for status, text in answers if status == 200]
+            return web.Response(text=merge_metrics(texts), content_type="text/plain")
+
+        async def routes(request: web.Request) -> web.Response:
+            status, text = await self._ask(self.workers[0], "/routes")
+            return web.Response(status=status, text=text, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/routes", routes)
+        return app
+
+    def _signal_workers(self, signum: int) -> None:
+        for worker in self.workers:
+            if worker.alive:
+                assert worker.process is not None
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signum)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._signal_workers, signal.SIGHUP)
+        runner = web.AppRunner(self.admin_app(), access_log=None)
+        await runner.setup()
+        try:
+            host, port = split_host_port(self.config.admin.listen)
+            await web.TCPSite(runner, host or None, port).start()
+            for worker in self.workers:
+                await self._spawn(worker)
+            watchers = [asyncio.create_task(self._watch(w)) for w in self.workers]
+            logger.info("supervising %d workers", len(self.workers))
+            await stop.wait()
+            self.stopping = True
+            self._signal_workers(signal.SIGTERM)
+            await asyncio.gather(*watchers, return_exceptions=True)
+            return 0
+        finally:
+            self.stopping = True
+            self._signal_workers(signal.SIGTERM)
+            await runner.cleanup()
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+def supervise(loaded: LoadedConfig, *, config_path: Path | None) -> int:
+    if config_path is None:
+        print("commons-router: workers > 1 needs a configuration file", file=sys.stderr)
+        return 1
+    supervisor = Supervisor(loaded, config_path)
+    try:
+        return uvloop.run(supervisor.run())
+    except OSError as exc:
+        print(f"commons-router: cannot start: {exc}", file=sys.stderr)
+        return 1
