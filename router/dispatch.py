@@ -109,8 +109,9 @@ class Dispatcher:
             response, route = await self._answer(request, ctx)
             return response
         except asyncio.CancelledError:
-            # The client went away; log it as nginx does (499) and let aiohttp clean up.
-            self._finish(request, ctx, route or ctx.route, None, 499)
+            # The client went away: log it as nginx does (499), or as 101 for a WebSocket
+            # that ended with its connection; aiohttp cleans up.
+            self._finish(request, ctx, route or ctx.route, None, 101 if ctx.upgraded else 499)
             raise
         finally:
             self.metrics.in_flight -= 1

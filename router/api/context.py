@@ -25,6 +25,7 @@ class RequestContext:
         "route",
         "scheme",
         "start",
+        "upgraded",
         "upstream_headers",
     )
 
@@ -43,6 +44,8 @@ class RequestContext:
         self.endpoint: EndpointState | None = None
         self.log_fields: dict[str, Any] | None = None
         self.upstream_headers: dict[str, str] | None = None
+        self.upgraded = False
+        """True once the connection was switched to another protocol (WebSocket)."""
 
     def add_log_field(self, name: str, value: Any) -> None:
         """Add a field to this request's access-log line (e.g. ``user``, ``trace_id``)."""

@@ -155,13 +155,34 @@ def issues_from_validation(
     return issues
 
 
+def _raw_duplicates(data: Any, line_map: LineMap) -> list[ConfigIssue]:
+    # Pydantic skips list-level validators when an item is invalid; duplicates are still
+    # worth reporting alongside the item errors.
+    from router.config.models import duplicate_names
+
+    issues = []
+    for field_name in ("routes", "plugins"):
+        entries = data.get(field_name) if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            continue
+        names = [e["name"] for e in entries if isinstance(e, dict) and "name" in e]
+        problem = duplicate_names(field_name, names)
+        if problem:
+            issues.append(ConfigIssue((field_name,), problem, line_map.find((field_name,))))
+    return issues
+
+
 def validate_model(
     model: type[M], data: Any, source: str, line_map: LineMap, prefix: Location = ()
 ) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, issues_from_validation(exc, line_map, prefix)) from None
+        issues = issues_from_validation(exc, line_map, prefix)
+        if model is Config:
+            known = {issue.message for issue in issues}
+            issues += [i for i in _raw_duplicates(data, line_map) if i.message not in known]
+        raise ConfigError(source, issues) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,14 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from yarl import URL
 
 from router.config.types import ByteCount, Duration, HostPort
@@ -238,21 +245,18 @@ class Config(Model):
                 raise ValueError(f"invalid CIDR {cidr!r}") from None
         return value
 
-    @field_validator("routes")
+    @field_validator("routes", "plugins")
     @classmethod
-    def _check_unique_names(cls, value: list[Route]) -> list[Route]:
-        seen: set[str] = set()
-        for route in value:
-            if route.name in seen:
-                raise ValueError(f"duplicate route name {route.name!r}")
-            seen.add(route.name)
+    def _check_unique_names(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
+        problem = duplicate_names(info.field_name or "", [entry.name for entry in value])
+        if problem:
+            raise ValueError(problem)
         return value
 
-    @field_validator("plugins")
-    @classmethod
-    def _check_unique_plugins(cls, value: list[PluginEntry]) -> list[PluginEntry]:
-        names = [entry.name for entry in value]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"plugin listed twice: {', '.join(duplicates)}")
-        return value
+
+def duplicate_names(field_name: str, names: list[Any]) -> str | None:
+    duplicates = sorted({str(n) for n in names if names.count(n) > 1})
+    if not duplicates:
+        return None
+    what = "route name" if field_name == "routes" else "plugin listed twice"
+    return f"duplicate {what}: {', '.join(repr(d) for d in duplicates)}"

@@ -105,6 +105,7 @@ async def proxy_websocket(forwarder: Forwarder, request: web.BaseRequest) -> web
         )
         client.headers["X-Request-Id"] = ctx.request_id
         await client.prepare(request)
+        ctx.upgraded = True
         await _pump_both_ways(client, upstream)
         return client
     finally:
