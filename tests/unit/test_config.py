@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import json
+import re
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from router.app import check_config
 from router.config.loader import ConfigError, load_config_file, load_config_text
+from router.config.models import Config
 from router.config.schema import config_schema
 from router.config.types import parse_duration, parse_size
 
@@ -161,3 +165,24 @@ def test_sizes(text: object, size: int) -> None:
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    names = set()
+    for name, field in model.model_fields.items():
+        names.add(name)
+        for candidate in (*typing.get_args(field.annotation), field.annotation):
+            inner = typing.get_args(candidate) or (candidate,)
+            for item in inner:
+                if isinstance(item, type) and issubclass(item, BaseModel):
+                    names |= _field_names(item)
+    return names
+
+
+def test_readme_documents_every_config_key() -> None:
+    readme = (ROOT / "README.md").read_text()
+    code_spans = " ".join(re.findall(r"`([^`]+)`", readme))
+    missing = sorted(
+        name for name in _field_names(Config) if not re.search(rf"\b{name}\b", code_spans)
+    )
+    assert missing == []
