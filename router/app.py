@@ -26,6 +26,7 @@ from router.config.models import Config
 from router.config.types import split_host_port
 from router.dispatch import Dispatcher, TableHolder
 from router.http.protocol import GuardedServer
+from router.http.request import request_factory
 from router.observability.accesslog import AccessLog
 from router.observability.metrics import Metrics
 from router.proxy.forward import Forwarder
@@ -187,6 +188,7 @@ class RouterRuntime:
         limits = config.limits
         server = GuardedServer(
             dispatcher,
+            request_factory=request_factory(asyncio.get_running_loop()),
             header_timeout=limits.header_timeout,
             handler_cancellation=True,
             access_log=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -9,6 +10,9 @@ from aiohttp import web
 if TYPE_CHECKING:
     from router.proxy.upstream import EndpointState
     from router.routing.compiled import CompiledRoute
+
+
+ResponseHook = Callable[[web.BaseRequest, web.StreamResponse], None]
 
 
 class RequestContext:
@@ -22,6 +26,7 @@ class RequestContext:
         "path",
         "query",
         "request_id",
+        "response_hooks",
         "route",
         "scheme",
         "start",
@@ -44,6 +49,7 @@ class RequestContext:
         self.endpoint: EndpointState | None = None
         self.log_fields: dict[str, Any] | None = None
         self.upstream_headers: dict[str, str] | None = None
+        self.response_hooks: list[ResponseHook] | None = None
         self.upgraded = False
         """True once the connection was switched to another protocol (WebSocket)."""
 
@@ -52,6 +58,16 @@ class RequestContext:
         if self.log_fields is None:
             self.log_fields = {}
         self.log_fields[name] = value
+
+    def on_response(self, hook: ResponseHook) -> None:
+        """Call ``hook(request, response)`` just before the response headers are sent.
+
+        Every response passes through it: proxied (streamed or not), WebSocket upgrades,
+        error pages and plugin answers. Hooks may change status-independent headers.
+        """
+        if self.response_hooks is None:
+            self.response_hooks = []
+        self.response_hooks.append(hook)
 
     def add_upstream_header(self, name: str, value: str) -> None:
         """Set a header on the request sent upstream (after client headers were cleaned)."""

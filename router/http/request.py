@@ -1,0 +1,39 @@
+"""The request class of the public listener: runs the context's response hooks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
+
+from router.api.context import CONTEXT_KEY
+
+
+class RouterRequest(web.BaseRequest):
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        # aiohttp calls this from StreamResponse.prepare(), i.e. for every response just
+        # before its headers are written: the one place all responses pass through.
+        ctx = self.get(CONTEXT_KEY)
+        if ctx is not None and ctx.response_hooks:
+            for hook in ctx.response_hooks:
+                hook(self, response)
+
+
+def request_factory(
+    loop: asyncio.AbstractEventLoop,
+) -> Any:
+    def make(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> RouterRequest:
+        return RouterRequest(message, payload, protocol, writer, task, loop)
+
+    return make
