@@ -18,7 +18,7 @@ from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, 
 
 from router.admin import AdminState, build_admin_app
 from router.api.context import CONTEXT_KEY
-from router.api.plugin import Handler, Plugin, PluginServices
+from router.api.plugin import Handler, Middleware, Plugin, PluginServices
 from router.api.provider import Provider
 from router.builtin.echo import EchoHandler
 from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
@@ -34,12 +34,13 @@ from router.proxy.headers import DEFAULT_IDENTITY_HEADERS, HeaderPolicy, Trusted
 from router.proxy.upstream import EndpointRegistry
 from router.proxy.websocket import is_websocket_upgrade, proxy_websocket
 from router.registry import PluginClass, PluginSpec, discover_plugins, resolve_plugins, validate_all
-from router.routing.compiler import RouteCompiler
+from router.routing.compiler import RouteCompiler, isolate
 from router.routing.file_provider import FileProvider
 from router.routing.watcher import RouteWatcher
 
 logger = logging.getLogger("commons_router")
 
+RESERVED_PREFIXES = ("/.well-known/commons-router/", "/.commons-router/")
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
@@ -132,7 +133,12 @@ class RouterRuntime:
         ssl_context = _ssl_context(config)
         scheme = "https" if ssl_context is not None else "http"
         forwarder = Forwarder(
-            session, HeaderPolicy(DEFAULT_IDENTITY_HEADERS), trusted, self.metrics, port
+            session,
+            HeaderPolicy(DEFAULT_IDENTITY_HEADERS),
+            trusted,
+            self.metrics,
+            port,
+            observers=tuple(services.upstream_observers),
         )
 
         async def upstream_terminal(request: web.BaseRequest) -> web.StreamResponse:
@@ -185,6 +191,7 @@ class RouterRuntime:
             merge_slashes=config.paths.merge_slashes,
             reject_encoded_slash=config.paths.reject_encoded_slash,
         )
+        dispatcher.install_plugins(*self._global_chain(dispatcher))
         limits = config.limits
         server = GuardedServer(
             dispatcher,
@@ -219,6 +226,30 @@ class RouterRuntime:
             self.public_port,
             self.admin_unix_path or f"{config.admin.listen.rpartition(':')[0]}:{self.admin_port}",
         )
+
+    def _global_chain(self, dispatcher: Dispatcher) -> tuple[Handler, dict[str, Handler]]:
+        entry: Handler = dispatcher.route_request
+        for _, plugin in reversed(self.plugins):
+            middleware = plugin.global_middleware()
+            if middleware is not None:
+                entry = isolate(plugin, middleware, entry, self.metrics)
+        reserved: dict[str, Handler] = {}
+        owners: dict[str, str] = {}
+        for _, plugin in self.plugins:
+            for path, handler in plugin.reserved_paths().items():
+                problem = None
+                if not path.startswith(RESERVED_PREFIXES):
+                    problem = (
+                        f"plugin {plugin.name!r} reserves {path!r}, outside "
+                        f"{' and '.join(RESERVED_PREFIXES)}"
+                    )
+                elif path in owners:
+                    problem = f"plugins {owners[path]!r} and {plugin.name!r} both reserve {path!r}"
+                if problem is not None:
+                    raise ConfigError(self.loaded.source, [ConfigIssue(("plugins",), problem)])
+                owners[path] = plugin.name
+                reserved[path] = isolate(plugin, _answer_with(handler), entry, self.metrics)
+        return entry, reserved
 
     async def _start_admin(self, state: AdminState) -> None:
         runner = web.AppRunner(build_admin_app(state), access_log=None)
@@ -306,6 +337,13 @@ class RouterRuntime:
 
     async def stop(self) -> None:
         await self.stack.aclose()
+
+
+def _answer_with(handler: Handler) -> Middleware:
+    async def answer(request: web.BaseRequest, _next: Handler) -> web.StreamResponse:
+        return await handler(request)
+
+    return answer
 
 
 def _bound_port(runner: web.BaseRunner, wanted: int) -> int:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
+from router.api.plugin import Handler
 from router.errors import error_response
 from router.http.framing import HostParser, framing_problem
 from router.observability.accesslog import AccessLog
@@ -47,6 +48,7 @@ def new_request_id() -> str:
 
 class Dispatcher:
     __slots__ = (
+        "_entry",
         "_hosts",
         "_loop_time",
         "access_log",
@@ -54,6 +56,7 @@ class Dispatcher:
         "merge_slashes",
         "metrics",
         "reject_encoded_slash",
+        "reserved",
         "scheme",
         "trusted",
     )
@@ -77,6 +80,10 @@ class Dispatcher:
         self.merge_slashes = merge_slashes
         self.reject_encoded_slash = reject_encoded_slash
         self._hosts = HostParser()
+        self.reserved: dict[str, Handler] = {}
+        """Exact paths answered by plugins on every host (``/.well-known/commons-router/...``,
+        ``/.commons-router/...``), before route matching decides."""
+        self._entry: Handler = self.route_request
         self._loop_time = time.perf_counter
 
     def _request_id(self, request: web.BaseRequest, peer: str) -> str:
@@ -89,6 +96,11 @@ class Dispatcher:
         ):
             return incoming
         return new_request_id()
+
+    def install_plugins(self, entry: Handler, reserved: dict[str, Handler]) -> None:
+        """Set the global plugin chain (ending at :meth:`route_request`) and the reserved paths."""
+        self._entry = entry
+        self.reserved = reserved
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         start = self._loop_time()
@@ -146,18 +158,30 @@ class Dispatcher:
             return self._error(request, ctx, 400, f"Bad request path: {exc}."), None
         ctx.path = normalized.path
         ctx.query = normalized.query
-        route = self.holder.table.match(host, normalized.match_path)
-        if route is None:
-            return self._error(request, ctx, 404, "No route matches this host and path."), None
-        ctx.route = route
-        handler = route.handler
-        assert handler is not None
+        ctx.route = self.holder.table.match(host, normalized.match_path)
         try:
-            return await handler(request), route
+            return await self._entry(request), ctx.route
         except RouterHTTPError as exc:
-            return self._error(request, ctx, exc.status, exc.message, exc.headers), route
+            return self._error(request, ctx, exc.status, exc.message, exc.headers), ctx.route
+
+    async def route_request(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The end of the global plugin chain: a reserved path, else the route's chain."""
+        ctx = request[CONTEXT_KEY]
+        try:
+            reserved = self.reserved
+            if reserved and ctx.path.startswith("/."):
+                handler = reserved.get(ctx.path.partition(";")[0])
+                if handler is not None:
+                    return await handler(request)
+            route = ctx.route
+            if route is None:
+                raise RouterHTTPError(404, "No route matches this host and path.")
+            assert route.handler is not None
+            return await route.handler(request)
+        except RouterHTTPError as exc:
+            return self._error(request, ctx, exc.status, exc.message, exc.headers)
         except web.HTTPException as exc:
-            return self._error(request, ctx, exc.status, exc.reason, dict(exc.headers)), route
+            return self._error(request, ctx, exc.status, exc.reason, dict(exc.headers))
 
     def _error(
         self,

@@ -9,6 +9,7 @@ from router.api.plugin import (
     Plugin,
     PluginServices,
     ServiceKey,
+    UpstreamObserver,
 )
 from router.api.provider import Provider, ProviderUpdate, Publish, RouteProblem
 
@@ -26,5 +27,6 @@ __all__ = [
     "RouteProblem",
     "RouterHTTPError",
     "ServiceKey",
+    "UpstreamObserver",
     "context_of",
 ]

@@ -9,10 +9,11 @@ access-log fields (through :class:`~router.api.context.RequestContext`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from aiohttp import ClientSession, web
+from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict
 
 from router.api.provider import Provider
@@ -55,6 +56,11 @@ class PluginServices:
         self.dev_mode = dev_mode
         self.logger = logger
         self._services: dict[ServiceKey[Any], Any] = {}
+        self.upstream_observers: list[UpstreamObserver] = []
+
+    def add_upstream_observer(self, observer: UpstreamObserver) -> None:
+        """Be told about every upstream attempt (e.g. to make a client span per attempt)."""
+        self.upstream_observers.append(observer)
 
     def provide(self, key: ServiceKey[T], value: T) -> None:
         if key in self._services:
@@ -70,6 +76,20 @@ class PluginServices:
         if value is None:
             raise LookupError(f"no plugin provides {key.name!r}: enable one in 'plugins'")
         return value
+
+
+class UpstreamObserver(Protocol):
+    """Sees each attempt to reach an endpoint; may set headers on the outgoing request."""
+
+    def attempt_started(
+        self, request: web.BaseRequest, endpoint_url: str, headers: CIMultiDict[str]
+    ) -> object:
+        """Returns a token handed back to :meth:`attempt_finished`."""
+        ...
+
+    def attempt_finished(self, token: object, status: int | None, error: str | None) -> None:
+        """``status`` of the upstream answer, or ``error`` (a short kind) when it failed."""
+        ...
 
 
 C = TypeVar("C", bound=BaseModel)
@@ -99,6 +119,18 @@ class Plugin(Generic[C]):
     def providers(self) -> Sequence[Provider]:
         """Route providers this plugin contributes."""
         return ()
+
+    def global_middleware(self) -> Middleware | None:
+        """Middleware around every routable request (also 404s and reserved paths), built
+        once at start. Use it for what concerns all traffic, such as tracing."""
+        return None
+
+    def reserved_paths(self) -> Mapping[str, Handler]:
+        """Exact paths this plugin answers on every host, before routes are consulted.
+
+        Each must start with ``/.well-known/commons-router/`` or ``/.commons-router/``.
+        """
+        return {}
 
     def middleware(self, route: Route, route_config: Any) -> Middleware | None:
         """Middleware for one route, built once per route table; None to stay out of it.

@@ -21,6 +21,7 @@ from multidict import CIMultiDict
 
 from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
+from router.api.plugin import UpstreamObserver
 from router.observability.metrics import Metrics
 from router.proxy.headers import HeaderPolicy, TrustedPeers, forwarded_element
 from router.proxy.upstream import EndpointState
@@ -67,12 +68,14 @@ class Forwarder:
         trusted: TrustedPeers,
         metrics: Metrics,
         listen_port: int,
+        observers: tuple[UpstreamObserver, ...] = (),
     ) -> None:
         self.session = session
         self.policy = policy
         self.trusted = trusted
         self.metrics = metrics
         self.listen_port = str(listen_port)
+        self.observers = observers
 
     def upstream_headers(
         self, request: web.BaseRequest, ctx: RequestContext, route: CompiledRoute
@@ -172,6 +175,13 @@ class Forwarder:
         body: bytes | AsyncIterator[bytes] | None,
     ) -> web.StreamResponse:
         endpoint.outstanding += 1
+        observed = (
+            [(o, o.attempt_started(request, endpoint.url, headers)) for o in self.observers]
+            if self.observers
+            else None
+        )
+        status: int | None = None
+        error: str | None = None
         try:
             try:
                 upstream = await self.session.request(
@@ -183,8 +193,10 @@ class Forwarder:
                     timeout=route.timeout,
                 )
             except BodyTooLarge:
+                error = "body_too_large"
                 raise RouterHTTPError(413, _too_large(route)) from None
             except (ClientConnectorError, ServerDisconnectedError) as exc:
+                error = "connect"
                 raise _AttemptFailed(
                     "connect",
                     502,
@@ -192,6 +204,7 @@ class Forwarder:
                     retryable=True,
                 ) from None
             except TimeoutError:
+                error = "timeout"
                 raise _AttemptFailed(
                     "timeout",
                     504,
@@ -199,6 +212,7 @@ class Forwarder:
                     retryable=False,
                 ) from None
             except (ClientResponseError, ClientOSError, ClientConnectionError) as exc:
+                error = "protocol"
                 raise _AttemptFailed(
                     "protocol",
                     502,
@@ -206,6 +220,7 @@ class Forwarder:
                     f"({_reason(exc)}).",
                     retryable=False,
                 ) from None
+            status = upstream.status
             try:
                 route.pool.record_success(endpoint)  # type: ignore[union-attr]
                 return await self._relay(request, route, upstream)
@@ -213,6 +228,9 @@ class Forwarder:
                 upstream.release()
         finally:
             endpoint.outstanding -= 1
+            if observed is not None:
+                for observer, token in observed:
+                    observer.attempt_finished(token, status, error)
 
     async def _relay(
         self, request: web.BaseRequest, route: CompiledRoute, upstream: ClientResponse

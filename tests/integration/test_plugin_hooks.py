@@ -1,0 +1,129 @@
+"""Global middleware, reserved paths and upstream observers."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, web
+from multidict import CIMultiDict
+
+from router.api import Handler, Middleware, NoConfig, Plugin, context_of
+from router.config.loader import ConfigError
+from router.testing import Backend, run_router
+
+
+class CountingPlugin(Plugin[NoConfig]):
+    name = "counting"
+    seen: list[tuple[str, int]] = []  # noqa: RUF012
+    attempts: list[tuple[str, int | None, str | None]] = []  # noqa: RUF012
+
+    async def start(self) -> None:
+        self.services.add_upstream_observer(self)
+
+    def global_middleware(self) -> Middleware:
+        async def count(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
+            response = await handler(request)
+            CountingPlugin.seen.append((request.path, response.status))
+            return response
+
+        return count
+
+    def reserved_paths(self) -> Mapping[str, Handler]:
+        async def hello(request: web.BaseRequest) -> web.StreamResponse:
+            route = context_of(request).route
+            return web.json_response({"route": route.name if route else None})
+
+        return {"/.well-known/commons-router/hello": hello}
+
+    def attempt_started(
+        self, request: web.BaseRequest, endpoint_url: str, headers: CIMultiDict[str]
+    ) -> object:
+        headers["X-Attempt"] = endpoint_url
+        return endpoint_url
+
+    def attempt_finished(self, token: object, status: int | None, error: str | None) -> None:
+        CountingPlugin.attempts.append((str(token), status, error))
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    CountingPlugin.seen.clear()
+    CountingPlugin.attempts.clear()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_global_middleware_sees_every_routable_request(
+    backend: Backend, client: ClientSession
+) -> None:
+    config: dict[str, Any] = {
+        "plugins": [{"name": "counting"}],
+        "routes": [
+            {"name": "app", "hosts": ["app.test"], "upstreams": [{"url": backend.url}]}
+        ],
+    }
+    async with run_router(config, plugins={"counting": CountingPlugin}) as router:
+        await client.get(router.url + "/a", headers={"Host": "app.test"})
+        await client.get(router.url + "/b", headers={"Host": "nowhere.test"})
+        async with client.get(
+            router.url + "/.well-known/commons-router/hello", headers={"Host": "app.test"}
+        ) as response:
+            assert await response.json() == {"route": "app"}
+        async with client.get(
+            router.url + "/.well-known/commons-router/hello", headers={"Host": "nowhere.test"}
+        ) as response:
+            assert await response.json() == {"route": None}
+    assert CountingPlugin.seen == [
+        ("/a", 200),
+        ("/b", 404),
+        ("/.well-known/commons-router/hello", 200),
+        ("/.well-known/commons-router/hello", 200),
+    ]
+
+
+async def test_observer_sees_each_attempt_and_sets_headers(
+    backend: Backend, client: ClientSession
+) -> None:
+    dead = f"http://127.0.0.1:{closed_port()}"
+    config: dict[str, Any] = {
+        "plugins": [{"name": "counting"}],
+        "routes": [
+            {
+                "name": "app",
+                "retries": 1,
+                "health": {"max_failures": 100},
+                "upstreams": [{"url": dead}, {"url": backend.url}],
+            }
+        ],
+    }
+    async with run_router(config, plugins={"counting": CountingPlugin}) as router:
+        for _ in range(2):
+            async with client.get(router.url + "/x") as response:
+                seen = {k.lower(): v for k, v in (await response.json())["headers"]}
+                assert seen["x-attempt"] == backend.url
+    assert CountingPlugin.attempts.count((backend.url, 200, None)) == 2
+    assert CountingPlugin.attempts.count((dead, None, "connect")) == 1
+
+
+class BadReservation(Plugin[NoConfig]):
+    name = "bad"
+
+    def reserved_paths(self) -> Mapping[str, Handler]:
+        async def nope(request: web.BaseRequest) -> web.StreamResponse:
+            return web.Response()
+
+        return {"/admin": nope}
+
+
+async def test_reserved_paths_must_use_the_router_prefixes() -> None:
+    config = {"plugins": [{"name": "bad"}], "routes": [{"name": "a", "builtin": "echo"}]}
+    with pytest.raises(ConfigError, match="outside"):
+        async with run_router(config, plugins={"bad": BadReservation}):
+            pass
