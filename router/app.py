@@ -120,7 +120,10 @@ class RouterRuntime:
             self.stack.push_async_callback(access_log.stop)
 
         services = PluginServices(
-            http=session, dev_mode=self.dev_mode, logger=logging.getLogger("commons_router.plugin")
+            http=session,
+            dev_mode=self.dev_mode,
+            logger=logging.getLogger("commons_router.plugin"),
+            router_config=config,
         )
         for spec in specs:
             plugin = spec.cls(spec.config, services)
@@ -134,7 +137,7 @@ class RouterRuntime:
         scheme = "https" if ssl_context is not None else "http"
         forwarder = Forwarder(
             session,
-            HeaderPolicy(DEFAULT_IDENTITY_HEADERS),
+            HeaderPolicy((*DEFAULT_IDENTITY_HEADERS, *services.protected_headers)),
             trusted,
             self.metrics,
             port,

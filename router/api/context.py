@@ -48,7 +48,7 @@ class RequestContext:
         self.route: CompiledRoute | None = None
         self.endpoint: EndpointState | None = None
         self.log_fields: dict[str, Any] | None = None
-        self.upstream_headers: dict[str, str] | None = None
+        self.upstream_headers: dict[str, str | None] | None = None
         self.response_hooks: list[ResponseHook] | None = None
         self.upgraded = False
         """True once the connection was switched to another protocol (WebSocket)."""
@@ -74,6 +74,12 @@ class RequestContext:
         if self.upstream_headers is None:
             self.upstream_headers = {}
         self.upstream_headers[name] = value
+
+    def remove_upstream_header(self, name: str) -> None:
+        """Do not send the client's ``name`` header upstream (e.g. ``Authorization``)."""
+        if self.upstream_headers is None:
+            self.upstream_headers = {}
+        self.upstream_headers[name] = None
 
 
 CONTEXT_KEY: web.RequestKey[RequestContext] = web.RequestKey(

@@ -17,7 +17,7 @@ from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict
 
 from router.api.provider import Provider
-from router.config.models import Route
+from router.config.models import Config, Route
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 """Answers a request: the next plugin's middleware, or the route's upstream."""
@@ -50,13 +50,31 @@ class ServiceKey(Generic[T]):
 class PluginServices:
     """What the router gives each plugin."""
 
-    def __init__(self, *, http: ClientSession, dev_mode: bool, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        *,
+        http: ClientSession,
+        dev_mode: bool,
+        logger: logging.Logger,
+        router_config: Config,
+    ) -> None:
         self.http = http
         """Shared client session for outbound calls (IdP, JWKS, collectors)."""
         self.dev_mode = dev_mode
+        """True under ``commons-router dev``."""
         self.logger = logger
+        self.router_config = router_config
+        """The router's validated configuration (read-only)."""
+        self.protected_headers: list[str] = []
         self._services: dict[ServiceKey[Any], Any] = {}
         self.upstream_observers: list[UpstreamObserver] = []
+
+    def protect_header(self, name: str) -> None:
+        """Always strip ``name`` from client requests (an identity header this plugin sets).
+
+        Call it from ``__init__`` or ``start``; names compare case-insensitively, ``_`` = ``-``.
+        """
+        self.protected_headers.append(name)
 
     def add_upstream_observer(self, observer: UpstreamObserver) -> None:
         """Be told about every upstream attempt (e.g. to make a client span per attempt)."""

@@ -107,8 +107,11 @@ class Forwarder:
         for name, value in route.request_set:
             headers[name] = value
         if ctx.upstream_headers:
-            for name, value in ctx.upstream_headers.items():
-                headers[name] = value
+            for name, extra in ctx.upstream_headers.items():
+                if extra is None:
+                    headers.popall(name, None)
+                else:
+                    headers[name] = extra
         return headers
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:

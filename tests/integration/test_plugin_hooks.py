@@ -133,3 +133,43 @@ async def test_reserved_paths_must_use_the_router_prefixes() -> None:
     with pytest.raises(ConfigError, match="outside"):
         async with run_router(config, plugins={"bad": BadReservation}):
             pass
+
+
+class IdentityPlugin(Plugin[NoConfig]):
+    name = "identity"
+
+    async def start(self) -> None:
+        self.services.protect_header("X-Company-User")
+
+    def middleware(self, route: Any, route_config: Any) -> Middleware:
+        async def identify(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
+            ctx = context_of(request)
+            ctx.add_upstream_header("X-Company-User", "alice")
+            ctx.remove_upstream_header("Authorization")
+            return await handler(request)
+
+        return identify
+
+
+async def test_plugin_identity_header_is_protected_and_authorization_dropped(
+    backend: Backend, client: ClientSession
+) -> None:
+    config: dict[str, Any] = {
+        "plugins": [{"name": "identity"}],
+        "routes": [
+            {"name": "app", "path": "/app", "upstreams": [{"url": backend.url}]},
+            {
+                "name": "bare",
+                "path": "/bare",
+                "upstreams": [{"url": backend.url}],
+            },
+        ],
+    }
+    spoof = {"x_company_user": "mallory", "Authorization": "Bearer secret"}
+    async with run_router(config, plugins={"identity": IdentityPlugin}) as router:
+        async with client.get(router.url + "/app", headers=spoof) as response:
+            seen = (await response.json())["headers"]
+    names = [(k.lower(), v) for k, v in seen]
+    assert ("x-company-user", "alice") in names
+    assert all(v != "mallory" for _, v in names)
+    assert "authorization" not in dict(names)
