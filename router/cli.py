@@ -98,11 +98,21 @@ def _load(path: Path) -> LoadedConfig:
     return loaded
 
 
+def render_config_error(exc: ConfigError) -> str:
+    """Every issue, one per line, in file order (issues without a line first)."""
+    issues = sorted(exc.issues, key=lambda issue: issue.line or 0)
+    return "\n".join(issue.render(exc.source) for issue in issues)
+
+
+def report_invalid_config(exc: ConfigError) -> None:
+    print(f"commons-router: invalid configuration:\n{render_config_error(exc)}", file=sys.stderr)
+
+
 def _check(path: Path) -> int:
     try:
         loaded = _load(path)
     except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
+        print(render_config_error(exc), file=sys.stderr)
         count = len(exc.issues)
         print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         return EXIT_INVALID
@@ -116,7 +126,7 @@ def _serve(path: Path, worker_index: int | None, admin_socket: str | None) -> in
     try:
         loaded = _load(path)
     except ConfigError as exc:
-        print(f"commons-router: invalid configuration:\n{exc.render()}", file=sys.stderr)
+        report_invalid_config(exc)
         return EXIT_INVALID
     configure_logging()
     return serve(loaded, config_path=path, worker_index=worker_index, admin_unix_path=admin_socket)
@@ -166,6 +176,12 @@ def _dev(upstream: str | None, listen: str, admin_listen: str) -> int:
             "dev mode is listening on %s, which is not a loopback address: anyone on the "
             "network can reach it",
             listen,
+        )
+    if not _is_loopback(admin_listen):
+        logger.warning(
+            "dev mode's admin listener is on %s, which is not a loopback address: anyone on "
+            "the network can read its metrics and routes",
+            admin_listen,
         )
     target = str(URL(upstream)) if upstream else "the built-in echo page"
     logger.info("dev mode: http://%s -> %s", listen, target)

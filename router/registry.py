@@ -108,9 +108,12 @@ def validate_all(
 ) -> list[ConfigIssue]:
     """Every plugin problem in a config (the models themselves are already valid)."""
     specs, issues = resolve_plugins(config, available, line_map)
-    if issues:
-        # Route blocks of an unknown plugin would only repeat the same problem.
-        return issues
+    # Route blocks of a listed plugin that failed to load would only repeat its problem.
+    failed = {entry.name for entry in config.plugins} - {spec.name for spec in specs}
     for index, route in enumerate(config.routes):
+        if failed & route.plugins.keys():
+            route = route.model_copy(
+                update={"plugins": {k: v for k, v in route.plugins.items() if k not in failed}}
+            )
         issues.extend(route_plugin_configs(route, specs, ("routes", index), line_map)[1])
     return issues

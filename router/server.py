@@ -69,7 +69,9 @@ def serve(
     try:
         uvloop.run(run_until_signalled(runtime))
     except ConfigError as exc:
-        print(f"commons-router: invalid configuration:\n{exc.render()}", file=sys.stderr)
+        from router.cli import report_invalid_config
+
+        report_invalid_config(exc)
         return 1
     except OSError as exc:
         print(f"commons-router: cannot start: {exc}", file=sys.stderr)

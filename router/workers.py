@@ -28,11 +28,18 @@ logger = logging.getLogger("commons_router.workers")
 _ASK_TIMEOUT = ClientTimeout(total=5.0)
 
 
+# A worker that ran this long before dying is restarted at once, not after a back-off.
+_STABLE_AFTER = 60.0
+# Gauges that describe one process's state rather than an amount: merged with max, not sum.
+_MAX_SERIES = frozenset({"commons_router_route_table_generation"})
+
+
 class Worker:
     def __init__(self, index: int, socket_path: str) -> None:
         self.index = index
         self.socket_path = socket_path
         self.process: asyncio.subprocess.Process | None = None
+        self.started_at = 0.0
         self.restarts = 0
 
     @property
@@ -55,8 +62,11 @@ def merge_metrics(texts: list[str]) -> str:
             series, _, value = line.rpartition(" ")
             if series not in values:
                 order.append(series)
-                values[series] = 0.0
-            values[series] += float(value)
+                values[series] = float(value)
+            elif series.partition("{")[0] in _MAX_SERIES:
+                values[series] = max(values[series], float(value))
+            else:
+                values[series] += float(value)
     lines = []
     for key in order:
         if key.startswith("#"):
@@ -77,8 +87,10 @@ class Supervisor:
             for i in range(self.config.workers)
         ]
         self.stopping = False
+        self._stop = asyncio.Event()
 
     async def _spawn(self, worker: Worker) -> None:
+        worker.started_at = asyncio.get_running_loop().time()
         worker.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -98,11 +110,18 @@ class Supervisor:
             code = await worker.process.wait()
             if self.stopping:
                 return
-            worker.restarts += 1
-            delay = min(2.0 ** min(worker.restarts, 5), 30.0)
-            logger.error("worker %d exited with %s; restarting in %.0fs", worker.index, code, delay)
-            await asyncio.sleep(delay)
+            ran = asyncio.get_running_loop().time() - worker.started_at
+            worker.restarts = 0 if ran >= _STABLE_AFTER else worker.restarts + 1
+            delay = 0.0 if worker.restarts == 0 else min(0.5 * 2.0 ** (worker.restarts - 1), 30.0)
+            logger.error("worker %d exited with %s; restarting in %.1fs", worker.index, code, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            if self._stop.is_set():
+                return
             await self._spawn(worker)
+            if self._stop.is_set():
+                # SIGTERM arrived while this worker was being started.
+                self._signal_workers(signal.SIGTERM)
 
     async def _ask(self, worker: Worker, path: str) -> tuple[int, str]:
         if not worker.alive:
@@ -149,6 +168,10 @@ class Supervisor:
         app.router.add_get("/routes", routes)
         return app
 
+    def _request_stop(self) -> None:
+        self.stopping = True
+        self._stop.set()
+
     def _signal_workers(self, signum: int) -> None:
         for worker in self.workers:
             if worker.alive:
@@ -158,9 +181,8 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, self._request_stop)
+        loop.add_signal_handler(signal.SIGINT, self._request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._signal_workers, signal.SIGHUP)
         runner = web.AppRunner(self.admin_app(), access_log=None)
         await runner.setup()
@@ -171,8 +193,7 @@ class Supervisor:
                 await self._spawn(worker)
             watchers = [asyncio.create_task(self._watch(w)) for w in self.workers]
             logger.info("supervising %d workers", len(self.workers))
-            await stop.wait()
-            self.stopping = True
+            await self._stop.wait()
             self._signal_workers(signal.SIGTERM)
             await asyncio.gather(*watchers, return_exceptions=True)
             return 0

@@ -136,7 +136,16 @@ def parse_yaml(
     builder = _Builder(os.environ if environ is None else environ)
     data = builder.build(node, ())
     if builder.issues:
-        raise ConfigError(source, builder.issues)
+        # Validate anyway so that a missing variable does not hide the file's other
+        # problems; a key that already has an issue is not reported twice.
+        issues = list(builder.issues)
+        if isinstance(data, dict):
+            try:
+                validate_model(Config, data, source, builder.line_map)
+            except ConfigError as exc:
+                seen = {issue.location for issue in issues}
+                issues += [i for i in exc.issues if i.location not in seen]
+        raise ConfigError(source, issues)
     return data, builder.line_map
 
 

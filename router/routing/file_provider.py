@@ -22,7 +22,8 @@ logger = logging.getLogger("commons_router.file_provider")
 
 Validate = Callable[[LoadedConfig], list[ConfigIssue]]
 
-_RESTART_ONLY = ("listener", "admin", "workers", "plugins", "limits", "access_log", "drain")
+# Only the routes are reloaded; every other setting is read once, at start.
+_RESTART_ONLY = tuple(name for name in Config.model_fields if name != "routes")
 
 
 def _fingerprint(path: Path) -> tuple[int, int, int] | None:
