@@ -49,10 +49,10 @@ def access_log(tmp_path: Path) -> list[dict[str, Any]]:
 async def test_sigterm_drains_in_flight_requests_then_exits_0(
     tmp_path: Path, backend: Backend, client: ClientSession
 ) -> None:
-    path, public, admin = serve_config(tmp_path, backend, delay=1.5, grace=5)
+    path, public, admin = serve_config(tmp_path, backend, delay=2.5, grace=5)
     with started(["serve", "--config", str(path)], tmp_path) as router:
         await router.wait_ready(client, admin)
-        slow = asyncio.create_task(fetch(client, public + "/slow/2"))
+        slow = asyncio.create_task(fetch(client, public + "/slow/3"))
         await eventually(lambda: _is(in_flight(client, admin), 1), message="slow request in flight")
 
         router.send(signal.SIGTERM)
@@ -72,7 +72,7 @@ async def test_sigterm_drains_in_flight_requests_then_exits_0(
         assert "Traceback" not in router.stderr()
 
     requests = {(entry["path"], entry["status"]) for entry in access_log(tmp_path)}
-    assert ("/slow/2", 200) in requests
+    assert ("/slow/3", 200) in requests
     assert ("/during-delay", 200) in requests
 
 
