@@ -25,6 +25,28 @@ if ((${#missing[@]})); then
     fi
 fi
 
+# Authentication tests: a real redis-server, chromium (driven by Playwright) and Node for
+# the OpenID provider. Installed only when missing; safe to run again.
+auth_missing=()
+command -v redis-server >/dev/null || auth_missing+=(redis-server)
+command -v chromium >/dev/null || auth_missing+=(chromium)
+command -v node >/dev/null || auth_missing+=(nodejs)
+command -v npm >/dev/null || auth_missing+=(npm)
+if ((${#auth_missing[@]})); then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${auth_missing[@]}" >/dev/null
+    else
+        echo "tests/run.sh: please install: ${auth_missing[*]}" >&2
+        exit 1
+    fi
+fi
+# The OpenID provider the tests start (oidc-provider, pinned by the lockfile).
+if ! cmp -s tests/oidc/package-lock.json tests/oidc/node_modules/.installed-lock.json; then
+    (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error \
+        && cp package-lock.json node_modules/.installed-lock.json)
+fi
+
 if [[ ! -x "$VENV/bin/python" ]]; then
     "$PYTHON" -m venv "$VENV"
 fi

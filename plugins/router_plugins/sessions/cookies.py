@@ -1,0 +1,56 @@
+"""The session cookie: an opaque id, never tokens.
+
+Over TLS its name carries the ``__Host-`` prefix (Secure, Path=/, no Domain), so no
+sibling subdomain can set or shadow it. Always HttpOnly and SameSite=Lax.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+class CookieSettings:
+    __slots__ = ("max_age", "name", "secure")
+
+    def __init__(self, base_name: str, *, secure: bool, max_age: float) -> None:
+        self.secure = secure
+        self.name = f"__Host-{base_name}" if secure else base_name
+        self.max_age = int(max_age)
+
+    def named(self, suffix: str) -> str:
+        """Another cookie with the same attributes (e.g. a per-flow login cookie)."""
+        return f"{self.name}-{suffix}"
+
+    def read(self, request: web.BaseRequest, name: str | None = None) -> str | None:
+        value = request.cookies.get(name or self.name)
+        return value or None
+
+    def set(
+        self,
+        response: web.StreamResponse,
+        value: str,
+        *,
+        name: str | None = None,
+        max_age: float | None = None,
+    ) -> None:
+        response.set_cookie(
+            name or self.name,
+            value,
+            max_age=int(max_age if max_age is not None else self.max_age),
+            path="/",
+            secure=self.secure,
+            httponly=True,
+            samesite="Lax",
+        )
+
+    def clear(self, response: web.StreamResponse, *, name: str | None = None) -> None:
+        response.set_cookie(
+            name or self.name,
+            "",
+            max_age=0,
+            expires="Thu, 01 Jan 1970 00:00:00 GMT",
+            path="/",
+            secure=self.secure,
+            httponly=True,
+            samesite="Lax",
+        )

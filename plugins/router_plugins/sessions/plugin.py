@@ -1,0 +1,179 @@
+"""``sessions``: the session store (memory or Redis) other plugins use through a service."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from router.api import Plugin, PluginServices, ServiceKey
+from router.config.loader import ConfigError, ConfigIssue
+from router.config.types import Duration
+from router_plugins.sessions.backend import Backend
+from router_plugins.sessions.cookies import CookieSettings
+from router_plugins.sessions.crypto import Sealer, new_key, parse_key
+from router_plugins.sessions.memory import MemoryBackend
+from router_plugins.sessions.redis_store import RedisBackend
+from router_plugins.sessions.store import SessionStore
+
+logger = logging.getLogger("commons_router.sessions")
+
+
+class SentinelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hosts: list[str] = Field(min_length=1)
+    """Sentinel ``host:port`` addresses."""
+    service_name: str
+    db: int = 0
+    password: SecretStr | None = None
+    """Password of the Redis master."""
+    sentinel_password: SecretStr | None = None
+    tls: bool = False
+
+
+class RedisConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: SecretStr | None = None
+    """``redis://[:password@]host:port/db``, ``rediss://`` for TLS, or ``unix://``."""
+    sentinel: SentinelConfig | None = None
+    timeout: Duration = 1.0
+    """Timeout of each Redis command and connection attempt."""
+
+    @model_validator(mode="after")
+    def _one(self) -> RedisConfig:
+        if (self.url is None) == (self.sentinel is None):
+            raise ValueError("set exactly one of 'url' and 'sentinel'")
+        if self.url is not None and not self.url.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("the Redis url must start with redis://, rediss:// or unix://")
+        return self
+
+
+class SessionsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: Literal["memory", "redis"] = "memory"
+    redis: RedisConfig | None = None
+    idle_timeout: Duration = Field(3600.0, gt=0)
+    """A session unused this long ends."""
+    lifetime: Duration = Field(12 * 3600.0, gt=0)
+    """A session ends this long after login, however active."""
+    encryption_keys: list[SecretStr] = Field(default_factory=list)
+    """Base64 32-byte keys; the first encrypts, all decrypt (rotation). Required for Redis."""
+    cookie_name: str = Field("commons-router-session", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """Gets the ``__Host-`` prefix when the listener has TLS."""
+    cache: Duration = Field(1.0, ge=0)
+    """How long a worker may reuse a session it read, before asking the store again."""
+    prefix: str = "commons-router:"
+    """Key prefix in Redis."""
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            parse_key(key.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _store(self) -> SessionsConfig:
+        if self.store == "redis":
+            if self.redis is None:
+                raise ValueError("store 'redis' needs a 'redis' block (url or sentinel)")
+            if not self.encryption_keys:
+                raise ValueError(
+                    "store 'redis' needs 'encryption_keys' (e.g. `openssl rand -base64 32`)"
+                )
+        return self
+
+
+class SessionService:
+    """What the ``sessions`` plugin gives other plugins."""
+
+    __slots__ = ("cookie", "store")
+
+    def __init__(self, store: SessionStore, cookie: CookieSettings) -> None:
+        self.store = store
+        self.cookie = cookie
+
+
+SESSIONS = ServiceKey("sessions", SessionService)
+
+
+def build_backend(config: SessionsConfig) -> Backend:
+    if config.store == "memory":
+        return MemoryBackend()
+    redis = config.redis
+    assert redis is not None
+    if redis.url is not None:
+        return RedisBackend.from_url(redis.url.get_secret_value(), timeout=redis.timeout)
+    sentinel = redis.sentinel
+    assert sentinel is not None
+    hosts = []
+    for entry in sentinel.hosts:
+        host, _, port = entry.rpartition(":")
+        hosts.append((host.strip("[]"), int(port or 26379)))
+    return RedisBackend.from_sentinel(
+        hosts,
+        sentinel.service_name,
+        timeout=redis.timeout,
+        db=sentinel.db,
+        password=sentinel.password.get_secret_value() if sentinel.password else None,
+        sentinel_password=(
+            sentinel.sentinel_password.get_secret_value() if sentinel.sentinel_password else None
+        ),
+        ssl=sentinel.tls,
+    )
+
+
+class SessionsPlugin(Plugin[SessionsConfig]):
+    name = "sessions"
+    config_model = SessionsConfig
+
+    def __init__(self, config: SessionsConfig, services: PluginServices) -> None:
+        super().__init__(config, services)
+        self.store: SessionStore | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        if config.store == "memory" and self.services.router_config.workers > 1:
+            raise ConfigError(
+                "plugins.sessions",
+                [
+                    ConfigIssue(
+                        ("plugins", "sessions", "store"),
+                        "the memory store would give each of the "
+                        f"{self.services.router_config.workers} workers its own sessions: "
+                        "use store 'redis' or workers: 1",
+                    )
+                ],
+            )
+        keys = [parse_key(k.get_secret_value()) for k in config.encryption_keys]
+        if not keys:
+            # Memory only: sessions die with the process, so a per-process key is enough.
+            keys = [parse_key(new_key())]
+        store = SessionStore(
+            build_backend(config),
+            Sealer(keys),
+            idle_timeout=config.idle_timeout,
+            lifetime=config.lifetime,
+            prefix=config.prefix,
+            cache_ttl=config.cache,
+        )
+        self.store = store
+        secure = self.services.router_config.listener.tls_cert is not None
+        cookie = CookieSettings(config.cookie_name, secure=secure, max_age=config.lifetime)
+        self.services.provide(SESSIONS, SessionService(store, cookie))
+        if config.store == "redis":
+            try:
+                await store.ping()
+            except Exception as exc:
+                # Not fatal: session routes answer 503 until Redis is back.
+                logger.warning("session store not reachable at start: %s", exc)
+
+    async def stop(self) -> None:
+        if self.store is not None:
+            await self.store.close()

@@ -1,0 +1,216 @@
+"""Sessions, login flows, back-channel indexes and refresh locks over a :class:`Backend`.
+
+Every record is sealed (AEAD) before it reaches the backend and stored under the SHA-256
+of its secret name; a record that fails to open is treated as absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from router_plugins.sessions.backend import Backend, StoreUnavailable
+from router_plugins.sessions.crypto import Sealer, SealError
+from router_plugins.sessions.model import Session, digest
+
+logger = logging.getLogger("commons_router.sessions")
+
+__all__ = ["SessionStore", "StoreUnavailable"]
+
+_CACHE_LIMIT = 10_000
+
+
+class SessionStore:
+    """The one session-store contract; ``backend`` decides where the bytes live."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        sealer: Sealer,
+        *,
+        idle_timeout: float,
+        lifetime: float,
+        prefix: str = "commons-router:",
+        cache_ttl: float = 0.0,
+    ) -> None:
+        self.backend = backend
+        self._sealer = sealer
+        self.idle_timeout = idle_timeout
+        self.lifetime = lifetime
+        self._prefix = prefix
+        self._cache_ttl = cache_ttl
+        self._cache: dict[str, tuple[Session, float]] = {}
+
+    # --- names ------------------------------------------------------------------------
+    def _session_key(self, hashed: str) -> str:
+        return f"{self._prefix}session:{hashed}"
+
+    def _index_key(self, issuer: str, kind: str, value: str) -> str:
+        return f"{self._prefix}index:{digest(f'{issuer} {kind} {value}')}"
+
+    # --- sealing ----------------------------------------------------------------------
+    def _seal(self, key: str, data: bytes) -> bytes:
+        return self._sealer.seal(data, key.encode())
+
+    def _open(self, key: str, record: bytes) -> bytes | None:
+        try:
+            return self._sealer.open(record, key.encode())
+        except SealError as exc:
+            logger.warning("dropping an unreadable record (%s)", exc)
+            return None
+
+    # --- sessions ---------------------------------------------------------------------
+    async def create(
+        self,
+        claims: dict[str, Any],
+        *,
+        issuer: str = "",
+        sid: str | None = None,
+        access_token: str | None = None,
+        refresh_token: str | None = None,
+        id_token: str | None = None,
+        access_expires: float | None = None,
+    ) -> Session:
+        """A new session with a fresh random id (256 bits)."""
+        now = time.time()
+        session = Session(
+            id=secrets.token_urlsafe(32),
+            claims=claims,
+            created=now,
+            expires=now + self.lifetime,
+            issuer=issuer,
+            sid=sid,
+            access_token=access_token,
+            refresh_token=refresh_token,
+            id_token=id_token,
+            access_expires=access_expires,
+        )
+        await self.save(session)
+        hashed = session.key
+        if sid:
+            await self.backend.index_add(self._index_key(issuer, "sid", sid), hashed, self.lifetime)
+        if claims.get("sub"):
+            index = self._index_key(issuer, "sub", str(claims["sub"]))
+            await self.backend.index_add(index, hashed, self.lifetime)
+        return session
+
+    async def save(self, session: Session) -> None:
+        """Write ``session`` (new or updated); its idle timer restarts."""
+        ttl = min(self.idle_timeout, session.expires - time.time())
+        if ttl <= 0:
+            await self.delete(session.id)
+            return
+        key = self._session_key(session.key)
+        await self.backend.put(key, self._seal(key, session.to_bytes()), ttl)
+        self._forget(session.key)
+
+    async def get(self, session_id: str, *, cached: bool = True) -> Session | None:
+        """The live session for a cookie value, or None (unknown, expired, unreadable).
+
+        ``cached=False`` reads the backend even when this process saw the session lately.
+        """
+        if not session_id or len(session_id) > 128:
+            return None
+        hashed = digest(session_id)
+        now = time.monotonic()
+        hit = self._cache.get(hashed) if cached else None
+        if hit is not None:
+            if hit[1] > now and not hit[0].expired():
+                return hit[0]
+            del self._cache[hashed]
+        key = self._session_key(hashed)
+        record = await self.backend.get(key, touch=self.idle_timeout)
+        if record is None:
+            return None
+        data = self._open(key, record)
+        session = None
+        if data is not None:
+            try:
+                session = Session.from_bytes(data)
+            except (ValueError, TypeError):
+                session = None
+        if session is None or session.id != session_id or session.expired():
+            await self.backend.delete(key)
+            return None
+        if self._cache_ttl > 0:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[hashed] = (session, now + self._cache_ttl)
+        return session
+
+    async def delete(self, session_id: str) -> None:
+        hashed = digest(session_id)
+        self._forget(hashed)
+        await self.backend.delete(self._session_key(hashed))
+
+    async def delete_for(
+        self, issuer: str, *, sid: str | None = None, sub: str | None = None
+    ) -> int:
+        """End every session of an identity-provider session ``sid`` or user ``sub``."""
+        hashes: set[str] = set()
+        if sid:
+            hashes.update(await self.backend.index_pop(self._index_key(issuer, "sid", sid)))
+        if sub:
+            hashes.update(await self.backend.index_pop(self._index_key(issuer, "sub", sub)))
+        for hashed in hashes:
+            self._forget(hashed)
+        await self.backend.delete(*(self._session_key(h) for h in sorted(hashes)))
+        return len(hashes)
+
+    def _forget(self, hashed: str) -> None:
+        self._cache.pop(hashed, None)
+
+    # --- login flows ------------------------------------------------------------------
+    async def put_flow(self, state: str, data: dict[str, Any], ttl: float) -> None:
+        """Keep one login flow's secrets (PKCE verifier, nonce, return URL) server-side."""
+        key = f"{self._prefix}flow:{digest(state)}"
+        await self.backend.put(key, self._seal(key, orjson.dumps(data)), ttl)
+
+    async def take_flow(self, state: str) -> dict[str, Any] | None:
+        """The flow for ``state``, at most once."""
+        if not state or len(state) > 256:
+            return None
+        key = f"{self._prefix}flow:{digest(state)}"
+        record = await self.backend.take(key)
+        data = self._open(key, record) if record is not None else None
+        if data is None:
+            return None
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    # --- locks ------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str, ttl: float, wait: float) -> AsyncIterator[bool]:
+        """Hold the lock ``name`` (shared by all replicas) for at most ``ttl`` seconds.
+
+        Yields True when acquired, False when someone else held it for ``wait`` seconds.
+        """
+        key = f"{self._prefix}lock:{digest(name)}"
+        token = secrets.token_urlsafe(16)
+        deadline = time.monotonic() + wait
+        acquired = await self.backend.acquire(key, token, ttl)
+        while not acquired and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            acquired = await self.backend.acquire(key, token, ttl)
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                with contextlib.suppress(StoreUnavailable):
+                    await self.backend.release(key, token)
+
+    async def ping(self) -> None:
+        await self.backend.ping()
+
+    async def close(self) -> None:
+        await self.backend.close()
