@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -22,11 +22,35 @@ ENTRY_POINT_GROUP = "commons_router.plugins"
 PluginClass = type[Plugin[Any]]
 
 
+class UnloadablePlugin(Plugin[Any]):
+    """Stands for an installed plugin whose entry point cannot be loaded.
+
+    A broken plugin that the configuration does not use must not stop the router; one that
+    it uses is reported as a configuration error naming the cause.
+    """
+
+    load_error: ClassVar[str] = ""
+
+
+def _unloadable(name: str, error: str) -> PluginClass:
+    return type(f"Unloadable_{name}", (UnloadablePlugin,), {"name": name, "load_error": error})
+
+
 def discover_plugins() -> dict[str, PluginClass]:
     """Every installed plugin class, by name."""
     found: dict[str, PluginClass] = {}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        found[entry.name] = entry.load()
+        try:
+            loaded = entry.load()
+        except Exception as exc:
+            found[entry.name] = _unloadable(entry.name, f"{type(exc).__name__}: {exc}")
+            continue
+        if isinstance(loaded, type) and issubclass(loaded, Plugin):
+            found[entry.name] = loaded
+        else:
+            found[entry.name] = _unloadable(
+                entry.name, f"{entry.value} is not a commons-router Plugin class"
+            )
     return found
 
 
@@ -54,6 +78,15 @@ def resolve_plugins(
                 ConfigIssue(
                     location,
                     f"unknown plugin {entry.name!r} (installed: {installed})",
+                    line_map.find(location),
+                )
+            )
+            continue
+        if issubclass(cls, UnloadablePlugin):
+            issues.append(
+                ConfigIssue(
+                    location,
+                    f"plugin {entry.name!r} is installed but cannot be loaded ({cls.load_error})",
                     line_map.find(location),
                 )
             )

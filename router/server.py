@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -30,18 +31,32 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-async def run_until_signalled(runtime: RouterRuntime) -> None:
+async def _stop_when_orphaned(stop: asyncio.Event, parent: int) -> None:
+    # A worker whose supervisor died (even by SIGKILL) is re-parented: drain and exit
+    # rather than serve on unsupervised.
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    logger.warning("supervisor %d is gone; draining", parent)
+    stop.set()
+
+
+async def run_until_signalled(runtime: RouterRuntime, *, supervised: bool = False) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, runtime.request_reload)
     await runtime.start()
+    orphan_watch = (
+        asyncio.create_task(_stop_when_orphaned(stop, os.getppid())) if supervised else None
+    )
     try:
         await stop.wait()
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         loop.remove_signal_handler(signal.SIGINT)
+        if orphan_watch is not None:
+            orphan_watch.cancel()
     await runtime.drain()
     logger.info("stopped")
 
@@ -67,7 +82,7 @@ def serve(
         admin_unix_path=admin_unix_path,
     )
     try:
-        uvloop.run(run_until_signalled(runtime))
+        uvloop.run(run_until_signalled(runtime, supervised=worker_index is not None))
     except ConfigError as exc:
         from router.cli import report_invalid_config
 

@@ -235,6 +235,12 @@ class Config(Model):
     """Plugins to load, in the order their middleware wraps each request."""
     routes: list[Route] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _check_workers_port(self) -> Config:
+        if self.workers > 1 and self.listener.listen.rpartition(":")[2] == "0":
+            raise ValueError("workers > 1 needs a fixed listener port (not 0)")
+        return self
+
     @field_validator("trusted_proxies")
     @classmethod
     def _check_cidrs(cls, value: list[str]) -> list[str]:

@@ -173,3 +173,20 @@ async def _says(router: RouterProcess, text: str) -> bool:
 
 async def _contains(client: ClientSession, admin: str, text: str) -> bool:
     return text in (await get(client, admin + "/metrics"))[1]
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(
+    tmp_path: Path, backend: Backend, client: ClientSession
+) -> None:
+    path, _, admin = workers_config(tmp_path, backend)
+    with started(["serve", "--config", str(path)], tmp_path) as router:
+        await router.wait_ready(client, admin)
+        workers = list(workers_of(router).values())
+        assert len(workers) == 2
+        router.send(signal.SIGKILL)
+        await router.wait_exit()
+
+        async def all_gone() -> bool:
+            return not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+        await eventually(all_gone, message="orphaned workers drained and exited")

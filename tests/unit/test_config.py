@@ -186,3 +186,8 @@ def test_readme_documents_every_config_key() -> None:
         name for name in _field_names(Config) if not re.search(rf"\b{name}\b", code_spans)
     )
     assert missing == []
+
+
+def test_several_workers_need_a_fixed_port() -> None:
+    with pytest.raises(ConfigError, match="fixed listener port"):
+        load_config_text("workers: 2\nlistener: {listen: '127.0.0.1:0'}\n")
