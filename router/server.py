@@ -34,7 +34,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 async def _stop_when_orphaned(stop: asyncio.Event, parent: int) -> None:
     # A worker whose supervisor died (even by SIGKILL) is re-parented: drain and exit
     # rather than serve on unsupervised.
-    while os.getppid() == parent:
+    while os.getppid() == parent:  # noqa: ASYNC110 - re-parenting raises no event to wait on
         await asyncio.sleep(1.0)
     logger.warning("supervisor %d is gone; draining", parent)
     stop.set()
