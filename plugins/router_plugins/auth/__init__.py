@@ -1,7 +1,6 @@
 """``auth``: authentication (OIDC sessions, bearer JWTs) and per-route access policy."""
 
-from router.api import NoConfig, Plugin
+from router_plugins.auth.config import AuthConfig, RouteAuth
+from router_plugins.auth.plugin import AuthPlugin
 
-
-class AuthPlugin(Plugin[NoConfig]):
-    name = "auth"
+__all__ = ["AuthConfig", "AuthPlugin", "RouteAuth"]

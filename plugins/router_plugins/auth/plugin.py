@@ -1,0 +1,322 @@
+"""``auth``: who the user is (session or bearer token), whether they may pass, and what the
+backend is told about them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from router.api import (
+    Handler,
+    Middleware,
+    Plugin,
+    PluginServices,
+    RequestContext,
+    RouterHTTPError,
+    context_of,
+)
+from router.config.loader import ConfigError, ConfigIssue
+from router.config.models import Route
+from router.config.types import split_host_port
+from router_plugins.auth.assertion import AssertionSigner
+from router_plugins.auth.config import AuthConfig, RouteAuth
+from router_plugins.auth.identity import Identity
+from router_plugins.auth.jwks import JwksCache, KeysUnavailable
+from router_plugins.auth.login import (
+    BACKCHANNEL_PATH,
+    CALLBACK_PATH,
+    IDP_DOWN,
+    LOGIN_PATH,
+    LoginHandlers,
+)
+from router_plugins.auth.oidc import IdpUnavailable, OidcClient
+from router_plugins.auth.policy import Policy
+from router_plugins.auth.refresh import Refresher
+from router_plugins.auth.tokens import JwtVerifier, TokenError, TrustedIssuer
+from router_plugins.auth.web import clean_header_value, is_browser, redirect
+from router_plugins.sessions import SESSIONS, SessionService, StoreUnavailable
+
+logger = logging.getLogger("commons_router.auth")
+
+AUTH_PATH = "/.commons-router/auth"
+JWKS_PATH = "/.well-known/commons-router/jwks.json"
+SESSION_DOWN = "Your session cannot be checked right now (the session store is unreachable)."
+
+
+class AuthPlugin(Plugin[AuthConfig]):
+    name = "auth"
+    config_model = AuthConfig
+    route_config_model = RouteAuth
+    guards_access = True
+
+    def __init__(self, config: AuthConfig, services: PluginServices) -> None:
+        super().__init__(config, services)
+        self.sessions: SessionService | None = None
+        self.oidc: OidcClient | None = None
+        self.bearer: JwtVerifier | None = None
+        self.refresher: Refresher | None = None
+        self.signer: AssertionSigner | None = None
+        self.login: LoginHandlers | None = None
+        self._policies: dict[str, Policy] = {}
+        self._default = Policy(config.default)
+        headers = config.identity_headers
+        for name in (
+            headers.user,
+            headers.email,
+            headers.groups,
+            headers.name,
+            headers.access_token,
+            *headers.claims.values(),
+        ):
+            if name:
+                services.protect_header(name)
+        if config.assertion is not None:
+            services.protect_header(config.assertion.header)
+
+    def _refuse(self, message: str) -> ConfigError:
+        return ConfigError("plugins.auth", [ConfigIssue(("plugins", "auth"), message)])
+
+    async def start(self) -> None:
+        config = self.config
+        services = self.services
+        if config.dev_login:
+            if not services.dev_mode:
+                raise self._refuse("dev_login only works under `commons-router dev`")
+            host = split_host_port(services.router_config.listener.listen)[0]
+            if host not in ("127.0.0.1", "::1", "localhost"):
+                raise self._refuse("dev_login only works on a loopback listener")
+            logger.warning("INSECURE development login is enabled: anyone can sign in as anyone")
+        self.sessions = services.lookup(SESSIONS)
+        if (config.oidc is not None or config.dev_login) and self.sessions is None:
+            raise self._refuse("OIDC and dev login need the 'sessions' plugin listed before 'auth'")
+        if config.oidc is not None:
+            self.oidc = OidcClient(
+                config.oidc, services.http, jwks_min_refetch=config.bearer.jwks_min_refetch
+            )
+            assert self.sessions is not None
+            self.refresher = Refresher(
+                self.sessions.store,
+                self.oidc,
+                margin=config.oidc.refresh_margin,
+                timeout=config.oidc.timeout,
+            )
+        if config.bearer.issuers:
+            bearer = config.bearer
+            self.bearer = JwtVerifier(
+                [
+                    TrustedIssuer(
+                        issuer=i.issuer,
+                        keys=JwksCache(
+                            i.jwks_url,
+                            services.http,
+                            ttl=bearer.jwks_cache,
+                            min_refetch=bearer.jwks_min_refetch,
+                            timeout=bearer.jwks_timeout,
+                            max_bytes=bearer.jwks_max_bytes,
+                        ),
+                        audience=tuple(i.audience),
+                        algorithms=tuple(i.algorithms),
+                        leeway=i.leeway,
+                    )
+                    for i in bearer.issuers
+                ]
+            )
+        if config.assertion is not None:
+            self.signer = AssertionSigner(config.assertion)
+        if self.sessions is not None:
+            self.login = LoginHandlers(config, self.sessions, self.oidc)
+
+    # --- endpoints on every host ------------------------------------------------------
+    def reserved_paths(self) -> Mapping[str, Handler]:
+        paths: dict[str, Handler] = {}
+        if self.login is not None:
+            paths[LOGIN_PATH] = self.login.login
+            paths[self.config.logout_path] = self.login.logout
+            if self.oidc is not None:
+                paths[CALLBACK_PATH] = self.login.callback
+                paths[BACKCHANNEL_PATH] = self.login.backchannel
+        if self.config.forward_auth:
+            paths[AUTH_PATH] = self.forward_auth
+        if self.signer is not None:
+            paths[JWKS_PATH] = self.jwks
+        return paths
+
+    async def jwks(self, request: web.BaseRequest) -> web.StreamResponse:
+        assert self.signer is not None
+        return web.json_response(self.signer.jwks, headers={"Cache-Control": "max-age=300"})
+
+    async def forward_auth(self, request: web.BaseRequest) -> web.StreamResponse:
+        """nginx ``auth_request`` / Traefik ForwardAuth: 202 + identity, 401 or 403."""
+        ctx = context_of(request)
+        policy = self._policy_for(ctx)
+        identity = await self._identify(request, ctx, policy)
+        if identity is None:
+            if policy.required:
+                raise RouterHTTPError(401, "Sign in first.", headers=self._challenge())
+            return web.Response(status=202, headers={"Cache-Control": "no-store"})
+        if not policy.permits(identity):
+            raise RouterHTTPError(403, self._denied(identity))
+        response = web.Response(status=202, headers={"Cache-Control": "no-store"})
+        route = ctx.route.name if ctx.route is not None else "forward-auth"
+        for name, value in self._identity_headers(identity, policy.settings, route).items():
+            response.headers[name] = value
+        ctx.add_log_field("user", identity.user)
+        return response
+
+    def _policy_for(self, ctx: RequestContext) -> Policy:
+        if ctx.route is not None:
+            return self._policies.get(ctx.route.name, self._default)
+        return self._default
+
+    # --- per route ------------------------------------------------------------------
+    def middleware(self, route: Route, route_config: Any) -> Middleware | None:
+        policy = Policy(route_config) if route_config is not None else self._default
+        self._policies[route.name] = policy
+        if policy.public:
+            return None
+        route_name = route.name
+        settings = policy.settings
+        keep_authorization = settings.pass_authorization
+
+        async def authenticate(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
+            ctx = context_of(request)
+            identity = await self._identify(request, ctx, policy)
+            if identity is None:
+                if policy.required:
+                    return self._unauthenticated(request, ctx)
+            elif not policy.permits(identity):
+                raise RouterHTTPError(403, self._denied(identity))
+            if not keep_authorization:
+                ctx.remove_upstream_header("Authorization")
+            self._strip_session_cookie(request, ctx)
+            if identity is not None:
+                for name, value in self._identity_headers(identity, settings, route_name).items():
+                    ctx.add_upstream_header(name, value)
+                ctx.add_log_field("user", identity.user)
+            return await handler(request)
+
+        return authenticate
+
+    async def _identify(
+        self, request: web.BaseRequest, ctx: RequestContext, policy: Policy
+    ) -> Identity | None:
+        methods = policy.settings.methods
+        authorization = request.headers.get("Authorization", "")
+        if "bearer" in methods and authorization[:7].lower() == "bearer ":
+            return await self._bearer_identity(authorization[7:].strip())
+        if "session" in methods and self.sessions is not None:
+            return await self._session_identity(request)
+        return None
+
+    async def _bearer_identity(self, token: str) -> Identity:
+        if self.bearer is None:
+            raise RouterHTTPError(
+                401,
+                "Bearer tokens are not accepted here.",
+                headers=self._challenge("invalid_token"),
+            )
+        try:
+            claims = await self.bearer.verify(token)
+        except TokenError as exc:
+            raise RouterHTTPError(
+                401,
+                f"The bearer token was refused: {exc}.",
+                headers=self._challenge("invalid_token"),
+            ) from None
+        except KeysUnavailable as exc:
+            logger.warning("bearer token: %s", exc)
+            raise RouterHTTPError(
+                503, "The token issuer's keys cannot be fetched right now."
+            ) from None
+        return Identity.from_claims(claims, source="bearer", access_token=token)
+
+    async def _session_identity(self, request: web.BaseRequest) -> Identity | None:
+        sessions = self.sessions
+        assert sessions is not None
+        session_id = sessions.cookie.read(request)
+        if not session_id:
+            return None
+        try:
+            session = await sessions.store.get(session_id)
+            if session is not None and self.refresher is not None:
+                session = await self.refresher.fresh(session)
+        except StoreUnavailable as exc:
+            logger.warning("session lookup failed: %s", exc)
+            raise RouterHTTPError(503, SESSION_DOWN) from None
+        except IdpUnavailable as exc:
+            logger.warning("token refresh failed: %s", exc)
+            raise RouterHTTPError(503, IDP_DOWN) from None
+        if session is None:
+            return None
+        groups_claim = self.config.oidc.groups_claim if self.config.oidc else "groups"
+        return Identity.from_claims(
+            {**session.claims, "iss": session.issuer},
+            source="dev" if self.config.dev_login else "session",
+            groups_claim=groups_claim,
+            access_token=session.access_token,
+        )
+
+    def _unauthenticated(self, request: web.BaseRequest, ctx: RequestContext) -> web.Response:
+        if self.login is not None and is_browser(request):
+            from urllib.parse import quote
+
+            target = ctx.path + (f"?{ctx.query}" if ctx.query else "")
+            return redirect(f"{LOGIN_PATH}?rd={quote(target, safe='')}")
+        raise RouterHTTPError(401, "Sign in first.", headers=self._challenge())
+
+    @staticmethod
+    def _challenge(error: str | None = None) -> dict[str, str]:
+        value = 'Bearer realm="commons-router"'
+        if error:
+            value += f', error="{error}"'
+        return {"WWW-Authenticate": value, "Cache-Control": "no-store"}
+
+    @staticmethod
+    def _denied(identity: Identity) -> str:
+        return f"You are signed in as {identity.user}, who may not open this page."
+
+    def _strip_session_cookie(self, request: web.BaseRequest, ctx: RequestContext) -> None:
+        """SECURITY: backends never see the session id (it would let them act as the user)."""
+        if self.sessions is None:
+            return
+        raw = request.headers.get("Cookie")
+        if not raw:
+            return
+        prefix = self.sessions.cookie.name
+        if prefix not in raw:
+            return
+        kept = [
+            part.strip()
+            for part in raw.split(";")
+            if part.strip() and not part.strip().startswith(prefix)
+        ]
+        if kept:
+            ctx.add_upstream_header("Cookie", "; ".join(kept))
+        else:
+            ctx.remove_upstream_header("Cookie")
+
+    def _identity_headers(
+        self, identity: Identity, settings: RouteAuth, route: str
+    ) -> dict[str, str]:
+        names = self.config.identity_headers
+        out: dict[str, str] = {}
+        if names.user:
+            out[names.user] = identity.subject
+        if names.email and identity.email:
+            out[names.email] = identity.email
+        if names.groups and identity.groups:
+            out[names.groups] = ",".join(identity.groups)
+        if names.name and identity.name:
+            out[names.name] = identity.name
+        for claim, header in names.claims.items():
+            value = identity.claims.get(claim)
+            if isinstance(value, str | int | float | bool):
+                out[header] = str(value)
+        if settings.pass_access_token and identity.access_token:
+            out[names.access_token] = identity.access_token
+        if self.signer is not None and settings.assertion:
+            out[self.signer.config.header] = self.signer.sign(identity, route)
+        return {k: clean_header_value(v) for k, v in out.items()}

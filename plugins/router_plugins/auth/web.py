@@ -1,0 +1,50 @@
+"""Small request/response helpers shared by the auth handlers."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from router.api import RequestContext
+
+
+def redirect(location: str, status: int = 302) -> web.Response:
+    return web.Response(status=status, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def is_browser(request: web.BaseRequest) -> bool:
+    """A page navigation (gets a login redirect) rather than an API or XHR call (gets 401)."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    if request.headers.get("X-Requested-With", "").lower() == "xmlhttprequest":
+        return False
+    mode = request.headers.get("Sec-Fetch-Mode")
+    if mode is not None and mode != "navigate":
+        return False
+    return "text/html" in request.headers.get("Accept", "")
+
+
+def origin_of(ctx: RequestContext) -> str:
+    return f"{ctx.scheme}://{ctx.host}".lower()
+
+
+def same_origin(request: web.BaseRequest, ctx: RequestContext) -> bool:
+    """CSRF defence for state-changing POSTs: the request must come from this origin."""
+    expected = origin_of(ctx)
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        return origin.lower() == expected
+    referer = request.headers.get("Referer")
+    if referer:
+        try:
+            parts = urlsplit(referer)
+        except ValueError:
+            return False
+        return f"{parts.scheme}://{parts.netloc}".lower() == expected
+    return request.headers.get("Sec-Fetch-Site") == "same-origin"
+
+
+def clean_header_value(value: str) -> str:
+    """SECURITY: claim values become header values; control characters never pass."""
+    return "".join(c for c in value if c == "\t" or (c >= " " and c != "\x7f"))
