@@ -1,0 +1,251 @@
+"""Ingress objects -> routes. Pure functions: no I/O, no clock, same input same output."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from router.api import RouteProblem
+from router.config.models import Endpoint, Route
+from router_plugins.kubernetes.annotations import IngressSettings, parse_annotations
+from router_plugins.kubernetes.endpoints import (
+    BackendProblem,
+    PortRef,
+    index_slices,
+    service_endpoints,
+)
+from router_plugins.kubernetes.objects import (
+    Obj,
+    annotations_of,
+    items,
+    key,
+    mapping,
+    meta,
+    name,
+    namespace,
+    text,
+)
+from router_plugins.kubernetes.version import PodInfo
+
+LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
+MAX_ROUTE_NAME = 128
+
+
+@dataclass(frozen=True, slots=True)
+class ClassSelection:
+    """Which Ingresses are ours."""
+
+    name: str
+    """Our IngressClass name (``spec.ingressClassName`` or the legacy annotation)."""
+    controller: str
+    """Our controller name, for ``spec.controller`` of IngressClass objects."""
+
+
+@dataclass
+class Cluster:
+    """The objects the routes are built from, by ``namespace/name``."""
+
+    ingresses: Mapping[str, Obj] = field(default_factory=dict)
+    ingress_classes: Mapping[str, Obj] = field(default_factory=dict)
+    services: Mapping[str, Obj] = field(default_factory=dict)
+    slices: Mapping[str, Obj] = field(default_factory=dict)
+    pods: Mapping[str, PodInfo] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IngressResult:
+    routes: tuple[Route, ...]
+    problems: tuple[RouteProblem, ...]
+
+
+def is_default_class(ingress_class: Obj, selection: ClassSelection) -> bool:
+    return (
+        name(ingress_class) == selection.name
+        and text(mapping(ingress_class.get("spec")).get("controller")) == selection.controller
+        and annotations_of(ingress_class).get(DEFAULT_CLASS_ANNOTATION) == "true"
+    )
+
+
+def is_ours(ingress: Obj, selection: ClassSelection, default: bool) -> bool:
+    """``ingressClassName``, else the legacy annotation, else whether our class is default."""
+    class_name = text(mapping(ingress.get("spec")).get("ingressClassName"))
+    if class_name:
+        return class_name == selection.name
+    legacy = annotations_of(ingress).get(LEGACY_CLASS_ANNOTATION, "")
+    if legacy:
+        return legacy == selection.name
+    return default
+
+
+def route_name(ingress: Obj, suffix: str) -> str:
+    candidate = f"{namespace(ingress)}.{name(ingress)}.{suffix}"
+    if len(candidate) <= MAX_ROUTE_NAME:
+        return candidate
+    digest = hashlib.sha256(candidate.encode()).hexdigest()[:10]
+    return f"{candidate[: MAX_ROUTE_NAME - 11]}-{digest}"
+
+
+def backend_ref(backend: Obj) -> tuple[str, PortRef]:
+    """``(service name, port)`` of an IngressBackend; raises BackendProblem."""
+    if "resource" in backend:
+        raise BackendProblem("resource backends are not supported; use a service")
+    service = mapping(backend.get("service"))
+    service_name = text(service.get("name"))
+    port = mapping(service.get("port"))
+    number, port_name = port.get("number"), text(port.get("name"))
+    if not service_name:
+        raise BackendProblem("backend has no service name")
+    if isinstance(number, int) and not isinstance(number, bool):
+        return service_name, PortRef(number=number)
+    if port_name:
+        return service_name, PortRef(name=port_name)
+    raise BackendProblem(f"backend service {service_name!r} has no port number or name")
+
+
+PATH_TYPES = {"Exact": "Exact", "Prefix": "Prefix", "ImplementationSpecific": "Prefix"}
+"""ImplementationSpecific paths are matched as Prefix (element-wise)."""
+
+
+def _validation_message(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]
+
+
+class IngressMapper:
+    """Maps one Ingress at a time against an index of the cluster's objects."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+        self._slices = index_slices(cluster.slices.values())
+
+    def service_slices(self, service_key: str) -> list[Obj]:
+        return self._slices.get(service_key, [])
+
+    def endpoints(self, ingress: Obj, backend: Obj, scheme: str) -> list[Endpoint]:
+        service_name, port = backend_ref(backend)
+        service_key = f"{namespace(ingress)}/{service_name}"
+        return service_endpoints(
+            self._cluster.services.get(service_key),
+            service_key,
+            self.service_slices(service_key),
+            port,
+            scheme,
+            self._cluster.pods,
+        )
+
+    def map(self, ingress: Obj) -> IngressResult:
+        source = f"ingress/{key(ingress)}"
+        settings, annotation_problems = parse_annotations(annotations_of(ingress))
+        if annotation_problems:
+            return IngressResult(
+                (),
+                tuple(
+                    RouteProblem(source, f"{message}; routes of this Ingress disabled")
+                    for message in annotation_problems
+                ),
+            )
+        routes: list[Route] = []
+        problems: list[RouteProblem] = []
+        for suffix, target in self._targets(ingress):
+            if isinstance(target, str):
+                result: Route | str = target
+            else:
+                result = self._route(ingress, settings, suffix, *target)
+            if isinstance(result, Route):
+                routes.append(result)
+            else:
+                problems.append(RouteProblem(source, result, route_name(ingress, suffix)))
+        return IngressResult(tuple(routes), tuple(problems))
+
+    @staticmethod
+    def _targets(
+        ingress: Obj,
+    ) -> list[tuple[str, tuple[list[str], str, str, Obj] | str]]:
+        """``(route suffix, (hosts, path, path type, backend) or a problem)``, in order."""
+        spec = mapping(ingress.get("spec"))
+        targets: list[tuple[str, tuple[list[str], str, str, Obj] | str]] = []
+        default_backend = spec.get("defaultBackend")
+        if isinstance(default_backend, Mapping):
+            targets.append(("default", ([], "/", "Prefix", default_backend)))
+        for rule_index, rule in enumerate(items(spec.get("rules"))):
+            host = text(rule.get("host"))
+            for path_index, path in enumerate(items(mapping(rule.get("http")).get("paths"))):
+                suffix = f"rule{rule_index}.path{path_index}"
+                path_type = text(path.get("pathType")) or "ImplementationSpecific"
+                kind = PATH_TYPES.get(path_type)
+                if kind is None:
+                    targets.append(
+                        (
+                            suffix,
+                            f"rules[{rule_index}].http.paths[{path_index}]: unknown pathType "
+                            f"{path_type!r}; route disabled",
+                        )
+                    )
+                    continue
+                value = text(path.get("path")) or "/"
+                targets.append(
+                    (suffix, ([host] if host else [], value, kind, mapping(path.get("backend"))))
+                )
+        return targets
+
+    def _route(
+        self,
+        ingress: Obj,
+        settings: IngressSettings,
+        suffix: str,
+        hosts: list[str],
+        path: str,
+        kind: str,
+        backend: Obj,
+    ) -> Route | str:
+        where = "defaultBackend" if suffix == "default" else f"host {hosts or '*'} path {path}"
+        try:
+            upstreams = self.endpoints(ingress, backend, settings.scheme)
+        except BackendProblem as exc:
+            return f"{where}: {exc}; route disabled"
+        if not upstreams:
+            service = text(mapping(backend.get("service")).get("name"))
+            return f"{where}: service {namespace(ingress)}/{service} has no serving endpoints"
+        fields: dict[str, Any] = {
+            **settings.route_fields,
+            "name": route_name(ingress, suffix),
+            "hosts": hosts,
+            "path": path,
+            "path_type": kind,
+            "upstreams": upstreams,
+        }
+        try:
+            return Route.model_validate(fields)
+        except ValidationError as exc:
+            return f"{where}: {_validation_message(exc)}; route disabled"
+
+
+def ingress_order(ingress: Obj) -> tuple[str, str]:
+    """Oldest first (the older Ingress wins a host/path conflict), then by name."""
+    return (text(meta(ingress).get("creationTimestamp")), key(ingress))
+
+
+def selected_ingresses(cluster: Cluster, selection: ClassSelection) -> list[Obj]:
+    default = any(is_default_class(c, selection) for c in cluster.ingress_classes.values())
+    chosen = [i for i in cluster.ingresses.values() if is_ours(i, selection, default)]
+    return sorted(chosen, key=ingress_order)
+
+
+def build_routes(
+    cluster: Cluster, selection: ClassSelection
+) -> tuple[tuple[Route, ...], tuple[RouteProblem, ...]]:
+    """Every route of every Ingress of our class, and the problems found on the way."""
+    mapper = IngressMapper(cluster)
+    routes: list[Route] = []
+    problems: list[RouteProblem] = []
+    for ingress in selected_ingresses(cluster, selection):
+        result = mapper.map(ingress)
+        routes.extend(result.routes)
+        problems.extend(result.problems)
+    return tuple(routes), tuple(problems)

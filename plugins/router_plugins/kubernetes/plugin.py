@@ -1,0 +1,86 @@
+"""The ``kubernetes`` plugin: routes from the cluster's Ingresses, with pod code versions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiohttp import ClientSession, ClientTimeout, TCPConnector
+
+from router.api import Plugin, Provider
+from router_plugins.kubernetes.apiclient import KubeApi
+from router_plugins.kubernetes.credentials import (
+    Credentials,
+    in_cluster_env,
+    load_in_cluster,
+    load_kubeconfig,
+)
+from router_plugins.kubernetes.mapping import ClassSelection
+from router_plugins.kubernetes.provider import KubernetesProvider
+from router_plugins.kubernetes.settings import KubernetesSettings
+from router_plugins.kubernetes.watch import ClusterWatch
+
+logger = logging.getLogger("commons_router.kubernetes")
+
+
+class KubernetesSyncError(RuntimeError):
+    pass
+
+
+def load_credentials(settings: KubernetesSettings) -> Credentials:
+    """Blocking: call in a thread."""
+    mode = settings.credentials
+    if mode == "in_cluster" or (mode == "auto" and in_cluster_env()):
+        return load_in_cluster(settings.service_account_dir)
+    return load_kubeconfig(settings.kubeconfig, settings.context)
+
+
+class KubernetesPlugin(Plugin[KubernetesSettings]):
+    name = "kubernetes"
+    config_model = KubernetesSettings
+
+    _session: ClientSession | None = None
+    _cluster: ClusterWatch | None = None
+    _provider: KubernetesProvider | None = None
+
+    async def start(self) -> None:
+        settings = self.config
+        credentials = await asyncio.to_thread(load_credentials, settings)
+        # A session of its own: it trusts the cluster CA (and maybe a client certificate).
+        self._session = ClientSession(
+            connector=TCPConnector(limit=0), timeout=ClientTimeout(total=None)
+        )
+        api = KubeApi(self._session, credentials)
+        self._cluster = ClusterWatch(api, settings)
+        self._provider = KubernetesProvider(
+            self._cluster, ClassSelection(settings.ingress_class, settings.controller)
+        )
+        self._cluster.start()
+        logger.info(
+            "kubernetes: watching %s with %s (class %r, namespaces: %s)",
+            credentials.server,
+            credentials.description,
+            settings.ingress_class,
+            ", ".join(settings.namespaces) or "all",
+        )
+        try:
+            await asyncio.wait_for(self._cluster.wait_synced(), settings.sync_timeout)
+        except TimeoutError:
+            missing = [r.path for r in self._cluster.reflectors if not r.synced.is_set()]
+            await self.stop()
+            raise KubernetesSyncError(
+                f"kubernetes: no complete list from {credentials.server} within "
+                f"{settings.sync_timeout:g}s for {', '.join(missing)} (see the log for why)"
+            ) from None
+
+    async def stop(self) -> None:
+        if self._cluster is not None:
+            await self._cluster.stop()
+            self._cluster = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def providers(self) -> Sequence[Provider]:
+        return [self._provider] if self._provider is not None else []

@@ -1,0 +1,39 @@
+"""The route provider: rebuilds and publishes the routes whenever the cluster changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from router.api import ProviderUpdate, Publish
+from router_plugins.kubernetes.builder import RouteBuilder
+from router_plugins.kubernetes.mapping import ClassSelection
+from router_plugins.kubernetes.watch import ClusterWatch
+
+logger = logging.getLogger("commons_router.kubernetes")
+
+COALESCE = 0.1
+"""Changes arriving within this time are built into one table."""
+
+
+class KubernetesProvider:
+    name = "kubernetes"
+
+    def __init__(self, cluster: ClusterWatch, selection: ClassSelection) -> None:
+        self._cluster = cluster
+        self._builder = RouteBuilder(selection)
+        self.builds = 0
+
+    def build(self) -> ProviderUpdate:
+        routes, problems = self._builder.build(self._cluster.snapshot())
+        self.builds += 1
+        return ProviderUpdate(self.name, routes, problems)
+
+    async def run(self, publish: Publish) -> None:
+        changed = self._cluster.changed
+        await self._cluster.wait_synced()
+        while True:
+            changed.clear()
+            publish(self.build())
+            await changed.wait()
+            await asyncio.sleep(COALESCE)

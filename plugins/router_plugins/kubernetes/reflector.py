@@ -1,0 +1,171 @@
+"""List, then watch, one resource, keeping a local copy of its objects.
+
+The protocol, exactly: a paged list (``limit``/``continue``) gives the objects and a
+resource version; a watch from that version gives the changes; ``BOOKMARK`` events move
+the version; when the server ends the stream (``timeoutSeconds``) the watch resumes from
+the last version. A 410 (an ``ERROR`` event inside the 200 stream, or a 410 answer) means
+the version is too old: relist and resume from the new list's version, never re-watch
+from the stale one. Any other failure retries after a jittered, growing delay; the local
+copy (and so the routes built from it) is kept meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import aiohttp
+
+from router_plugins.kubernetes.apiclient import ApiError, Expired, KubeApi, status_error
+from router_plugins.kubernetes.objects import Obj, key, mapping, resource_version, text
+from router_plugins.kubernetes.resources import Resource
+
+logger = logging.getLogger("commons_router.kubernetes")
+
+T = TypeVar("T")
+
+
+class Backoff:
+    """Full-jitter exponential backoff."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * (1 << self.attempt))
+        self.attempt = min(self.attempt + 1, 30)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Reflector(Generic[T]):
+    def __init__(
+        self,
+        api: KubeApi,
+        resource: Resource,
+        namespace: str | None,
+        transform: Callable[[Obj], T],
+        on_change: Callable[[], None],
+        *,
+        label_selector: str | None = None,
+        page_size: int = 500,
+        watch_timeout: int = 300,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.api = api
+        self.resource = resource
+        self.path = resource.path(namespace)
+        self.transform = transform
+        self.on_change = on_change
+        self.label_selector = label_selector
+        self.page_size = page_size
+        self.watch_timeout = watch_timeout
+        self.backoff = backoff or Backoff(0.5, 30.0)
+        self.store: dict[str, T] = {}
+        self.synced = asyncio.Event()
+        self.resource_version = ""
+        self.lists = 0
+        """Completed lists (the first one and every relist), for metrics and tests."""
+
+    def _params(self) -> dict[str, str]:
+        return {"labelSelector": self.label_selector} if self.label_selector else {}
+
+    async def run(self) -> None:
+        version: str | None = None
+        while True:
+            try:
+                if version is None:
+                    version = await self.relist()
+                version = await self.watch(version)
+                self.backoff.reset()
+            except Expired as exc:
+                logger.info("%s: resource version expired (%s); relisting", self.path, exc)
+                version = None
+                await asyncio.sleep(random.uniform(0, 0.2))  # noqa: S311
+            except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                if version is not None:
+                    version = self.resource_version  # resume after the last event seen
+                delay = self.backoff.next_delay()
+                logger.warning(
+                    "%s: %s; keeping the last known state, retrying in %.1fs",
+                    self.path,
+                    describe(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def relist(self) -> str:
+        """Replace the store with a fresh, paged list; returns its resource version."""
+        objects: dict[str, T] = {}
+        params = {**self._params(), "limit": str(self.page_size)}
+        while True:
+            page = await self.api.list_page(self.path, params, deadline=60)
+            for item in page.get("items") or []:
+                if isinstance(item, dict):
+                    objects[key(item)] = self.transform(item)
+            list_meta = mapping(page.get("metadata"))
+            version = text(list_meta.get("resourceVersion"))
+            token = text(list_meta.get("continue"))
+            if not token:
+                break
+            params = {**self._params(), "limit": str(self.page_size), "continue": token}
+        if not version:
+            raise ApiError(200, "list answer has no metadata.resourceVersion")
+        self.store = objects
+        self.resource_version = version
+        self.lists += 1
+        self.synced.set()
+        self.on_change()
+        return version
+
+    async def watch(self, version: str) -> str:
+        """Apply watch events until the server ends the stream; returns the last version."""
+        params = {
+            **self._params(),
+            "watch": "1",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(self.watch_timeout),
+        }
+        started = time.monotonic()
+        events = 0
+        async for event in self.api.watch(self.path, params, idle_timeout=self.watch_timeout + 30):
+            events += 1
+            kind = text(event.get("type"))
+            obj = mapping(event.get("object"))
+            if kind == "ERROR":
+                raise status_error(obj)
+            new_version = resource_version(obj)
+            if kind in ("ADDED", "MODIFIED"):
+                self.store[key(obj)] = self.transform(obj)
+                self.on_change()
+            elif kind == "DELETED":
+                if self.store.pop(key(obj), None) is not None:
+                    self.on_change()
+            elif kind != "BOOKMARK":
+                raise ApiError(200, f"unknown watch event type {kind!r}")
+            if new_version:
+                version = new_version
+                self.resource_version = version
+        if events == 0 and time.monotonic() - started < 1.0:
+            # A stream that ends at once without events is a failure, not a timeout.
+            raise ApiError(200, "watch ended immediately")
+        return version
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, ApiError):
+        if exc.status in (401, 403):
+            return f"{exc} (check the service account and its ClusterRole)"
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{exc.__class__.__name__}: {exc}"

@@ -1,0 +1,35 @@
+"""The Kubernetes resources the provider reads, and the API paths it calls for them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    group: str
+    """API group; "" is the core group."""
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def kind_name(self) -> str:
+        return self.plural if not self.group else f"{self.plural}.{self.group}"
+
+    def path(self, namespace: str | None) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        if namespace is not None and self.namespaced:
+            return f"{base}/namespaces/{namespace}/{self.plural}"
+        return f"{base}/{self.plural}"
+
+
+INGRESSES = Resource("networking.k8s.io", "v1", "ingresses")
+INGRESS_CLASSES = Resource("networking.k8s.io", "v1", "ingressclasses", namespaced=False)
+SERVICES = Resource("", "v1", "services")
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices")
+PODS = Resource("", "v1", "pods")
+
+ALL: tuple[Resource, ...] = (INGRESSES, INGRESS_CLASSES, SERVICES, ENDPOINT_SLICES, PODS)
+VERBS: tuple[str, ...] = ("list", "watch")
+"""Every verb the provider uses (a watch is a list call with ``watch=1``)."""

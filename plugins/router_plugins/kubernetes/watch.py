@@ -1,0 +1,111 @@
+"""All the reflectors the provider needs, and the cluster state they add up to."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from router_plugins.kubernetes.apiclient import KubeApi
+from router_plugins.kubernetes.mapping import Cluster
+from router_plugins.kubernetes.objects import Obj
+from router_plugins.kubernetes.reflector import Backoff, Reflector
+from router_plugins.kubernetes.resources import (
+    ENDPOINT_SLICES,
+    INGRESS_CLASSES,
+    INGRESSES,
+    PODS,
+    SERVICES,
+    Resource,
+)
+from router_plugins.kubernetes.settings import KubernetesSettings
+from router_plugins.kubernetes.version import PodInfo, pod_info
+
+
+def _keep(obj: Obj) -> Obj:
+    return obj
+
+
+class ClusterWatch:
+    """Lists and watches Ingress, IngressClass, Service, EndpointSlice and Pod."""
+
+    def __init__(self, api: KubeApi, settings: KubernetesSettings) -> None:
+        self.changed = asyncio.Event()
+        namespaces: list[str | None] = list(settings.namespaces) or [None]
+
+        def reflector(
+            resource: Resource,
+            namespace: str | None,
+            transform: Callable[[Obj], Any],
+            label_selector: str | None = None,
+        ) -> Reflector[Any]:
+            return Reflector(
+                api,
+                resource,
+                namespace,
+                transform,
+                self.changed.set,
+                label_selector=label_selector,
+                page_size=settings.page_size,
+                watch_timeout=settings.watch_timeout,
+                backoff=Backoff(settings.backoff_initial, settings.backoff_max),
+            )
+
+        self.ingresses: list[Reflector[Obj]] = [
+            reflector(INGRESSES, ns, _keep) for ns in namespaces
+        ]
+        self.ingress_classes: list[Reflector[Obj]] = [reflector(INGRESS_CLASSES, None, _keep)]
+        self.services: list[Reflector[Obj]] = [reflector(SERVICES, ns, _keep) for ns in namespaces]
+        self.slices: list[Reflector[Obj]] = [
+            reflector(ENDPOINT_SLICES, ns, _keep) for ns in namespaces
+        ]
+        self.pods: list[Reflector[PodInfo]] = [
+            reflector(PODS, ns, pod_info, settings.pod_label_selector) for ns in namespaces
+        ]
+        self.reflectors: list[Reflector[Any]] = [
+            *self.ingresses,
+            *self.ingress_classes,
+            *self.services,
+            *self.slices,
+            *self.pods,
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(r.run(), name=f"kubernetes watch {r.path}") for r in self.reflectors
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def wait_synced(self) -> None:
+        for r in self.reflectors:
+            await r.synced.wait()
+
+    @property
+    def synced(self) -> bool:
+        return all(r.synced.is_set() for r in self.reflectors)
+
+    def snapshot(self) -> Cluster:
+        def merged(reflectors: list[Reflector[Any]]) -> dict[str, Any]:
+            if len(reflectors) == 1:
+                return reflectors[0].store
+            result: dict[str, Any] = {}
+            for r in reflectors:
+                result.update(r.store)
+            return result
+
+        return Cluster(
+            ingresses=merged(self.ingresses),
+            ingress_classes=merged(self.ingress_classes),
+            services=merged(self.services),
+            slices=merged(self.slices),
+            pods=merged(self.pods),
+        )

@@ -1,0 +1,269 @@
+"""The kubernetes provider against the test API server, with real backends and a real router."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from tests.support.kubecluster import (
+    POD_IPS,
+    KubeCluster,
+    endpoint,
+    eventually,
+    run_cluster,
+    set_endpoints,
+)
+
+ROUTE = "team-a.app.rule0.path0"
+
+
+def url(cluster: KubeCluster, pod: str) -> str:
+    return f"http://{POD_IPS[pod]}:{cluster.pods.port}"
+
+
+async def test_routes_appear_change_and_disappear(tmp_path: Path) -> None:
+    async with run_cluster(tmp_path, "app-0") as cluster:
+        status, body = await cluster.get("/")
+        assert (status, body["pod"]) == (200, "app-0")
+
+        # A second path on a new Ingress appears.
+        ingress = cluster.api.get("Ingress", "team-a", "app")
+        ingress["metadata"]["name"] = "api"
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["path"] = "/api"
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["pathType"] = "Exact"
+        del ingress["metadata"]["resourceVersion"], ingress["metadata"]["uid"]
+        cluster.api.apply(ingress)
+
+        async def api_route() -> bool:
+            return await cluster.endpoint_urls("team-a.api.rule0.path0") is not None
+
+        await eventually(api_route, "the new Ingress is routed")
+
+        # The endpoint changes: requests follow.
+        set_endpoints(cluster.api, [endpoint("app-1")])
+
+        async def moved() -> bool:
+            return (await cluster.get("/"))[1]["pod"] == "app-1"
+
+        await eventually(moved, "requests go to the new endpoint")
+
+        # The host changes: the old host is gone.
+        ingress = cluster.api.get("Ingress", "team-a", "app")
+        ingress["spec"]["rules"][0]["host"] = "app2.test"
+        cluster.api.apply(ingress)
+
+        async def rehosted() -> bool:
+            return (await cluster.get("/", host="app2.test"))[0] == 200
+
+        await eventually(rehosted, "the new host is routed")
+        assert (await cluster.get("/", host="app.test"))[0] == 404
+
+        # Deleted: the route disappears.
+        cluster.api.delete("Ingress", "team-a", "app")
+
+        async def gone() -> bool:
+            return (await cluster.get("/", host="app2.test"))[0] == 404
+
+        await eventually(gone, "the deleted Ingress is no longer routed")
+
+
+async def test_bad_annotation_disables_only_that_ingress_and_shows_in_routes(
+    tmp_path: Path,
+) -> None:
+    async with run_cluster(tmp_path, "app-0") as cluster:
+        ingress = cluster.api.get("Ingress", "team-a", "app")
+        ingress["metadata"]["name"] = "broken"
+        ingress["metadata"]["annotations"] = {"commons-router.io/timeout": "forever"}
+        ingress["spec"]["rules"][0]["host"] = "broken.test"
+        del ingress["metadata"]["resourceVersion"], ingress["metadata"]["uid"]
+        cluster.api.apply(ingress)
+
+        async def problem_shown() -> bool:
+            return any(
+                p["source"] == "ingress/team-a/broken" for p in (await cluster.routes())["problems"]
+            )
+
+        await eventually(problem_shown, "the problem shows in /routes")
+        (problem,) = [
+            p
+            for p in (await cluster.routes())["problems"]
+            if p["source"] == "ingress/team-a/broken"
+        ]
+        assert "commons-router.io/timeout" in problem["message"]
+        assert "invalid duration" in problem["message"]
+        assert (await cluster.get("/", host="broken.test"))[0] == 404
+        assert (await cluster.get("/"))[0] == 200
+
+
+async def test_410_inside_the_stream_relists_without_losing_a_route(tmp_path: Path) -> None:
+    async with run_cluster(tmp_path, "app-0") as cluster:
+        api = cluster.api
+        lists_before = len(api.calls_of("list"))
+        statuses: list[int] = []
+        stop = asyncio.Event()
+
+        async def keep_requesting() -> None:
+            while not stop.is_set():
+                statuses.append((await cluster.get("/"))[0])
+
+        requester = asyncio.create_task(keep_requesting())
+        # While the history is compacted, an endpoint is added: the relist must see it.
+        api.compact()
+        set_endpoints(api, [endpoint("app-0"), endpoint("app-1")])
+
+        async def both() -> bool:
+            return await cluster.endpoint_urls(ROUTE) == [
+                url(cluster, "app-0"),
+                url(cluster, "app-1"),
+            ]
+
+        await eventually(both, "the change made around the 410 is applied")
+        relisted = {c.resource for c in api.calls_of("list")[lists_before:]}
+        assert relisted == {"ingresses", "ingressclasses", "services", "endpointslices", "pods"}
+        # Watches resume from the new list's version, never from the stale one.
+        watches_after = [c for c in api.calls_of("watch") if int(c.params["resourceVersion"]) > 0]
+        assert all(int(c.params["resourceVersion"]) >= api.compacted for c in watches_after[-5:])
+
+        # The watch works again: a later change arrives.
+        set_endpoints(api, [endpoint("app-1")])
+
+        async def one() -> bool:
+            return await cluster.endpoint_urls(ROUTE) == [url(cluster, "app-1")]
+
+        await eventually(one, "a change after the relist is applied")
+        stop.set()
+        await requester
+        assert statuses and set(statuses) == {200}
+
+
+async def test_410_response_relists(tmp_path: Path) -> None:
+    async with run_cluster(tmp_path, "app-0") as cluster:
+        api = cluster.api
+        api.expire_as_response = True
+        lists_before = len(api.calls_of("list"))
+        api.compact(notify=False)
+        api.drop_watches()
+        set_endpoints(api, [endpoint("app-2")])
+
+        async def moved() -> bool:
+            return await cluster.endpoint_urls(ROUTE) == [url(cluster, "app-2")]
+
+        await eventually(moved, "the change is seen after a 410 answer")
+        assert len(api.calls_of("list")) >= lists_before + 5
+
+
+async def test_dropped_watch_resumes_from_the_last_version(tmp_path: Path) -> None:
+    async with run_cluster(tmp_path, "app-0") as cluster:
+        api = cluster.api
+        api.bookmark()
+        lists_before = len(api.calls_of("list"))
+        watches_before = len(api.calls_of("watch"))
+        bookmark_version = api.revision
+        api.drop_watches()
+        set_endpoints(api, [endpoint("app-1")])
+
+        async def moved() -> bool:
+            return await cluster.endpoint_urls(ROUTE) == [url(cluster, "app-1")]
+
+        await eventually(moved, "the change made while disconnected arrives")
+        # Reconnected watches, no relist; they resumed from the bookmark's version.
+        assert len(api.calls_of("list")) == lists_before
+        resumed = api.calls_of("watch")[watches_before:]
+        assert len(resumed) >= 5
+        assert {c.params["resourceVersion"] for c in resumed[:5]} == {str(bookmark_version)}
+        assert all(c.params["allowWatchBookmarks"] == "true" for c in resumed)
+
+
+async def test_terminating_endpoint_finishes_in_flight_and_gets_no_new_requests(
+    tmp_path: Path,
+) -> None:
+    async with run_cluster(tmp_path, "app-0") as cluster:
+        held = asyncio.create_task(cluster.get("/hold"))
+
+        async def holding() -> bool:
+            return cluster.pods.held.get("app-0") == 1
+
+        await eventually(holding, "a request is in flight on app-0")
+        set_endpoints(cluster.api, [endpoint("app-0", terminating=True), endpoint("app-1")])
+
+        async def switched() -> bool:
+            return await cluster.endpoint_urls(ROUTE) == [url(cluster, "app-1")]
+
+        await eventually(switched, "the terminating endpoint leaves the route")
+        for _ in range(10):
+            status, body = await cluster.get("/")
+            assert (status, body["pod"]) == (200, "app-1")
+        cluster.pods.release.setdefault("app-0", asyncio.Event()).set()
+        status, body = await held
+        assert (status, body) == (200, {"pod": "app-0", "held": True})
+
+
+async def test_endpoint_churn_never_causes_a_router_error(tmp_path: Path) -> None:
+    async with run_cluster(tmp_path, "app-0", "app-1", "app-2") as cluster:
+        pods = list(POD_IPS)
+        results: list[tuple[int, Any]] = []
+        stop = asyncio.Event()
+
+        async def keep_requesting() -> None:
+            while not stop.is_set():
+                results.append(await cluster.get("/"))
+
+        requesters = [asyncio.create_task(keep_requesting()) for _ in range(4)]
+        generation = (await cluster.routes())["generation"]
+        for step in range(30):
+            # Always one endpoint serving; the others come and go or are terminating.
+            keep = pods[step % 3]
+            endpoints = [endpoint(keep)]
+            endpoints += [
+                endpoint(pod, terminating=(step + i) % 2 == 0)
+                for i, pod in enumerate(pods)
+                if pod != keep and (step + i) % 3 != 0
+            ]
+            set_endpoints(cluster.api, endpoints)
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.gather(*requesters)
+        assert (await cluster.routes())["generation"] > generation + 5
+        assert len(results) > 50
+        assert {status for status, _ in results} == {200}
+        assert {body["pod"] for _, body in results} == set(pods)
+
+
+async def test_access_log_shows_the_code_version_of_the_pod(tmp_path: Path) -> None:
+    async with run_cluster(tmp_path, "app-1", "app-2") as cluster:
+        seen = set()
+        for _ in range(6):
+            seen.add((await cluster.get("/versioned"))[1]["pod"])
+        assert seen == {"app-1", "app-2"}
+        lines = [e for e in await cluster.router.access_log() if e["path"] == "/versioned"]
+        versions = {line["upstream"]: line["code_version"] for line in lines}
+        assert versions[url(cluster, "app-1")] == {
+            "repository": "https://github.com/example/app",
+            "commit": "2" * 40,
+            "version": "2.0.2",
+            "image": "ghcr.io/example/app:2.0.2",
+            "image_digest": "sha256:" + "2" * 64,
+            "namespace": "team-a",
+            "pod": "app-1",
+            "node": "node-2",
+        }
+        assert versions[url(cluster, "app-2")] == {
+            "code": "unknown",
+            "image": "ghcr.io/example/app:2.0.2",
+            "namespace": "team-a",
+            "pod": "app-2",
+            "node": "node-3",
+        }
+
+
+async def test_paged_lists_and_namespaces(tmp_path: Path) -> None:
+    async with run_cluster(tmp_path, "app-0", page_size=1, namespaces=["team-a"]) as cluster:
+        assert (await cluster.get("/"))[0] == 200
+        pod_lists = [c for c in cluster.api.calls_of("list") if c.resource == "pods"]
+        assert len(pod_lists) == 3  # three pods, one per page
+        assert "continue" not in pod_lists[0].params
+        assert all("continue" in c.params and c.params["limit"] == "1" for c in pod_lists[1:])
+        assert {c.namespace for c in cluster.api.calls if c.resource != "ingressclasses"} == {
+            "team-a"
+        }

@@ -1,0 +1,360 @@
+"""Ingress -> routes, table-driven against YAML fixtures of real API objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from router.config.models import Route
+from router_plugins.kubernetes.builder import RouteBuilder
+from router_plugins.kubernetes.mapping import ClassSelection, Cluster, build_routes
+from router_plugins.kubernetes.objects import key
+from router_plugins.kubernetes.version import pod_info
+from tests.support.kubeapi import load_objects
+
+SELECTION = ClassSelection("commons-router", "commons-router.io/ingress-controller")
+SHOP_DIGEST = "sha256:9b8e7f6a5d4c3b2a19087f6e5d4c3b2a19087f6e5d4c3b2a19087f6e5d4c3b2a"
+
+
+def cluster_of(*fixtures: str) -> Cluster:
+    stores: dict[str, dict[str, Any]] = {
+        "Ingress": {},
+        "IngressClass": {},
+        "Service": {},
+        "EndpointSlice": {},
+        "Pod": {},
+    }
+    for fixture in fixtures:
+        for obj in load_objects(fixture):
+            stores[obj["kind"]][key(obj)] = pod_info(obj) if obj["kind"] == "Pod" else obj
+    return Cluster(
+        ingresses=stores["Ingress"],
+        ingress_classes=stores["IngressClass"],
+        services=stores["Service"],
+        slices=stores["EndpointSlice"],
+        pods=stores["Pod"],
+    )
+
+
+def summary(route: Route) -> tuple[str, list[str], str, str, list[str]]:
+    return (
+        route.name,
+        route.hosts,
+        route.path,
+        route.path_type,
+        [endpoint.url for endpoint in route.upstreams],
+    )
+
+
+CASES = [
+    pytest.param(
+        ["shop.yaml"],
+        [
+            (
+                "shop.shop.rule0.path0",
+                ["shop.example.com"],
+                "/",
+                "Prefix",
+                # Terminating and not-serving endpoints are left out; the one that is in
+                # both slices appears once; no conditions at all means serving.
+                ["http://10.244.1.17:8080", "http://10.244.3.9:8080"],
+            ),
+            (
+                "shop.shop.rule0.path1",
+                ["shop.example.com"],
+                "/healthz",
+                "Exact",
+                ["http://10.244.1.17:9090", "http://10.244.3.9:9090"],
+            ),
+        ],
+        [],
+        id="service-port-by-number-and-name",
+    ),
+    pytest.param(
+        ["edge-cases.yaml"],
+        [
+            ("docs.docs.default", [], "/", "Prefix", ["https://[fd00:10:244::7]:8443"]),
+            (
+                "docs.docs.rule0.path0",
+                ["*.docs.example.org"],
+                "/guide",
+                "Prefix",
+                ["https://[fd00:10:244::7]:8443"],
+            ),
+            ("docs.docs.rule1.path0", [], "/", "Prefix", ["https://[fd00:10:244::7]:8443"]),
+        ],
+        [],
+        id="wildcard-implementation-specific-default-backend-ipv6",
+    ),
+    pytest.param(
+        ["classes.yaml"],
+        [
+            (
+                "apps.by-class-name.rule0.path0",
+                ["a.example.com"],
+                "/",
+                "Prefix",
+                ["http://10.244.0.5:8080"],
+            ),
+            (
+                "apps.legacy-ours.rule0.path0",
+                ["c.example.com"],
+                "/",
+                "Prefix",
+                ["http://10.244.0.5:8080"],
+            ),
+        ],
+        [],
+        id="class-name-and-legacy-annotation",
+    ),
+    pytest.param(
+        ["classes.yaml", "default-class.yaml"],
+        [
+            (
+                "apps.by-class-name.rule0.path0",
+                ["a.example.com"],
+                "/",
+                "Prefix",
+                ["http://10.244.0.5:8080"],
+            ),
+            (
+                "apps.legacy-ours.rule0.path0",
+                ["c.example.com"],
+                "/",
+                "Prefix",
+                ["http://10.244.0.5:8080"],
+            ),
+            (
+                "apps.no-class.rule0.path0",
+                ["e.example.com"],
+                "/",
+                "Prefix",
+                ["http://10.244.0.5:8080"],
+            ),
+        ],
+        [],
+        id="default-class-takes-classless-ingresses",
+    ),
+    pytest.param(
+        ["problems.yaml"],
+        [
+            (
+                "apps.partly-broken.rule0.path0",
+                ["partly.example.com"],
+                "/ok",
+                "Prefix",
+                ["http://10.244.0.8:8080"],
+            )
+        ],
+        [
+            (
+                "ingress/apps/bad-annotation",
+                None,
+                "annotation commons-router.io/read-timout: unknown annotation",
+            ),
+            ("ingress/apps/bad-annotation", None, "annotation commons-router.io/retries: "),
+            (
+                "ingress/apps/partly-broken",
+                "apps.partly-broken.rule0.path1",
+                "service apps/nope not found",
+            ),
+            (
+                "ingress/apps/partly-broken",
+                "apps.partly-broken.rule0.path2",
+                "service apps/web has no port 81",
+            ),
+            (
+                "ingress/apps/partly-broken",
+                "apps.partly-broken.rule0.path3",
+                "service apps/empty has no serving endpoints",
+            ),
+            (
+                "ingress/apps/partly-broken",
+                "apps.partly-broken.rule0.path4",
+                "resource backends are not supported",
+            ),
+            ("ingress/apps/partly-broken", "apps.partly-broken.rule0.path5", "path"),
+            (
+                "ingress/apps/partly-broken",
+                "apps.partly-broken.rule0.path6",
+                "unknown pathType 'Glob'",
+            ),
+            (
+                "ingress/apps/partly-broken",
+                "apps.partly-broken.rule0.path7",
+                "ExternalName, which is not supported",
+            ),
+        ],
+        id="problems-disable-only-their-routes",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fixtures", "expected_routes", "expected_problems"), CASES)
+def test_ingress_mapping(
+    fixtures: list[str],
+    expected_routes: list[tuple[str, list[str], str, str, list[str]]],
+    expected_problems: list[tuple[str, str | None, str]],
+) -> None:
+    routes, problems = build_routes(cluster_of(*fixtures), SELECTION)
+    assert [summary(route) for route in routes] == expected_routes
+    assert len(problems) == len(expected_problems), problems
+    for problem, (source, route_name, fragment) in zip(problems, expected_problems, strict=True):
+        assert problem.source == source
+        assert problem.route == route_name
+        assert fragment in problem.message, problem.message
+
+
+def test_annotations_set_route_settings() -> None:
+    routes, _ = build_routes(cluster_of("shop.yaml"), SELECTION)
+    route = routes[0]
+    assert route.timeouts.read == 30.0
+    assert route.retries == 2
+    assert route.max_body_size == 5 * 1024 * 1024
+    docs, _ = build_routes(cluster_of("edge-cases.yaml"), SELECTION)
+    assert all(r.strip_prefix for r in docs)
+
+
+def test_plugin_options_annotation_goes_to_the_route() -> None:
+    cluster = cluster_of("classes.yaml")
+    ingress = dict(cluster.ingresses["apps/by-class-name"])
+    ingress["metadata"] = {
+        **ingress["metadata"],
+        "annotations": {"commons-router.io/plugin.ip_filter": "{allow: [10.0.0.0/8]}"},
+    }
+    cluster.ingresses = {"apps/by-class-name": ingress}
+    (route,), problems = build_routes(cluster, SELECTION)
+    assert problems == ()
+    assert route.plugins == {"ip_filter": {"allow": ["10.0.0.0/8"]}}
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value", "fragment"),
+    [
+        ("plugin.ip_filter", "[not, a, mapping]", "expected a YAML/JSON mapping"),
+        ("plugin.ip_filter", "{unclosed", "not valid YAML"),
+        ("connect-timeout", "soon", "invalid duration"),
+        ("max-body-size", "lots", "invalid size"),
+        ("balancer", "random", "round_robin"),
+        ("backend-protocol", "grpc", "expected 'http' or 'https'"),
+        ("request-headers", "{set: {'Bad Header': x}}", "invalid header name"),
+        ("auth", "none", "unknown annotation"),
+    ],
+)
+def test_bad_annotation_is_a_problem(annotation: str, value: str, fragment: str) -> None:
+    cluster = cluster_of("classes.yaml")
+    ingress = dict(cluster.ingresses["apps/by-class-name"])
+    ingress["metadata"] = {
+        **ingress["metadata"],
+        "annotations": {f"commons-router.io/{annotation}": value},
+    }
+    cluster.ingresses = {
+        "apps/by-class-name": ingress,
+        **{k: v for k, v in cluster.ingresses.items() if k == "apps/legacy-ours"},
+    }
+    routes, problems = build_routes(cluster, SELECTION)
+    # Only the Ingress with the bad annotation loses its routes.
+    assert [r.name for r in routes] == ["apps.legacy-ours.rule0.path0"]
+    (problem,) = problems
+    assert problem.source == "ingress/apps/by-class-name"
+    assert f"commons-router.io/{annotation}" in problem.message
+    assert fragment in problem.message, problem.message
+
+
+def test_pod_code_version_on_each_endpoint() -> None:
+    routes, _ = build_routes(cluster_of("shop.yaml"), SELECTION)
+    by_url = {e.url: e.version for e in routes[0].upstreams}
+    assert by_url["http://10.244.1.17:8080"] == {
+        "repository": "https://github.com/example/shop",
+        "commit": "3f2a9c1d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a39",
+        "version": "1.4.2",
+        # The container that serves the port, not the sidecar listed first in the status.
+        "image": "ghcr.io/example/shop:1.4.2",
+        "image_digest": SHOP_DIGEST,
+        "namespace": "shop",
+        "pod": "shop-7c9d8f6b5-abcde",
+        "node": "node-a",
+    }
+    assert by_url["http://10.244.3.9:8080"] == {
+        "repository": "https://github.com/example/shop",
+        "commit": "0123456789abcdef0123456789abcdef01234567",
+        "image": "ghcr.io/example/shop:latest",
+        "image_digest": "sha256:" + "ab" * 32,
+        "namespace": "shop",
+        "pod": "shop-7c9d8f6b5-klmno",
+        "node": "node-c",
+    }
+
+
+def test_pod_without_version_information_is_unknown() -> None:
+    cluster = cluster_of("classes.yaml")
+    # No Pod object for web-0 is known at all.
+    (route, _), _ = build_routes(cluster, SELECTION)
+    assert route.upstreams[0].version == {"code": "unknown", "namespace": "apps", "pod": "web-0"}
+    # A pod that states nothing and whose image has no resolved digest yet: unknown too.
+    cluster.pods = {
+        "apps/web-0": pod_info(
+            {
+                "metadata": {"name": "web-0", "namespace": "apps"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "web", "image": "web:1"}]},
+                "status": {"phase": "Pending"},
+            }
+        )
+    }
+    (route, _), _ = build_routes(cluster, SELECTION)
+    assert route.upstreams[0].version == {
+        "code": "unknown",
+        "image": "web:1",
+        "namespace": "apps",
+        "pod": "web-0",
+        "node": "n1",
+    }
+
+
+def test_older_ingress_wins_a_conflict_by_order() -> None:
+    cluster = cluster_of("classes.yaml")
+    younger = dict(cluster.ingresses["apps/by-class-name"])
+    younger["metadata"] = {
+        **younger["metadata"],
+        "name": "aaa-younger",
+        "creationTimestamp": "2026-02-01T00:00:00Z",
+    }
+    cluster.ingresses = {**cluster.ingresses, "apps/aaa-younger": younger}
+    routes, _ = build_routes(cluster, SELECTION)
+    names = [r.name for r in routes]
+    assert names.index("apps.by-class-name.rule0.path0") < names.index(
+        "apps.aaa-younger.rule0.path0"
+    )
+
+
+def test_long_names_are_shortened_uniquely() -> None:
+    cluster = cluster_of("classes.yaml")
+    ingress = dict(cluster.ingresses["apps/by-class-name"])
+    long_name = "x" * 200
+    ingress["metadata"] = {**ingress["metadata"], "name": long_name}
+    cluster.ingresses = {f"apps/{long_name}": ingress}
+    (route,), problems = build_routes(cluster, SELECTION)
+    assert problems == ()
+    assert len(route.name) <= 128
+
+
+def test_builder_reuses_unchanged_ingresses_and_follows_changes() -> None:
+    cluster = cluster_of("shop.yaml", "classes.yaml")
+    builder = RouteBuilder(SELECTION)
+    first, _ = builder.build(cluster)
+    second, _ = builder.build(cluster)
+    assert all(a is b for a, b in zip(first, second, strict=True))
+    # An endpoint of the shop Service stops serving: only the shop routes are rebuilt.
+    slice_key = "shop/shop-q4m7z"
+    changed = dict(cluster.slices[slice_key])
+    changed["metadata"] = {**changed["metadata"], "resourceVersion": "9999"}
+    changed["endpoints"] = [
+        {**changed["endpoints"][0], "conditions": {"ready": False, "terminating": True}}
+    ]
+    cluster.slices = {**cluster.slices, slice_key: changed}
+    third, _ = builder.build(cluster)
+    assert [e.url for e in third[0].upstreams] == ["http://10.244.1.17:8080"]
+    web = [r for r in third if r.name.startswith("apps.")]
+    assert all(r is next(s for s in first if s.name == r.name) for r in web)
+    assert third == build_routes(cluster, SELECTION)[0]
