@@ -16,7 +16,16 @@ from yarl import URL
 
 from router.buildinfo import version_text
 from router.config.loader import ConfigError, LineMap, LoadedConfig, load_config_file
-from router.config.models import Admin, Config, Drain, Endpoint, FileProvider, Listener, Route
+from router.config.models import (
+    Admin,
+    Config,
+    Drain,
+    Endpoint,
+    FileProvider,
+    Listener,
+    PluginEntry,
+    Route,
+)
 from router.config.types import split_host_port
 
 EXIT_OK = 0
@@ -63,9 +72,28 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--admin-listen", type=_host_port, default="127.0.0.1:9901", metavar="HOST:PORT"
     )
+    dev.add_argument(
+        "--source",
+        metavar="DIR",
+        help="git checkout of the app: its commit (marked dirty when changed) is the provenance",
+    )
 
     check = commands.add_parser("check", help="validate a configuration file and list every error")
     check.add_argument("--config", required=True, metavar="FILE", help="YAML configuration file")
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="fetch a URL and show and verify which code served it",
+        description="Exit status 0 only when the router's provenance signature verified.",
+    )
+    inspect.add_argument("url", metavar="URL")
+    inspect.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    inspect.add_argument(
+        "--keys", metavar="URL", help="JWKS URL or file (default: the site's provenance keys)"
+    )
+    inspect.add_argument("--cookie", metavar="NAME=VALUE", help="send this Cookie header")
+    inspect.add_argument("--bearer", metavar="TOKEN", help="send Authorization: Bearer TOKEN")
+    inspect.add_argument("--header", default="Provenance", help="provenance header name")
 
     commands.add_parser("version", help="print the version and build commit")
     return parser
@@ -87,7 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(Path(args.config))
     if args.command == "serve":
         return _serve(Path(args.config), args.worker_index, args.admin_socket)
-    return _dev(args.upstream, args.listen, args.admin_listen)
+    if args.command == "inspect":
+        from router.inspect import run
+
+        return run(
+            args.url,
+            as_json=args.json,
+            keys=args.keys,
+            cookie=args.cookie,
+            bearer=args.bearer,
+            header=args.header,
+        )
+    return _dev(args.upstream, args.listen, args.admin_listen, args.source)
 
 
 def _load(path: Path) -> LoadedConfig:
@@ -142,7 +181,25 @@ def _is_loopback(listen: str) -> bool:
         return False
 
 
-def dev_config(upstream: str | None, listen: str, admin_listen: str) -> Config:
+def _dev_plugins(source: str | None) -> list[PluginEntry]:
+    """Provenance (and tracing) in front of the app, when those plugins are installed."""
+    from importlib.metadata import entry_points
+
+    from router.registry import ENTRY_POINT_GROUP
+
+    installed = {entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)}
+    plugins = []
+    if "tracing" in installed:
+        plugins.append(PluginEntry(name="tracing"))
+    if "provenance" in installed:
+        settings = {"source_dir": source} if source else {}
+        plugins.append(PluginEntry(name="provenance", config=settings))
+    return plugins
+
+
+def dev_config(
+    upstream: str | None, listen: str, admin_listen: str, source: str | None = None
+) -> Config:
     route = (
         Route(name="dev", upstreams=[Endpoint(url=upstream)])
         if upstream
@@ -153,19 +210,23 @@ def dev_config(upstream: str | None, listen: str, admin_listen: str) -> Config:
         admin=Admin(listen=admin_listen),
         drain=Drain(delay=0, grace=5),
         file_provider=FileProvider(watch=False),
+        plugins=_dev_plugins(source),
         routes=[route],
     )
 
 
-def _dev(upstream: str | None, listen: str, admin_listen: str) -> int:
+def _dev(upstream: str | None, listen: str, admin_listen: str, source: str | None = None) -> int:
     from pydantic import ValidationError
 
     from router.server import configure_logging, serve
 
     if upstream is not None and "://" not in upstream:
         upstream = f"http://{upstream}"
+    if source is not None and not Path(source).is_dir():
+        print(f"commons-router dev: --source {source}: not a directory", file=sys.stderr)
+        return EXIT_INVALID
     try:
-        config = dev_config(upstream, listen, admin_listen)
+        config = dev_config(upstream, listen, admin_listen, source)
     except ValidationError as exc:
         message = exc.errors()[0]["msg"].removeprefix("Value error, ")
         print(f"commons-router dev: {message}", file=sys.stderr)

@@ -47,6 +47,17 @@ if ! cmp -s tests/oidc/package-lock.json tests/oidc/node_modules/.installed-lock
         && cp package-lock.json node_modules/.installed-lock.json)
 fi
 
+# Provenance page test: chromium, driven headless by Playwright. Installed only when missing.
+if ! command -v chromium >/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "tests/run.sh: please install: chromium" >&2
+        exit 1
+    fi
+fi
+
 if [[ ! -x "$VENV/bin/python" ]]; then
     "$PYTHON" -m venv "$VENV"
 fi

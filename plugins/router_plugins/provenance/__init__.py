@@ -1,0 +1,343 @@
+"""``provenance``: say — and sign — which code produced every response.
+
+For each response the router adds a header (``Provenance`` by default) with an RFC 8941
+dictionary of the endpoint's code version (repository, commit, image …), the route and the
+router's own version, writes the same into the access-log line, and signs it with an
+RFC 9421 HTTP message signature (Ed25519) bound to the request (method, authority, path),
+the request id and, with the tracing plugin, the ``traceresponse``. Public keys are served
+as a JWKS at ``/.well-known/commons-router/provenance-keys``; a human page at
+``/.well-known/commons-router/provenance``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import quote
+
+import http_sf
+import orjson
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from multidict import CIMultiDict
+
+from router import __version__
+from router.api import CONTEXT_KEY, Handler, Middleware, Plugin, PluginServices
+from router.api.context import ResponseHook
+from router.buildinfo import build_commit
+from router.config.loader import ConfigError, ConfigIssue
+from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
+from router_plugins.provenance.config import ProvenanceConfig
+from router_plugins.provenance.fields import Record, RecordCache
+from router_plugins.provenance.page import (
+    CONTENT_SECURITY_POLICY,
+    KEYS_PATH,
+    PAGE_PATH,
+    PageData,
+    render_page,
+)
+from router_plugins.provenance.signing import Signer, load_private_key, load_public_key, public_jwk
+from router_plugins.provenance.source import SourceWatcher
+
+__all__ = ["KEYS_PATH", "PAGE_PATH", "ProvenanceConfig", "ProvenancePlugin"]
+
+logger = logging.getLogger("commons_router.plugin.provenance")
+
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def request_authority(request: web.BaseRequest, scheme: str) -> str:
+    """RFC 9421 ``@authority``: the Host the client used, lowercase, no default port."""
+    host = request.headers.get("Host", "").strip().lower()
+    host = host.removesuffix(_DEFAULT_PORTS.get(scheme, "\0"))
+    return host if host.isascii() and host.isprintable() else quote(host, safe=":[]")
+
+
+def request_path(request: web.BaseRequest, fallback: str) -> str:
+    """RFC 9421 ``@path``: the path the client sent (not the normalized one we route on)."""
+    raw = request.raw_path
+    if not raw.startswith("/"):
+        return fallback or "/"
+    path = raw.partition("?")[0].partition("#")[0]
+    if not (path.isascii() and path.isprintable()):
+        path = quote(path, safe=_PATH_SAFE)
+    return path or "/"
+
+
+def _without_label(value: str, label: str) -> str:
+    """A Signature(-Input) dictionary minus our label ('' when malformed or empty).
+
+    SECURITY: an upstream must not be able to present its own signature under our label.
+    """
+    try:
+        parsed = http_sf.parse(value.encode("latin-1"), tltype="dictionary")
+    except Exception:
+        return ""
+    if not isinstance(parsed, dict):
+        return ""
+    parsed.pop(label, None)
+    return http_sf.ser(parsed) if parsed else ""
+
+
+def _wants_json(request: web.BaseRequest) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "json" in accept and "text/html" not in accept
+
+
+class ProvenancePlugin(Plugin[ProvenanceConfig]):
+    name = "provenance"
+    config_model = ProvenanceConfig
+
+    def __init__(self, config: ProvenanceConfig, services: PluginServices) -> None:
+        super().__init__(config, services)
+        self.records = RecordCache(__version__, build_commit(), config.fields)
+        self.signer: Signer | None = None
+        self.dev_key = False
+        self.public_keys: list[Ed25519PublicKey] = []
+        self.source = (
+            SourceWatcher(config.source_dir, config.source_interval)
+            if config.source_dir
+            else None
+        )
+        self._jwks = b'{"keys":[]}'
+        self._header_id = f'"{config.header.lower()}"'
+
+    async def start(self) -> None:
+        config = self.config
+        if config.sign:
+            key = await self._signing_key()
+            self.signer = Signer(key, config.label, config.tag)
+            self.public_keys.append(key.public_key())
+            for index, pem in enumerate(config.retired_public_keys):
+                try:
+                    self.public_keys.append(load_public_key(pem.encode()))
+                except ValueError as exc:
+                    raise self._config_error(("retired_public_keys", index), str(exc)) from None
+            jwks = {"keys": [public_jwk(key) for key in self.public_keys]}
+            self._jwks = orjson.dumps(jwks, option=orjson.OPT_INDENT_2)
+        if self.source is not None:
+            await self.source.start()
+
+    async def stop(self) -> None:
+        if self.source is not None:
+            await self.source.stop()
+
+    def _config_error(self, where: tuple[str | int, ...], message: str) -> ConfigError:
+        return ConfigError(
+            "configuration", [ConfigIssue(("plugins", self.name, "config", *where), message)]
+        )
+
+    async def _signing_key(self) -> Ed25519PrivateKey:
+        config = self.config
+        if config.key_file is not None:
+            path = Path(config.key_file)
+            try:
+                pem = await asyncio.to_thread(path.read_bytes)
+            except OSError as exc:
+                raise self._config_error(
+                    ("key_file",), f"cannot read {path}: {exc.strerror or exc}"
+                ) from None
+            try:
+                return load_private_key(pem)
+            except ValueError as exc:
+                raise self._config_error(("key_file",), f"{path}: {exc}") from None
+        if config.key is not None:
+            try:
+                return load_private_key(config.key.encode())
+            except ValueError as exc:
+                raise self._config_error(("key",), str(exc)) from None
+        if not self.services.dev_mode:
+            raise self._config_error(
+                ("key_file",),
+                "signing needs an Ed25519 private key: set key_file or key "
+                "(generate one with: openssl genpkey -algorithm ed25519), or sign: false",
+            )
+        key = Ed25519PrivateKey.generate()
+        self.dev_key = True
+        logger.warning(
+            "DEVELOPMENT MODE: provenance signatures use a key generated at start (kid %s); "
+            "it lives only in memory and is gone when the router stops. Do not trust these "
+            "signatures anywhere else.",
+            public_jwk(key.public_key())["kid"],
+        )
+        return key
+
+    # -- per request ---------------------------------------------------------------
+
+    def _record(self, route: str | None, version: Mapping[str, str] | None) -> Record:
+        if self.source is not None:
+            version = self.source.version
+        return self.records.get(route, version)
+
+    def global_middleware(self) -> Middleware:
+        trace = self.services.lookup(TRACE_RESPONSE)
+        hook = self._make_hook(trace)
+        record_of = self._record
+
+        async def provenance(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
+            ctx = request[CONTEXT_KEY]
+            ctx.on_response(hook)
+            response = await handler(request)
+            # Logged here, not in the hook: a small response is sent after the access-log
+            # line is written; the endpoint is known once the handler returned.
+            route, endpoint = ctx.route, ctx.endpoint
+            record = record_of(
+                route.name if route is not None else None,
+                endpoint.version if endpoint is not None else None,
+            )
+            ctx.add_log_field("provenance", record.fields)
+            return response
+
+        return provenance
+
+    def _make_hook(self, trace: TraceResponse | None) -> ResponseHook:
+        header = self.config.header
+        header_id = self._header_id
+        signer = self.signer
+        label = self.config.label
+        digest_limit = self.config.content_digest.max_size
+        digest = self.config.content_digest.enabled
+        record_of = self._record
+        now = time.time
+
+        def add_provenance(request: web.BaseRequest, response: web.StreamResponse) -> None:
+            ctx = request[CONTEXT_KEY]
+            route = ctx.route
+            endpoint = ctx.endpoint
+            record = record_of(
+                route.name if route is not None else None,
+                endpoint.version if endpoint is not None else None,
+            )
+            headers = response.headers
+            headers[header] = record.header
+            if signer is None:
+                return
+            headers["X-Request-Id"] = ctx.request_id
+            components = [
+                ('"@status"', str(response.status)),
+                (header_id, record.header),
+                ('"x-request-id"', ctx.request_id),
+            ]
+            if trace is not None:
+                value = trace.traceresponse(request)
+                if value:
+                    headers["traceresponse"] = value
+                    components.append(('"traceresponse"', value))
+            if digest and request.method != "HEAD" and isinstance(response, web.Response):
+                body = response.body
+                if isinstance(body, bytes | bytearray) and len(body) <= digest_limit:
+                    value = f"sha-256=:{base64.b64encode(hashlib.sha256(body).digest()).decode()}:"
+                    headers["Content-Digest"] = value
+                    components.append(('"content-digest"', value))
+            components.append(('"@method";req', request.method))
+            components.append(('"@authority";req', request_authority(request, ctx.scheme)))
+            components.append(('"@path";req', request_path(request, ctx.path)))
+            signature_input, signature = signer.sign(components, int(now()))
+            if "Signature-Input" in headers or "Signature" in headers:
+                _merge_foreign(headers, label, signature_input, signature)
+            else:
+                headers["Signature-Input"] = signature_input
+                headers["Signature"] = signature
+
+        return add_provenance
+
+    # -- reserved paths -------------------------------------------------------------
+
+    def reserved_paths(self) -> Mapping[str, Handler]:
+        paths: dict[str, Handler] = {KEYS_PATH: self._keys}
+        if self.config.page:
+            paths[PAGE_PATH] = self._page
+        return paths
+
+    async def _keys(self, request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(
+            body=self._jwks,
+            content_type="application/jwk-set+json",
+            headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
+        )
+
+    def covered_components(self, tracing: bool) -> list[str]:
+        covered = ["@status", self.config.header.lower(), "x-request-id"]
+        if tracing:
+            covered.append("traceresponse")
+        if self.config.content_digest.enabled:
+            covered.append("content-digest (small buffered bodies)")
+        covered += ['"@method";req', '"@authority";req', '"@path";req']
+        return covered
+
+    async def _page(self, request: web.BaseRequest) -> web.StreamResponse:
+        ctx = request[CONTEXT_KEY]
+        route = ctx.route
+        name = route.name if route is not None else None
+        endpoints: list[Record] = []
+        if self.source is not None:
+            endpoints.append(self._record(name, None))
+        elif route is not None and route.pool is not None:
+            seen: set[str] = set()
+            for endpoint in route.pool.endpoints:
+                record = self.records.get(name, endpoint.version)
+                if record.header not in seen:
+                    seen.add(record.header)
+                    endpoints.append(record)
+        router = self.records.get(None, None)
+        tracing = self.services.lookup(TRACE_RESPONSE) is not None
+        headers = {
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+        if _wants_json(request):
+            document = {
+                "host": ctx.host,
+                "route": name,
+                "router": {
+                    "version": router.fields["router"],
+                    "commit": router.fields["router-commit"],
+                },
+                "endpoints": [record.fields for record in endpoints],
+                "signature": None
+                if self.signer is None
+                else {
+                    "label": self.config.label,
+                    "keyid": self.signer.keyid,
+                    "algorithm": "ed25519",
+                    "covered": self.covered_components(tracing),
+                    "keys": KEYS_PATH,
+                    "development_key": self.dev_key,
+                },
+            }
+            return web.Response(
+                body=orjson.dumps(document), content_type="application/json", headers=headers
+            )
+        page = render_page(
+            PageData(
+                host=ctx.host,
+                origin=f"{ctx.scheme}://{request.headers.get('Host', ctx.host)}",
+                route=name,
+                router=router,
+                endpoints=endpoints,
+                header=self.config.header,
+                label=self.config.label,
+                keyid=self.signer.keyid if self.signer is not None else None,
+                covered=self.covered_components(tracing),
+                request_id=ctx.request_id,
+                dev_key=self.dev_key,
+            )
+        )
+        return web.Response(text=page, content_type="text/html", headers=headers)
+
+
+def _merge_foreign(
+    headers: CIMultiDict[str], label: str, signature_input: str, signature: str
+) -> None:
+    """Keep an upstream's own signatures (other labels) next to ours."""
+    for name, ours in (("Signature-Input", signature_input), ("Signature", signature)):
+        foreign = _without_label(", ".join(headers.getall(name, ())), label)
+        headers[name] = f"{foreign}, {ours}" if foreign else ours

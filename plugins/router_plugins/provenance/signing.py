@@ -1,0 +1,116 @@
+"""RFC 9421 HTTP message signatures with Ed25519, made for one signature per response.
+
+The signature base is built here from a fixed list of components (RFC 9421 section 2.5)
+instead of through a general-purpose library: that library parses and re-serializes every
+message and costs ~290 µs per response, this ~35 µs (almost all of it Ed25519). The output
+is checked against the RFC's own Ed25519 example (appendix B.2.6) and verified by the
+``http-message-signatures`` library in the tests and in ``commons-router inspect``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+ALGORITHM = "ed25519"
+
+
+def load_private_key(pem: bytes) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PEM (PKCS#8); ValueError with a clear reason otherwise."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a readable unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"the key is {type(key).__name__.lstrip('_')}, not Ed25519")
+    return key
+
+
+def load_public_key(pem: bytes) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a readable PEM public key ({exc})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"the key is {type(key).__name__.lstrip('_')}, not Ed25519")
+    return key
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def public_jwk(key: Ed25519PublicKey) -> dict[str, str]:
+    """The public key as a JWK (RFC 8037), with its RFC 7638 thumbprint as ``kid``."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    x = _b64url(raw)
+    canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
+    kid = _b64url(hashlib.sha256(canonical.encode()).digest())
+    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}
+
+
+def sf_string(value: str) -> str:
+    """An RFC 8941 String; characters it cannot carry (non-ASCII, controls) become '?'."""
+    out = []
+    for ch in value:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.append("?")
+    return '"' + "".join(out) + '"'
+
+
+def signature_params(
+    component_ids: Sequence[str], created: int, keyid: str, alg: str | None, tag: str | None
+) -> str:
+    """The ``@signature-params`` value: covered components and parameters, in this order."""
+    params = f"({' '.join(component_ids)});created={created};keyid={sf_string(keyid)}"
+    if alg is not None:
+        params += f";alg={sf_string(alg)}"
+    if tag is not None:
+        params += f";tag={sf_string(tag)}"
+    return params
+
+
+def signature_base(components: Sequence[tuple[str, str]], params: str) -> bytes:
+    """RFC 9421 section 2.5: one ``id: value`` line per component, then the params line.
+
+    Component ids are serialized (``"@status"``, ``"@path";req``); values are already
+    canonical single-line strings.
+    """
+    lines = [f"{component_id}: {value}" for component_id, value in components]
+    lines.append(f'"@signature-params": {params}')
+    return "\n".join(lines).encode("ascii")
+
+
+class Signer:
+    """Signs component lists with one key; reusable across requests."""
+
+    __slots__ = ("_key", "_label", "_prefix", "_suffix", "keyid")
+
+    def __init__(self, key: Ed25519PrivateKey, label: str, tag: str) -> None:
+        self._key = key
+        self._label = label
+        self.keyid = public_jwk(key.public_key())["kid"]
+        # Everything after "created=<n>" is the same for every response.
+        self._suffix = (
+            f";keyid={sf_string(self.keyid)};alg={sf_string(ALGORITHM)};tag={sf_string(tag)}"
+        )
+        self._prefix = f"{label}="
+
+    def sign(self, components: Sequence[tuple[str, str]], created: int) -> tuple[str, str]:
+        """``(Signature-Input, Signature)`` header values for these components."""
+        ids = " ".join(component_id for component_id, _ in components)
+        params = f"({ids});created={created}{self._suffix}"
+        signature = self._key.sign(signature_base(components, params))
+        return (
+            self._prefix + params,
+            f"{self._prefix}:{base64.b64encode(signature).decode('ascii')}:",
+        )
