@@ -21,15 +21,20 @@ from jwt.exceptions import PyJWKError
 logger = logging.getLogger("commons_router.auth")
 
 
+_RETRY_AFTER_FAILURE = 1.0
+
+
 class KeysUnavailable(Exception):
     """The issuer's keys could not be fetched (and none are cached)."""
 
 
 class JwksCache:
     __slots__ = (
-        "_fetched_at",
+        "_attempted_at",
+        "_error",
         "_http",
         "_keys",
+        "_loaded_at",
         "_lock",
         "fetches",
         "max_bytes",
@@ -56,17 +61,22 @@ class JwksCache:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._keys: dict[str, PyJWK] = {}
-        self._fetched_at = -math.inf
+        self._loaded_at = -math.inf
+        self._attempted_at = -math.inf
+        self._error = ""
         self._lock = asyncio.Lock()
         self.fetches = 0
 
     async def key(self, kid: str | None) -> PyJWK | None:
         """The key named ``kid`` (or the only key, for tokens without ``kid``)."""
+        if self._lock.locked():
+            async with self._lock:
+                pass  # a fetch is in flight: its answer may hold the key
         now = time.monotonic()
-        if now - self._fetched_at >= self.ttl:
+        if now - self._loaded_at >= self.ttl:
             await self._refresh(now, stale_ok=bool(self._keys))
         found = self._find(kid)
-        if found is None and time.monotonic() - self._fetched_at >= self.min_refetch:
+        if found is None and time.monotonic() - self._attempted_at >= self.min_refetch:
             await self._refresh(time.monotonic(), stale_ok=True)
             found = self._find(kid)
         return found
@@ -78,12 +88,22 @@ class JwksCache:
 
     async def _refresh(self, asked_at: float, *, stale_ok: bool) -> None:
         async with self._lock:
-            if self._fetched_at >= asked_at - 0.001 and self._keys:
-                return  # another request fetched while this one waited
-            self._fetched_at = time.monotonic()  # failures count too: rate-limited
+            now = time.monotonic()
+            recent = self._attempted_at >= asked_at or (
+                bool(self._error) and now - self._attempted_at < _RETRY_AFTER_FAILURE
+            )
+            if recent:
+                # Someone fetched (or failed to) while this request waited: use that.
+                if not self._keys and not stale_ok:
+                    raise KeysUnavailable(self._error or f"{self.url}: no keys")
+                return
+            self._attempted_at = now  # failures count too: rate-limited
             try:
                 self._keys = await self._fetch()
+                self._loaded_at = time.monotonic()
+                self._error = ""
             except KeysUnavailable as exc:
+                self._error = str(exc)
                 if not stale_ok:
                     raise
                 logger.warning("keeping cached keys of %s: %s", self.url, exc)

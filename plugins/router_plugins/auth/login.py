@@ -16,7 +16,7 @@ from router_plugins.auth.devlogin import DEV_ISSUER, dev_claims, dev_login_page
 from router_plugins.auth.oidc import IdpRejected, IdpUnavailable, OidcClient
 from router_plugins.auth.redirects import safe_return_url
 from router_plugins.auth.tokens import TokenError
-from router_plugins.auth.web import redirect, same_origin
+from router_plugins.auth.web import origin_of, redirect, same_origin
 from router_plugins.sessions import SessionService, StoreUnavailable
 from router_plugins.sessions.model import digest
 
@@ -67,8 +67,7 @@ class LoginHandlers:
     def _redirect_uri(self, request: web.BaseRequest) -> str:
         if self.config.oidc is not None and self.config.oidc.redirect_url:
             return self.config.oidc.redirect_url
-        ctx = context_of(request)
-        return f"{ctx.scheme}://{ctx.host}{CALLBACK_PATH}"
+        return origin_of(request, context_of(request)) + CALLBACK_PATH
 
     def _flow_cookie(self, state: str) -> str:
         return self.sessions.cookie.named("login-" + digest(state)[:12])

@@ -7,13 +7,14 @@ HTTP goes through the router's shared client session with a timeout on every cal
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import orjson
-from aiohttp import BasicAuth, ClientError, ClientSession, ClientTimeout
+from aiohttp import ClientError, ClientSession, ClientTimeout
 from authlib.common.security import generate_token  # type: ignore[import-untyped]
 from authlib.oauth2.rfc6749.parameters import (  # type: ignore[import-untyped]
     prepare_grant_uri,
@@ -73,14 +74,18 @@ class OidcClient:
         self._jwks_min_refetch = jwks_min_refetch
         self.refreshes = 0
 
-    async def _json(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+    async def _json(
+        self, method: str, url: str, extra_headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> tuple[int, Any]:
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        headers.update(extra_headers or {})
         try:
             async with self._http.request(
                 method,
                 url,
                 timeout=ClientTimeout(total=self.config.timeout),
                 allow_redirects=False,
-                headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+                headers=headers,
                 **kwargs,
             ) as response:
                 body = await response.content.read(_MAX_BODY + 1)
@@ -161,23 +166,30 @@ class OidcClient:
         )
         return LoginStart(url=url, state=state, verifier=verifier, nonce=nonce)
 
-    def _auth(self) -> dict[str, Any]:
+    def _auth(self) -> dict[str, str]:
+        """``client_secret_basic`` (RFC 6749 §2.3.1: each part form-encoded first)."""
         if self.config.client_secret is None:
             return {}
-        return {
-            "auth": BasicAuth(self.config.client_id, self.config.client_secret.get_secret_value())
-        }
+        pair = f"{quote_plus(self.config.client_id)}:"
+        pair += quote_plus(self.config.client_secret.get_secret_value())
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
 
     async def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
         metadata = await self.metadata()
         if self.config.client_secret is None:
             form = {**form, "client_id": self.config.client_id}
-        status, data = await self._json("POST", metadata.token_endpoint, data=form, **self._auth())
+        # The shared client session adds no headers by itself: set the content type.
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **self._auth()}
+        status, data = await self._json(
+            "POST", metadata.token_endpoint, data=urlencode(form), extra_headers=headers
+        )
         if status >= 500:
             raise IdpUnavailable(f"token endpoint answered {status}")
         if status != 200 or not isinstance(data, dict):
-            error = data.get("error") if isinstance(data, dict) else None
-            raise IdpRejected(f"token endpoint answered {status} {error or ''}".strip())
+            error = ""
+            if isinstance(data, dict):
+                error = f"{data.get('error', '')}: {data.get('error_description', '')}"
+            raise IdpRejected(f"token endpoint answered {status} {error[:300]}".strip())
         return data
 
     @staticmethod

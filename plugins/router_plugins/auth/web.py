@@ -25,13 +25,23 @@ def is_browser(request: web.BaseRequest) -> bool:
     return "text/html" in request.headers.get("Accept", "")
 
 
-def origin_of(ctx: RequestContext) -> str:
-    return f"{ctx.scheme}://{ctx.host}".lower()
+def authority(request: web.BaseRequest, ctx: RequestContext) -> str:
+    """``host[:port]`` of this request (the router already checked the Host header)."""
+    raw = request.headers.get("Host", "").strip().lower()
+    name, sep, port = raw.rpartition(":")
+    if sep and port.isdigit() and name.strip("[]").rstrip(".") == ctx.host.strip("[]"):
+        default = {"http": "80", "https": "443"}.get(ctx.scheme)
+        return ctx.host if port == default else f"{ctx.host}:{port}"
+    return ctx.host
+
+
+def origin_of(request: web.BaseRequest, ctx: RequestContext) -> str:
+    return f"{ctx.scheme}://{authority(request, ctx)}"
 
 
 def same_origin(request: web.BaseRequest, ctx: RequestContext) -> bool:
     """CSRF defence for state-changing POSTs: the request must come from this origin."""
-    expected = origin_of(ctx)
+    expected = origin_of(request, ctx)
     origin = request.headers.get("Origin")
     if origin is not None:
         return origin.lower() == expected
