@@ -1,0 +1,172 @@
+"""Token refresh once across requests and replicas; behaviour when the identity provider or
+Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+
+from router.config.loader import ConfigError
+from router.testing import Backend, run_backend, run_router
+from tests.integration.test_auth_oidc import (  # noqa: F401 (fixtures)
+    HTML,
+    get_json,
+    log_in,
+    new_browser,
+    provider,
+    redis_server,
+    router_config,
+    router_port,
+    session_cookie,
+)
+from tests.support.issuer import Issuer
+from tests.support.oidc_provider import OidcProvider, router_client
+from tests.support.redis_server import RedisServer, free_port
+
+
+@pytest.fixture
+async def issuer() -> AsyncIterator[Issuer]:
+    made = Issuer()
+    async with run_backend(made.app()) as served:
+        made.url = served.url
+        yield made
+
+
+async def wait_for_access_token_expiry(seconds: float = 4.5) -> None:
+    # The provider's "short" client gets 4-second access tokens.
+    await asyncio.sleep(seconds)
+
+
+def replica(cfg: dict[str, Any], port: int) -> dict[str, Any]:
+    return {**cfg, "listener": {"listen": f"127.0.0.1:{port}"}}
+
+
+async def test_fifty_concurrent_requests_on_two_replicas_refresh_once(
+    router_port: int, provider: OidcProvider, redis_server: RedisServer, backend: Backend
+) -> None:
+    cfg = router_config(
+        router_port,
+        provider,
+        backend,
+        store="redis",
+        redis_url=redis_server.url,
+        client_id="short",
+    )
+    async with run_router(cfg) as first, run_router(replica(cfg, free_port())) as second:
+        async with new_browser() as browser:
+            await log_in(browser, first)
+            cookie = {
+                "Cookie": f"commons-router-session={session_cookie(browser)}",
+                "Accept": "application/json",
+            }
+            before = (await provider.counters(browser))["refresh_token"]
+            await wait_for_access_token_expiry()
+
+            async def one(url: str) -> int:
+                async with ClientSession() as fresh:
+                    async with fresh.get(url + "/x", headers=cookie) as response:
+                        return response.status
+
+            statuses = await asyncio.gather(*(one(r.url) for r in [first, second] * 25))
+            assert statuses == [200] * 50
+            after = (await provider.counters(browser))["refresh_token"]
+            assert after - before == 1
+
+
+async def test_failed_refresh_sends_the_user_to_login(
+    router_port: int, redis_server: RedisServer, backend: Backend
+) -> None:
+    op = OidcProvider([router_client("short", router_port)])
+    op.start()
+    try:
+        cfg = router_config(router_port, op, backend, client_id="short")
+        async with run_router(cfg) as router:
+            async with new_browser() as browser:
+                await log_in(browser, router)
+                assert (await get_json(browser, router.url + "/x"))[0] == 200
+                # The provider forgets every grant (in-memory storage): the refresh token
+                # is refused once the access token expires.
+                op.stop()
+                op.start()
+                await wait_for_access_token_expiry()
+                async with browser.get(
+                    router.url + "/x", headers=HTML, allow_redirects=False
+                ) as response:
+                    assert response.status == 302
+                    assert response.headers["Location"].startswith("/.commons-router/login")
+                # The session is gone server-side, not only refused once.
+                assert (await get_json(browser, router.url + "/x"))[0] == 401
+    finally:
+        op.stop()
+
+
+async def test_identity_provider_down_gives_a_503_page(router_port: int, backend: Backend) -> None:
+    down = OidcProvider([])  # never started: nothing listens on its port
+    cfg = router_config(router_port, down, backend)
+    async with run_router(cfg) as router:
+        async with new_browser() as browser:
+            async with browser.get(router.url + "/page", headers=HTML) as response:
+                assert response.status == 503
+                page = await response.text()
+                assert "identity provider cannot be reached" in page
+                assert "Traceback" not in page
+            async with browser.get(router.url + "/public/x") as response:
+                assert response.status == 200
+
+
+async def test_redis_down_session_routes_503_others_work_and_recovery(
+    router_port: int, provider: OidcProvider, backend: Backend, issuer: Issuer
+) -> None:
+    server = RedisServer()
+    server.start()
+    try:
+        cfg = router_config(
+            router_port, provider, backend, store="redis", redis_url=server.url, issuer=issuer
+        )
+        async with run_router(cfg) as router:
+            async with new_browser() as browser:
+                await log_in(browser, router)
+                assert (await get_json(browser, router.url + "/x"))[0] == 200
+                server.stop()
+                status, body = await get_json(
+                    browser, router.url + "/x", headers={"Accept": "application/json"}
+                )
+                assert status == 503
+                assert "session store" in body["message"]
+                # Public and bearer-token routes do not need Redis.
+                assert (await get_json(browser, router.url + "/public/x"))[0] == 200
+                bearer = {"Authorization": f"Bearer {issuer.token()}"}
+                async with ClientSession() as api:
+                    status, _ = await get_json(api, router.url + "/x", headers=bearer)
+                    assert status == 200
+                # Redis comes back (empty): the router recovers by itself.
+                server.start()
+                deadline = time.monotonic() + 15
+                while True:
+                    status, _ = await get_json(
+                        browser, router.url + "/x", headers={"Accept": "application/json"}
+                    )
+                    if status != 503:
+                        break
+                    assert time.monotonic() < deadline, "no recovery"
+                    await asyncio.sleep(0.1)
+                assert status == 401  # that session died with Redis' memory
+                await log_in(browser, router)
+                assert (await get_json(browser, router.url + "/x"))[0] == 200
+    finally:
+        server.close()
+
+
+async def test_memory_store_refuses_several_workers(
+    router_port: int, provider: OidcProvider, backend: Backend
+) -> None:
+    cfg = router_config(router_port, provider, backend)
+    cfg["workers"] = 2
+    with pytest.raises(ConfigError, match="workers"):
+        async with run_router(cfg):
+            pass
