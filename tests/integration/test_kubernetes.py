@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.support.kubecluster import (
     POD_IPS,
     KubeCluster,
@@ -267,3 +269,26 @@ async def test_paged_lists_and_namespaces(tmp_path: Path) -> None:
         assert {c.namespace for c in cluster.api.calls if c.resource != "ingressclasses"} == {
             "team-a"
         }
+
+
+async def test_clusterrole_covers_every_call_the_provider_made(tmp_path: Path) -> None:
+    role_path = Path(__file__).resolve().parents[2] / "config" / "kubernetes" / "clusterrole.yaml"
+    role = yaml.safe_load(role_path.read_text())
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    async with run_cluster(tmp_path, "app-0") as cluster:
+        cluster.api.compact()  # relists and new watches too
+
+        async def relisted() -> bool:
+            return len(cluster.api.calls_of("list")) >= 10
+
+        await eventually(relisted, "the provider relisted")
+        made = {(c.group, c.resource, c.verb) for c in cluster.api.calls}
+    assert {verb for _, _, verb in made} == {"list", "watch"}
+    assert len(made) == 10
+    assert made <= granted

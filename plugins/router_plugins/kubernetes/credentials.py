@@ -18,8 +18,11 @@ TOKEN_MAX_AGE = 60.0
 """Re-read the service-account token this often (the kubelet rotates it)."""
 
 
-class CredentialsError(Exception):
-    """Credentials cannot be loaded; the message says what is missing."""
+class CredentialsError(OSError):
+    """Credentials cannot be loaded; the message says what is missing.
+
+    An OSError, so `commons-router serve` reports it as a start-up problem (no traceback).
+    """
 
 
 class Credentials:

@@ -24,8 +24,8 @@ from router_plugins.kubernetes.watch import ClusterWatch
 logger = logging.getLogger("commons_router.kubernetes")
 
 
-class KubernetesSyncError(RuntimeError):
-    pass
+class KubernetesSyncError(OSError):
+    """The cluster could not be read at start (an OSError: reported without a traceback)."""
 
 
 def load_credentials(settings: KubernetesSettings) -> Credentials:
