@@ -1,177 +1,31 @@
 """OIDC login against a real OpenID provider (npm oidc-provider), sessions in memory and in
-a real Redis, logout (RP-initiated and back-channel), refresh and failure behaviour."""
+a real Redis, logout (RP-initiated and back-channel)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-from aiohttp import ClientSession, CookieJar
 
-from router.testing import Backend, RunningRouter, run_router
+from router.testing import RunningRouter
+from tests.support.auth_flow import (  # noqa: F401 (fixtures)
+    HTML,
+    finish_login,
+    get_json,
+    log_in,
+    new_browser,
+    provider_fixture,
+    redis_server_fixture,
+    router_fixture,
+    router_port_fixture,
+    seen,
+    session_cookie,
+    start_login,
+)
 from tests.support.issuer import Issuer
-from tests.support.oidc_provider import OidcProvider, router_client, sign_in_at_provider
-from tests.support.redis_server import RedisServer, free_port
-
-SECRET = "router-secret"
-KEY = "q2sOGb1pb0mjzK0WxKtDc2MG0oLytk7WQqGbEaRv3Yw="
-
-
-@pytest.fixture(scope="module")
-def router_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def provider(router_port: int) -> Iterator[OidcProvider]:
-    op = OidcProvider([router_client("router", router_port), router_client("short", router_port)])
-    op.start()
-    try:
-        yield op
-    finally:
-        op.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-def router_config(
-    port: int,
-    provider: OidcProvider,
-    backend: Backend,
-    *,
-    store: str = "memory",
-    redis_url: str | None = None,
-    client_id: str = "router",
-    issuer: Issuer | None = None,
-    cache: float = 0,
-) -> dict[str, Any]:
-    sessions: dict[str, Any] = {"store": store, "cache": cache}
-    if store == "redis":
-        sessions.update({"redis": {"url": redis_url, "timeout": "500ms"}, "encryption_keys": [KEY]})
-    auth: dict[str, Any] = {
-        "oidc": {
-            "issuer": provider.issuer,
-            "client_id": client_id,
-            "client_secret": SECRET,
-            "scopes": ["openid", "email", "profile", "groups", "offline_access"],
-            "post_logout_redirect_url": f"http://127.0.0.1:{port}/logged-out",
-            "refresh_margin": 0,
-            "timeout": "2s",
-        },
-        "allowed_redirect_hosts": ["docs.example.org"],
-    }
-    if issuer is not None:
-        auth["bearer"] = {
-            "issuers": [
-                {"issuer": issuer.name, "jwks_url": issuer.jwks_url, "audience": ["api://router"]}
-            ]
-        }
-    up = [{"url": backend.url}]
-    return {
-        "listener": {"listen": f"127.0.0.1:{port}"},
-        "plugins": [{"name": "sessions", "config": sessions}, {"name": "auth", "config": auth}],
-        "routes": [
-            {"name": "app", "path": "/", "upstreams": up},
-            {
-                "name": "public",
-                "path": "/public",
-                "upstreams": up,
-                "plugins": {"auth": {"policy": "public"}},
-            },
-            {
-                "name": "admin",
-                "path": "/admin",
-                "upstreams": up,
-                "plugins": {"auth": {"allow": {"groups": ["admins"]}}},
-            },
-        ],
-    }
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def router(
-    request: pytest.FixtureRequest,
-    router_port: int,
-    provider: OidcProvider,
-    redis_server: RedisServer,
-    backend: Backend,
-) -> AsyncIterator[RunningRouter]:
-    cfg = router_config(
-        router_port, provider, backend, store=request.param, redis_url=redis_server.url
-    )
-    async with run_router(cfg) as running:
-        yield running
-
-
-def new_browser() -> ClientSession:
-    return ClientSession(cookie_jar=CookieJar(unsafe=True))
-
-
-HTML = {"Accept": "text/html,application/xhtml+xml"}
-
-
-async def start_login(
-    browser: ClientSession, router: RunningRouter, path: str, *, direct: bool = False
-) -> str:
-    """Open a protected page; return the provider URL the router sends the browser to."""
-    if direct:
-        login = "/.commons-router/login?rd=" + quote(path, safe="")
-    else:
-        async with browser.get(router.url + path, headers=HTML, allow_redirects=False) as response:
-            assert response.status == 302
-            login = response.headers["Location"]
-    assert login.startswith("/.commons-router/login?rd=")
-    async with browser.get(router.url + login, allow_redirects=False) as response:
-        assert response.status == 302, await response.text()
-        return response.headers["Location"]
-
-
-async def finish_login(browser: ClientSession, callback: str) -> tuple[int, str, str]:
-    async with browser.get(callback, allow_redirects=False) as response:
-        cookies = response.headers.getall("Set-Cookie", [])
-        location = response.headers.get("Location") or await response.text()
-        return response.status, location, "\n".join(cookies)
-
-
-async def log_in(
-    browser: ClientSession, router: RunningRouter, path: str = "/", user: str = "alice"
-) -> str:
-    authorize = await start_login(browser, router, path, direct=True)
-    callback = await sign_in_at_provider(browser, authorize, user)
-    status, location, _ = await finish_login(browser, callback)
-    assert status == 302, location
-    return location
-
-
-def session_cookie(browser: ClientSession) -> str:
-    for cookie in browser.cookie_jar:
-        if cookie.key == "commons-router-session":
-            return cookie.value
-    raise AssertionError("no session cookie")
-
-
-async def get_json(browser: ClientSession, url: str, **kwargs: Any) -> tuple[int, Any]:
-    async with browser.get(url, allow_redirects=False, **kwargs) as response:
-        try:
-            return response.status, await response.json(content_type=None)
-        except ValueError:
-            return response.status, None
-
-
-def seen(body: dict[str, Any]) -> dict[str, str]:
-    return {k.lower(): v for k, v in body["headers"]}
+from tests.support.oidc_provider import OidcProvider, parse_form, sign_in_at_provider
 
 
 async def test_login_round_trip(router: RunningRouter, provider: OidcProvider) -> None:
@@ -371,7 +225,6 @@ async def test_backchannel_logout_ends_the_session(
         # The user signs out at the provider itself (another app, or the provider's page).
         async with browser.get(provider.issuer + "/session/end") as response:
             page = await response.text()
-        from tests.support.oidc_provider import parse_form
 
         action, fields = parse_form(page)
         fields["logout"] = "yes"

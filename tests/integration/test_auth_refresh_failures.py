@@ -13,15 +13,15 @@ from aiohttp import ClientSession
 
 from router.config.loader import ConfigError
 from router.testing import Backend, run_backend, run_router
-from tests.integration.test_auth_oidc import (  # noqa: F401 (fixtures)
+from tests.support.auth_flow import (  # noqa: F401 (fixtures)
     HTML,
     get_json,
     log_in,
     new_browser,
-    provider,
-    redis_server,
+    provider_fixture,
+    redis_server_fixture,
     router_config,
-    router_port,
+    router_port_fixture,
     session_cookie,
 )
 from tests.support.issuer import Issuer
