@@ -204,7 +204,7 @@ async def test_logout_requires_post_from_this_origin(
         end = urlsplit(location)
         assert location.startswith(provider.issuer + "/session/end")
         params = parse_qs(end.query)
-        assert params["post_logout_redirect_uri"] == [router.url + "/logged-out"]
+        assert params["post_logout_redirect_uri"] == [router.url + "/public/logged-out"]
         assert params["id_token_hint"][0].count(".") == 2
     # The server-side session is gone: the old cookie does nothing any more.
     async with new_browser() as replay:

@@ -63,7 +63,7 @@ def router_config(
             "client_id": client_id,
             "client_secret": SECRET,
             "scopes": ["openid", "email", "profile", "groups", "offline_access"],
-            "post_logout_redirect_url": f"http://127.0.0.1:{port}/logged-out",
+            "post_logout_redirect_url": f"http://127.0.0.1:{port}/public/logged-out",
             "refresh_margin": 0,
             "timeout": "2s",
         },
