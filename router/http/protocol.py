@@ -4,14 +4,23 @@ SECURITY: aiohttp has no header read timeout, so a client dribbling a request he
 byte at a time (slowloris) would hold a connection until the keep-alive timer. Here the
 clock starts at the first byte of each request head; if the head is not complete in
 ``header_timeout`` seconds the client gets 408 and the connection is closed.
+
+Known limit: bytes of a next request head that arrive in the same read as the end of the
+previous request are buffered inside aiohttp's parser, where they cannot be seen; such a
+connection is closed by the keep-alive timer (``keepalive_timeout``), like an idle one.
+
+SECURITY: the router refuses to start unless aiohttp's C HTTP parser (llhttp, strict mode)
+parses requests: the pure-Python fallback (``AIOHTTP_NO_EXTENSIONS``, or a missing
+extension) is laxer, and request smuggling lives in the differences between parsers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 from aiohttp.web_protocol import RequestHandler
 
 _TIMEOUT_RESPONSE = (
@@ -22,6 +31,17 @@ _TIMEOUT_RESPONSE = (
     b"\r\n"
     b"The request head was not received in time.\n"
 )
+
+
+def c_parser_in_use() -> bool:
+    """True when aiohttp's server connections parse requests with the C (llhttp) parser."""
+    try:
+        module = importlib.import_module("aiohttp._http_parser")
+    except ImportError:
+        return False
+    compiled: object = getattr(module, "HttpRequestParser", None)
+    in_use: object = getattr(web_protocol, "HttpRequestParser", None)
+    return compiled is not None and in_use is compiled
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -69,6 +89,11 @@ class GuardedServer(web.Server):
     """A low-level aiohttp server whose connections use :class:`GuardedRequestHandler`."""
 
     def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        if not c_parser_in_use():
+            raise RuntimeError(
+                "aiohttp's C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS is set or the "
+                "extension is missing); refusing to serve with the laxer pure-Python parser"
+            )
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
 
