@@ -4,7 +4,9 @@ SECURITY: routing (and so every auth decision) uses the same normalized path tha
 forwarded, so a backend can never be reached through a spelling the router did not judge:
 dot segments are removed (also ``..;x``, which Tomcat treats as ``..``), repeated slashes
 are merged, percent-encoded unreserved characters are decoded, and encoded ``/``, ``\\`` or
-NUL are rejected. Matrix parameters (``/admin;x``) are ignored for matching only.
+NUL are rejected. Matrix parameters (``/admin;x``) are ignored for matching only, and
+the segments they leave empty are merged like repeated slashes (``/;/admin`` is ``//admin``
+to Tomcat and Spring, so it must be matched as ``/admin``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-_NEEDS_WORK = re.compile(r"[%\\;\x00-\x20\x7f-\uffff]|//|/\.")
-_BAD_CHARS = re.compile(r"[\\\x00-\x20\x7f-\uffff]")
+# SECURITY: every non-ASCII character (not only the BMP) takes the slow path and is refused.
+_NEEDS_WORK = re.compile(r"[%\\;\x00-\x20\x7f-\U0010ffff]|//|/\.")
+_BAD_CHARS = re.compile(r"[\\\x00-\x20\x7f-\U0010ffff]")
 _PERCENT = re.compile(r"%(..)?")
 _MULTI_SLASH = re.compile(r"/{2,}")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -69,6 +72,10 @@ def _normalize_slow(
     match_path = path
     if ";" in path:
         match_path = "/".join(segment.partition(";")[0] for segment in path.split("/"))
+        if merge_slashes and "//" in match_path:
+            # SECURITY: "/;/admin" -> "//admin", which a backend that drops parameters
+            # (Tomcat, Spring) serves as "/admin": match it as "/admin" too.
+            match_path = _MULTI_SLASH.sub("/", match_path)
     return NormalizedTarget(path, match_path, query)
 
 
