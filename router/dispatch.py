@@ -18,7 +18,7 @@ from router.errors import error_response
 from router.http.framing import HostParser, framing_problem
 from router.observability.accesslog import AccessLog
 from router.observability.metrics import Metrics
-from router.proxy.headers import TrustedPeers
+from router.proxy.headers import TrustedPeers, joined
 from router.routing.compiled import CompiledRoute
 from router.routing.paths import PathError, normalize_target
 from router.routing.table import RouteTable
@@ -108,7 +108,7 @@ class Dispatcher:
         request_id = self._request_id(request, peer)
         ctx = RequestContext(
             request_id,
-            self.trusted.client_address(peer, request.headers.get("X-Forwarded-For")),
+            self.trusted.client_address(peer, joined(request.headers, "X-Forwarded-For")),
             self.scheme,
             "",
             start,
@@ -119,6 +119,11 @@ class Dispatcher:
         self.metrics.in_flight += 1
         try:
             response, route = await self._answer(request, ctx)
+            if "Upgrade" in request.headers and not _websocket_upgrade(request):
+                # SECURITY: aiohttp discards the bytes that follow a request with an
+                # upgrade it does not support (h2c ...) in the same read; the connection
+                # must not go on from an unknown position in the byte stream.
+                response.force_close()
             return response
         except asyncio.CancelledError:
             # The client went away: log it as nginx does (499), or as 101 for a WebSocket
@@ -144,7 +149,7 @@ class Dispatcher:
         ctx.host = host
         target = request.raw_path
         if not target.startswith("/"):
-            target_or_error = _origin_form(target, host)
+            target_or_error = _origin_form(target, request.headers.get("Host", ""))
             if target_or_error[1] is not None:
                 return self._error(request, ctx, 400, target_or_error[1]), None
             target = target_or_error[0]
@@ -242,15 +247,28 @@ def _bytes_out(response: web.StreamResponse | None) -> int:
     return 0
 
 
-def _origin_form(target: str, host: str) -> tuple[str, str | None]:
-    """An absolute-form target is accepted only when its authority is the Host header's."""
+def _websocket_upgrade(request: web.BaseRequest) -> bool:
+    return request.headers.get("Upgrade", "").strip().lower() == "websocket"
+
+
+def _origin_form(target: str, host_header: str) -> tuple[str, str | None]:
+    """An absolute-form target is accepted only when its authority is exactly the Host
+    header (case aside); the path that follows is then routed as an origin-form target.
+
+    SECURITY: RFC 9112 has a server prefer the target's authority over Host; a router that
+    routes by one and forwards the other would let the two disagree, so they must agree.
+    """
     if target == "*":
         return "", "The '*' request target is not supported."
     scheme, sep, rest = target.partition("://")
     if not sep or scheme.lower() not in ("http", "https"):
         return "", "The request target must be a path starting with '/'."
-    authority, slash, path = rest.partition("/")
-    parsed = HostParser().parse(authority)
-    if parsed is None or parsed != host:
+    end = len(rest)
+    for delimiter in "/?#":
+        found = rest.find(delimiter)
+        if 0 <= found < end:
+            end = found
+    authority, path = rest[:end], rest[end:]
+    if not authority or authority.lower() != host_header.strip().lower():
         return "", "An absolute-form request target must name the same host as the Host header."
-    return "/" + path if slash else "/", None
+    return (path if path.startswith("/") else "/" + path), None

@@ -23,7 +23,7 @@ from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
 from router.api.plugin import UpstreamObserver
 from router.observability.metrics import Metrics
-from router.proxy.headers import HeaderPolicy, TrustedPeers, forwarded_element
+from router.proxy.headers import HeaderPolicy, TrustedPeers, forwarded_element, joined
 from router.proxy.upstream import EndpointState
 from router.routing.compiled import CompiledRoute
 
@@ -87,12 +87,12 @@ class Forwarder:
         peer = request.remote or ""
         host = incoming.get("Host", "")
         if self.trusted.trusts(peer):
-            prior_for = incoming.get("X-Forwarded-For")
+            prior_for = joined(incoming, "X-Forwarded-For")
             headers["X-Forwarded-For"] = f"{prior_for}, {peer}" if prior_for else peer
             headers["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto", ctx.scheme)
             headers["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host", host)
             headers["X-Forwarded-Port"] = incoming.get("X-Forwarded-Port", self.listen_port)
-            prior = incoming.get("Forwarded")
+            prior = joined(incoming, "Forwarded")
             element = forwarded_element(peer, host, ctx.scheme)
             headers["Forwarded"] = f"{prior}, {element}" if prior else element
         else:
@@ -199,6 +199,10 @@ class Forwarder:
                 error = "body_too_large"
                 raise RouterHTTPError(413, _too_large(route)) from None
             except (ClientConnectorError, ServerDisconnectedError) as exc:
+                if isinstance(exc.__cause__, BodyTooLarge):
+                    # aiohttp reports a failed request body as a connection error.
+                    error = "body_too_large"
+                    raise RouterHTTPError(413, _too_large(route)) from None
                 error = "connect"
                 raise _AttemptFailed(
                     "connect",
@@ -215,6 +219,10 @@ class Forwarder:
                     retryable=False,
                 ) from None
             except (ClientResponseError, ClientOSError, ClientConnectionError) as exc:
+                if isinstance(exc.__cause__, BodyTooLarge):
+                    # aiohttp reports a failed request body as a connection error.
+                    error = "body_too_large"
+                    raise RouterHTTPError(413, _too_large(route)) from None
                 error = "protocol"
                 raise _AttemptFailed(
                     "protocol",

@@ -1,9 +1,12 @@
 """Header hygiene between client, router and upstream.
 
 SECURITY: headers named in ``Connection`` are removed *before* the router adds its own, so
-``Connection: X-Forwarded-User`` cannot delete an injected value; identity headers are
+``Connection: X-Forwarded-User`` cannot delete an injected value, and ``Connection`` cannot
+name ``Host`` (the backend must see the Host the route was chosen by); identity headers are
 compared case-insensitively with ``_`` read as ``-`` (``X_Forwarded_Email`` reaches a WSGI
 backend as ``HTTP_X_FORWARDED_EMAIL``, the same variable as ``X-Forwarded-Email``).
+A header sent on several lines is one comma-separated list (RFC 9110 section 5.3): the
+forwarding headers of a trusted proxy are read whole, never only their first line.
 """
 
 from __future__ import annotations
@@ -24,8 +27,15 @@ HOP_BY_HOP = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
+        # SECURITY: HTTP/2 cleartext upgrade (h2c) settings; never forwarded with or
+        # without a Connection header naming it.
+        "http2-settings",
     }
 )
+
+# SECURITY: ``Connection: Host`` would make the backend see its own address instead of the
+# Host the route was matched on.
+_NOT_HOP_BY_HOP = frozenset({"host"})
 
 FORWARDING_HEADERS = frozenset(
     {
@@ -61,6 +71,14 @@ def canonical_header(name: str) -> str:
 
 def connection_tokens(value: str) -> frozenset[str]:
     return frozenset(canonical_header(token.strip()) for token in value.split(",") if token)
+
+
+def joined(headers: CIMultiDictProxy[str], name: str) -> str | None:
+    """All lines of a list-valued header as one value, or None when it is absent."""
+    values = headers.getall(name, ())
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else ", ".join(values)
 
 
 class TrustedPeers:
@@ -124,9 +142,9 @@ class HeaderPolicy:
     ) -> CIMultiDict[str]:
         """Client headers minus hop-by-hop, forwarding, identity and ``remove`` names."""
         drop = self.request_drop
-        connection = incoming.get("Connection")
+        connection = joined(incoming, "Connection")
         if connection is not None:
-            drop = drop | connection_tokens(connection)
+            drop = drop | (connection_tokens(connection) - _NOT_HOP_BY_HOP)
         if remove:
             drop = drop | remove
         headers: CIMultiDict[str] = CIMultiDict()
@@ -143,7 +161,7 @@ class HeaderPolicy:
         self, upstream: CIMultiDictProxy[str], remove: frozenset[str]
     ) -> CIMultiDict[str]:
         drop = self.response_drop
-        connection = upstream.get("Connection")
+        connection = joined(upstream, "Connection")
         if connection is not None:
             drop = drop | connection_tokens(connection)
         if remove:
