@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,11 +191,32 @@ def _dev_plugins(source: str | None) -> list[PluginEntry]:
     installed = {entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)}
     plugins = []
     if "tracing" in installed:
-        plugins.append(PluginEntry(name="tracing"))
+        # Spans go to a collector only when one is named the OpenTelemetry way.
+        collector = any(
+            os.environ.get(name)
+            for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        )
+        tracing = {"exporter": "otlp_http" if collector else "none"}
+        plugins.append(PluginEntry(name="tracing", config=tracing))
     if "provenance" in installed:
         settings = {"source_dir": source} if source else {}
         plugins.append(PluginEntry(name="provenance", config=settings))
     return plugins
+
+
+def _dev_login_plugins(listen: str) -> list[PluginEntry]:
+    """The built-in development login (INSECURE: any name, no identity provider) at
+    ``/.commons-router/login``, on loopback listeners only. Pages stay open without login;
+    the user's identity goes to the app once signed in."""
+    from importlib.metadata import entry_points
+
+    from router.registry import ENTRY_POINT_GROUP
+
+    installed = {entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)}
+    if not _is_loopback(listen) or not {"sessions", "auth"} <= installed:
+        return []
+    login = {"dev_login": True, "default": {"policy": "optional"}}
+    return [PluginEntry(name="sessions"), PluginEntry(name="auth", config=login)]
 
 
 def dev_config(
@@ -210,7 +232,7 @@ def dev_config(
         admin=Admin(listen=admin_listen),
         drain=Drain(delay=0, grace=5),
         file_provider=FileProvider(watch=False),
-        plugins=_dev_plugins(source),
+        plugins=[*_dev_plugins(source), *_dev_login_plugins(listen)],
         routes=[route],
     )
 

@@ -3,6 +3,7 @@ backend is told about them."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +47,16 @@ JWKS_PATH = "/.well-known/commons-router/jwks.json"
 SESSION_DOWN = "Your session cannot be checked right now (the session store is unreachable)."
 
 
+def _loopback(listen: str) -> bool:
+    host = split_host_port(listen)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class AuthPlugin(Plugin[AuthConfig]):
     name = "auth"
     config_model = AuthConfig
@@ -85,8 +96,7 @@ class AuthPlugin(Plugin[AuthConfig]):
         if config.dev_login:
             if not services.dev_mode:
                 raise self._refuse("dev_login only works under `commons-router dev`")
-            host = split_host_port(services.router_config.listener.listen)[0]
-            if host not in ("127.0.0.1", "::1", "localhost"):
+            if not _loopback(services.router_config.listener.listen):
                 raise self._refuse("dev_login only works on a loopback listener")
             logger.warning("INSECURE development login is enabled: anyone can sign in as anyone")
         self.sessions = services.lookup(SESSIONS)
@@ -189,10 +199,11 @@ class AuthPlugin(Plugin[AuthConfig]):
                     return self._unauthenticated(request, ctx)
             elif not policy.permits(identity):
                 raise RouterHTTPError(403, self._denied(identity))
-            if not keep_authorization:
-                ctx.remove_upstream_header("Authorization")
             self._strip_session_cookie(request, ctx)
             if identity is not None:
+                if not keep_authorization:
+                    # The backend learns who the user is from the router, not the token.
+                    ctx.remove_upstream_header("Authorization")
                 for name, value in self._identity_headers(identity, settings, route_name).items():
                     ctx.add_upstream_header(name, value)
                 ctx.add_log_field("user", identity.user)
@@ -205,19 +216,14 @@ class AuthPlugin(Plugin[AuthConfig]):
     ) -> Identity | None:
         methods = policy.settings.methods
         authorization = request.headers.get("Authorization", "")
-        if "bearer" in methods and authorization[:7].lower() == "bearer ":
+        if "bearer" in methods and self.bearer and authorization[:7].lower() == "bearer ":
             return await self._bearer_identity(authorization[7:].strip())
         if "session" in methods and self.sessions is not None:
             return await self._session_identity(request)
         return None
 
     async def _bearer_identity(self, token: str) -> Identity:
-        if self.bearer is None:
-            raise RouterHTTPError(
-                401,
-                "Bearer tokens are not accepted here.",
-                headers=self._challenge("invalid_token"),
-            )
+        assert self.bearer is not None
         try:
             claims = await self.bearer.verify(token)
         except TokenError as exc:
