@@ -153,3 +153,15 @@ def test_dev_source_must_be_a_directory_and_enables_provenance(tmp_path: Path) -
     config = dev_config(None, "127.0.0.1:0", "127.0.0.1:0", "/src")
     plugins = {plugin.name: plugin.config for plugin in config.plugins}
     assert plugins["provenance"] == {"source_dir": "/src"}
+
+
+async def test_trace_id_is_shown_and_signed(backend: Backend, key_file: Path) -> None:
+    settings = config(backend, key_file)
+    # Provenance listed first: it still signs the traceresponse the tracing plugin makes.
+    settings["plugins"].append({"name": "tracing", "config": {"exporter": "none"}})
+    async with run_router(settings) as running:
+        result = await inspect(running.url + "/traced")
+    assert result.signature.result == "valid", result.signature.reason
+    assert '"traceresponse"' in result.signature.covered
+    assert result.trace_id is not None and len(result.trace_id) == 32
+    assert result.traceresponse is not None and result.trace_id in result.traceresponse

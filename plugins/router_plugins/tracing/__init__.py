@@ -1,0 +1,315 @@
+"""``tracing``: an OpenTelemetry server span per request, a client span per upstream
+attempt, trace context read from trusted callers and written to upstreams, the trace id in
+a ``traceresponse`` header, and the authenticated user as pseudonymous baggage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+from opentelemetry import baggage
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.trace import (
+    Link,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    get_current_span,
+    set_span_in_context,
+)
+from yarl import URL
+
+from router import __version__
+from router.api import CONTEXT_KEY, Handler, Middleware, Plugin, PluginServices, RequestContext
+from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
+from router_plugins.tracing.attributes import CodeVersionAttributes, method_attributes
+from router_plugins.tracing.config import TracingConfig
+from router_plugins.tracing.propagation import (
+    PROPAGATION_HEADERS,
+    Pseudonyms,
+    TrustedPeers,
+    build_propagator,
+    clear_propagation_headers,
+    without_keys,
+)
+from router_plugins.tracing.setup import build_exporter, build_processor, build_provider
+
+__all__ = ["TracingConfig", "TracingPlugin"]
+
+logger = logging.getLogger("commons_router.plugin.tracing")
+
+_INBOUND_MARKERS = ("traceparent", "b3", "x-b3-traceid", "uber-trace-id")
+_UNTRUSTED_LINK = {"commons_router.link": "untrusted caller"}
+
+
+class RequestTrace:
+    """The server span of one request and the context upstream calls continue."""
+
+    __slots__ = ("context", "span", "traceresponse")
+
+    def __init__(self, span: Span, context: Context, traceresponse: str) -> None:
+        self.span = span
+        self.context = context
+        self.traceresponse = traceresponse
+
+
+TRACE_KEY: web.RequestKey[RequestTrace] = web.RequestKey("commons_router_trace", RequestTrace)
+
+
+class _Responder(TraceResponse):
+    def traceresponse(self, request: web.BaseRequest) -> str | None:
+        state = request.get(TRACE_KEY)
+        return state.traceresponse if state is not None else None
+
+
+class TracingPlugin(Plugin[TracingConfig]):
+    name = "tracing"
+    config_model = TracingConfig
+
+    def __init__(self, config: TracingConfig, services: PluginServices) -> None:
+        super().__init__(config, services)
+        self.provider: TracerProvider | None = None
+        self.tracer: Tracer | None = None
+        self.propagator = build_propagator(config.propagators)
+        self.trusted = TrustedPeers(config.trusted_peers)
+        users = config.user_baggage
+        self.reserved = frozenset({users.user_key, users.account_key, *users.reserved_keys})
+        self.pseudonyms: Pseudonyms | None = None
+        self.code_attributes = CodeVersionAttributes()
+        self._endpoints: dict[str, dict[str, Any]] = {}
+        self._sends_baggage = bool({"baggage", "jaeger"} & set(config.propagators))
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def make_exporter(self) -> SpanExporter | None:
+        """The exporter (override in tests to use the SDK's in-memory exporter)."""
+        return build_exporter(self.config)
+
+    def make_processor(self, exporter: SpanExporter) -> SpanProcessor:
+        return build_processor(self.config, exporter)
+
+    async def start(self) -> None:
+        exporter = self.make_exporter()
+        processor = self.make_processor(exporter) if exporter is not None else None
+        self.provider = build_provider(self.config, processor)
+        self.tracer = self.provider.get_tracer("commons-router", __version__)
+        users = self.config.user_baggage
+        if users.enabled:
+            key = users.hash_key.encode() if users.hash_key else os.urandom(32)
+            if users.hash_key is None and users.pseudonymous:
+                log = logger.info if self.services.dev_mode else logger.warning
+                log(
+                    "tracing: user_baggage.hash_key is not set; pseudonymous user ids use a "
+                    "random key and change at restart and between replicas"
+                )
+            self.pseudonyms = Pseudonyms(key)
+        self.services.provide(TRACE_RESPONSE, _Responder())
+        self.services.add_upstream_observer(self)
+        logger.info(
+            "tracing: exporter %s%s, sampling %.4g, propagators %s",
+            self.config.exporter,
+            f" to {self.config.collector() or 'the OTEL_EXPORTER_OTLP_* default'}"
+            if self.config.exporter.startswith("otlp")
+            else "",
+            self.config.sampling_ratio,
+            ", ".join(self.config.propagators),
+        )
+
+    async def stop(self) -> None:
+        provider = self.provider
+        if provider is None:
+            return
+        # Flushing may wait on a dead collector: never on the event loop, never for long.
+        task = asyncio.ensure_future(asyncio.to_thread(provider.shutdown))
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.config.export_timeout + 1)
+        except TimeoutError:
+            logger.warning("tracing: the exporter did not finish in time; spans may be lost")
+
+    # -- server span -----------------------------------------------------------------
+
+    def global_middleware(self) -> Middleware:
+        tracer = self.tracer
+        assert tracer is not None
+        propagator = self.propagator
+        trusted = self.trusted
+        reserved = self.reserved
+        record_query = self.config.record_query
+        send_traceresponse = self.config.traceresponse
+        code_attributes = self.code_attributes
+
+        def add_traceresponse(request: web.BaseRequest, response: web.StreamResponse) -> None:
+            state = request.get(TRACE_KEY)
+            if state is not None:
+                response.headers["traceresponse"] = state.traceresponse
+
+        async def tracing(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
+            ctx = request[CONTEXT_KEY]
+            headers = request.headers
+            peer = request.remote
+            links: list[Link] | None = None
+            if trusted.trusts(peer):
+                parent = without_keys(propagator.extract(headers), reserved)
+            else:
+                # SECURITY: a new trace at the edge; the caller's id is only a link, its
+                # sampling flag and baggage are ignored.
+                parent = Context()
+                if any(marker in headers for marker in _INBOUND_MARKERS):
+                    inbound = get_current_span(propagator.extract(headers)).get_span_context()
+                    if inbound.is_valid:
+                        links = [Link(inbound, _UNTRUSTED_LINK)]
+            route = ctx.route
+            method = request.method
+            span = tracer.start_span(
+                method if route is None else f"{method} {route.spec.path}",
+                context=parent,
+                kind=SpanKind.SERVER,
+                links=links,
+            )
+            span_context = span.get_span_context()
+            trace_id = format(span_context.trace_id, "032x")
+            state = RequestTrace(
+                span,
+                set_span_in_context(span, parent),
+                f"00-{trace_id}-{span_context.span_id:016x}-{int(span_context.trace_flags):02x}",
+            )
+            request[TRACE_KEY] = state
+            ctx.add_log_field("trace_id", trace_id)
+            if send_traceresponse:
+                ctx.on_response(add_traceresponse)
+            recording = span.is_recording()
+            if recording:
+                span.set_attributes(_server_attributes(request, ctx, record_query))
+            if "Upgrade" in headers:
+                self._propagate_through_upgrade(ctx, state.context)
+            try:
+                response = await handler(request)
+            except BaseException as exc:
+                if recording:
+                    span.set_attribute("error.type", type(exc).__qualname__)
+                    span.set_status(Status(StatusCode.ERROR))
+                span.end()
+                raise
+            if recording:
+                status = response.status
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_attribute("error.type", str(status))
+                    span.set_status(Status(StatusCode.ERROR))
+                endpoint = ctx.endpoint
+                if endpoint is not None:
+                    span.set_attributes(code_attributes.of(endpoint.version))
+                    span.set_attribute("commons_router.upstream", endpoint.url)
+            span.end()
+            return response
+
+        return tracing
+
+    def _propagate_through_upgrade(self, ctx: RequestContext, context: Context) -> None:
+        # WebSocket upgrades are tunnelled without upstream observers: hand the headers over
+        # through the request context instead.
+        for name in PROPAGATION_HEADERS:
+            ctx.remove_upstream_header(name)
+        carrier: dict[str, str] = {}
+        self.propagator.inject(carrier, context=self._with_user(ctx, context))
+        for name, value in carrier.items():
+            ctx.add_upstream_header(name, value)
+
+    # -- client spans (UpstreamObserver) -------------------------------------------------
+
+    def attempt_started(
+        self, request: web.BaseRequest, endpoint_url: str, headers: CIMultiDict[str]
+    ) -> object:
+        clear_propagation_headers(headers)
+        state = request.get(TRACE_KEY)
+        tracer = self.tracer
+        if state is None or tracer is None:
+            return None
+        ctx = request[CONTEXT_KEY]
+        method = request.method
+        span = tracer.start_span(method, context=state.context, kind=SpanKind.CLIENT)
+        if span.is_recording():
+            span.set_attributes(self._endpoint_attributes(endpoint_url))
+            span.set_attributes(method_attributes(method))
+            span.set_attribute("url.full", endpoint_url.rstrip("/") + ctx.path)
+            endpoint = ctx.endpoint
+            if endpoint is not None:
+                span.set_attributes(self.code_attributes.of(endpoint.version))
+        context = self._with_user(ctx, set_span_in_context(span, state.context))
+        self.propagator.inject(headers, context=context)
+        return span
+
+    def attempt_finished(self, token: object, status: int | None, error: str | None) -> None:
+        if not isinstance(token, Span):
+            return
+        if token.is_recording():
+            if status is not None:
+                token.set_attribute("http.response.status_code", status)
+            if error is not None or (status is not None and status >= 500):
+                token.set_attribute("error.type", error or str(status))
+                token.set_status(Status(StatusCode.ERROR))
+        token.end()
+
+    def _endpoint_attributes(self, endpoint_url: str) -> Mapping[str, Any]:
+        known = self._endpoints.get(endpoint_url)
+        if known is None:
+            url = URL(endpoint_url)
+            known = {"server.address": url.host or "", "server.port": url.port or 0}
+            self._endpoints[endpoint_url] = known
+        return known
+
+    def _with_user(self, ctx: RequestContext, context: Context) -> Context:
+        """Add the authenticated user's (pseudonymous) ids to the baggage sent upstream."""
+        pseudonyms = self.pseudonyms
+        fields = ctx.log_fields
+        if pseudonyms is None or not fields or not self._sends_baggage:
+            return context
+        users = self.config.user_baggage
+        pairs = ((users.user_field, users.user_key), (users.account_field, users.account_key))
+        for field, key in pairs:
+            value = fields.get(field)
+            if value is None or value == "":
+                continue
+            identity = str(value)
+            context = baggage.set_baggage(
+                key, pseudonyms.of(identity) if users.pseudonymous else identity, context
+            )
+        return context
+
+
+def _server_attributes(
+    request: web.BaseRequest, ctx: RequestContext, record_query: bool
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        **method_attributes(request.method),
+        "url.path": ctx.path,
+        "url.scheme": ctx.scheme,
+        "server.address": ctx.host,
+        "client.address": ctx.client_ip,
+        "network.peer.address": request.remote or "",
+        "commons_router.request_id": ctx.request_id,
+    }
+    host = request.headers.get("Host", "")
+    port = host.rpartition(":")[2] if not host.endswith("]") else ""
+    if port.isdigit():
+        attributes["server.port"] = int(port)
+    user_agent = request.headers.get("User-Agent")
+    if user_agent:
+        attributes["user_agent.original"] = user_agent
+    if record_query and ctx.query:
+        attributes["url.query"] = ctx.query
+    route = ctx.route
+    if route is not None:
+        attributes["http.route"] = route.spec.path
+        attributes["commons_router.route"] = route.name
+    return attributes

@@ -1,0 +1,153 @@
+"""Reading and writing trace context: which formats, whom to believe, what baggage passes.
+
+SECURITY: a client could otherwise pick its trace id, force sampling (load on the
+collector) or claim an identity through baggage. Context is continued only from configured
+peers; the reserved identity keys are removed from everyone's baggage.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Iterable, Sequence
+from urllib.parse import quote
+
+from multidict import CIMultiDict
+from opentelemetry import baggage
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.jaeger import JaegerPropagator
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Setter,
+    TextMapPropagator,
+    default_setter,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from router_plugins.tracing.config import Propagator
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Every header any supported format uses: cleared from upstream requests before ours are
+# written, so a client's values never reach a backend next to (or instead of) ours.
+PROPAGATION_HEADERS = (
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "uber-trace-id",
+)
+JAEGER_BAGGAGE_PREFIX = "uberctx-"
+
+
+# Characters left as they are in baggage values: W3C baggage-octets minus "%" and "+"
+# ("+" is encoded so that decoders that read it as a space, like the SDK's, agree).
+_BAGGAGE_SAFE = "!#$&'()*-./:<=>?@[]^_`{|}~"
+
+
+class W3CBaggage(W3CBaggagePropagator):
+    """The SDK's W3C baggage propagator, but writing values percent-encoded as the W3C
+    spec says (the SDK writes a space as "+", which other implementations keep as "+")."""
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        entries = baggage.get_all(context)
+        if not entries:
+            return
+        value = ",".join(
+            f"{quote(str(key), safe=_BAGGAGE_SAFE)}={quote(str(item), safe=_BAGGAGE_SAFE)}"
+            for key, item in entries.items()
+        )
+        setter.set(carrier, "baggage", value)
+
+
+def build_propagator(names: Sequence[Propagator]) -> TextMapPropagator:
+    factories: dict[str, type[TextMapPropagator]] = {
+        "tracecontext": TraceContextTextMapPropagator,
+        "baggage": W3CBaggage,
+        "b3": B3SingleFormat,
+        "b3multi": B3MultiFormat,
+        "jaeger": JaegerPropagator,
+    }
+    return CompositePropagator([factories[name]() for name in names])
+
+
+class TrustedPeers:
+    __slots__ = ("_cache", "_networks")
+
+    def __init__(self, cidrs: Iterable[str]) -> None:
+        self._networks: tuple[Network, ...] = tuple(
+            ipaddress.ip_network(c, strict=False) for c in cidrs
+        )
+        self._cache: dict[str, bool] = {}
+
+    def trusts(self, peer: str | None) -> bool:
+        if not self._networks or not peer:
+            return False
+        known = self._cache.get(peer)
+        if known is not None:
+            return known
+        try:
+            address = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            trusted = False
+        else:
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            trusted = any(address in network for network in self._networks)
+        if len(self._cache) < 4096:
+            self._cache[peer] = trusted
+        return trusted
+
+
+def without_keys(context: Context, keys: frozenset[str]) -> Context:
+    """``context`` minus the baggage entries named in ``keys``."""
+    entries = baggage.get_all(context)
+    if not entries or keys.isdisjoint(entries):
+        return context
+    for key in keys.intersection(entries):
+        context = baggage.remove_baggage(key, context)
+    return context
+
+
+def clear_propagation_headers(headers: CIMultiDict[str]) -> None:
+    for name in PROPAGATION_HEADERS:
+        if name in headers:
+            del headers[name]
+    jaeger = [name for name in headers if name.lower().startswith(JAEGER_BAGGAGE_PREFIX)]
+    for name in jaeger:
+        headers.popall(name, None)
+
+
+class Pseudonyms:
+    """Keyed hashes of identities: stable per key, not reversible without it."""
+
+    __slots__ = ("_cache", "_key")
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._cache: dict[str, str] = {}
+
+    def of(self, identity: str) -> str:
+        known = self._cache.get(identity)
+        if known is None:
+            digest = hmac.new(self._key, identity.encode(), hashlib.sha256).digest()[:16]
+            known = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+            if len(self._cache) >= 65536:
+                self._cache.clear()
+            self._cache[identity] = known
+        return known

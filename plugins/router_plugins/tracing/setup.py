@@ -1,0 +1,100 @@
+"""The OpenTelemetry SDK pieces: resource, sampler, exporter behind a bounded queue.
+
+Spans are exported by the SDK's batch processor on its own thread: the event loop only
+appends finished spans to a bounded queue (dropping them when it is full), so a slow or
+dead collector never slows requests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from router import __version__
+from router.buildinfo import build_commit
+from router_plugins.tracing.config import TracingConfig
+
+# Downward-API variables a Kubernetes manifest sets (ours and common spellings).
+K8S_ENV = {
+    "k8s.pod.name": ("K8S_POD_NAME", "POD_NAME"),
+    "k8s.namespace.name": ("K8S_NAMESPACE_NAME", "POD_NAMESPACE"),
+    "k8s.node.name": ("K8S_NODE_NAME", "NODE_NAME"),
+    "k8s.pod.uid": ("K8S_POD_UID", "POD_UID"),
+}
+
+
+def kubernetes_attributes(environ: Mapping[str, str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for attribute, names in K8S_ENV.items():
+        for name in names:
+            if environ.get(name):
+                found[attribute] = environ[name]
+                break
+    if "k8s.pod.name" not in found and environ.get("KUBERNETES_SERVICE_HOST"):
+        found["k8s.pod.name"] = socket.gethostname()  # a pod's hostname is its name
+    return found
+
+
+def build_resource(config: TracingConfig, environ: Mapping[str, str] = os.environ) -> Resource:
+    commit = build_commit()
+    attributes: dict[str, str] = {
+        "service.name": config.service_name,
+        "service.version": f"{__version__}+{commit[:12]}" if commit != "unknown" else __version__,
+        "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
+        "commons_router.build.commit": commit,
+        **kubernetes_attributes(environ),
+        **config.resource_attributes,
+    }
+    # Resource.create also merges OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME.
+    return Resource.create(attributes)
+
+
+def build_exporter(config: TracingConfig) -> SpanExporter | None:
+    if config.exporter == "none":
+        return None
+    if config.exporter == "console":
+        return ConsoleSpanExporter()
+    if config.exporter == "otlp_grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        endpoint = config.collector()
+        return GrpcExporter(
+            endpoint=endpoint,
+            insecure=endpoint.startswith("http://") if endpoint else None,
+            headers=dict(config.headers),
+            timeout=config.export_timeout,
+        )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(
+        endpoint=config.collector(), headers=dict(config.headers), timeout=config.export_timeout
+    )
+
+
+def build_processor(config: TracingConfig, exporter: SpanExporter) -> SpanProcessor:
+    return BatchSpanProcessor(
+        exporter,
+        max_queue_size=config.queue_size,
+        schedule_delay_millis=config.schedule_delay * 1000,
+        max_export_batch_size=min(config.batch_size, config.queue_size),
+        export_timeout_millis=config.export_timeout * 1000,
+    )
+
+
+def build_provider(config: TracingConfig, processor: SpanProcessor | None) -> TracerProvider:
+    provider = TracerProvider(
+        sampler=ParentBased(TraceIdRatioBased(config.sampling_ratio)),
+        resource=build_resource(config),
+        shutdown_on_exit=False,
+    )
+    if processor is not None:
+        provider.add_span_processor(processor)
+    return provider

@@ -1,0 +1,386 @@
+"""The tracing plugin against a running router, with the SDK's in-memory exporter."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from aiohttp import ClientSession, web
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from router.api import Handler, Middleware, NoConfig, Plugin, context_of
+from router.config.models import Route
+from router.testing import Backend, RunningRouter, run_router
+from router_plugins.tracing import TracingPlugin
+from tests.support.otlp import otlp_receiver
+
+VERSION = {"repository": "https://github.com/example/app", "commit": "4f2a9c1d0e", "pod": "app-1"}
+
+# The specifications' own example values.
+W3C_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+W3C_TRACESTATE = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+W3C_BAGGAGE = "userId=alice,serverNode=DF%2028,isProduction=false"
+B3_TRACE, B3_SPAN, B3_PARENT = (
+    "80f198ee56343ba864fe8b2a57d3eff7",
+    "e457b5a2e4d86bd1",
+    "05e3ac9a4f6e3b90",
+)
+
+
+class MemoryTracing(TracingPlugin):
+    # A new exporter per router: a stopped router shuts its exporter down.
+    latest = InMemorySpanExporter()
+
+    def make_exporter(self) -> SpanExporter:
+        MemoryTracing.latest = InMemorySpanExporter()
+        return MemoryTracing.latest
+
+    def make_processor(self, exporter: SpanExporter) -> SpanProcessor:
+        return SimpleSpanProcessor(exporter)
+
+
+class FakeLogin(Plugin[NoConfig]):
+    """Stands in for the authentication plugin: it names the user in the log fields."""
+
+    name = "fake_login"
+
+    def middleware(self, route: Route, route_config: Any) -> Middleware:
+        async def login(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
+            user = request.headers.get("X-Test-Login")
+            if user:
+                context_of(request).add_log_field("user", user)
+                context_of(request).add_log_field("account", "acme")
+            return await handler(request)
+
+        return login
+
+
+PLUGINS = {"tracing": MemoryTracing, "fake_login": FakeLogin}
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> Iterator[None]:
+    MemoryTracing.latest = InMemorySpanExporter()
+    yield
+
+
+def config(backend: Backend, **settings: Any) -> dict[str, Any]:
+    return {
+        "plugins": [{"name": "tracing", "config": settings}, {"name": "fake_login"}],
+        "routes": [
+            {
+                "name": "app",
+                "path": "/api",
+                "strip_prefix": True,
+                "health": {"max_failures": 1000},
+                "upstreams": [{"url": backend.url, "version": VERSION}],
+            }
+        ],
+    }
+
+
+async def upstream_headers(
+    client: ClientSession, router: RunningRouter, headers: dict[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(headers the backend received, headers the client got back)."""
+    async with client.get(router.url + "/api/x?secret=1", headers=headers or {}) as response:
+        assert response.status == 200
+        seen = await response.json()
+        return {k.lower(): v for k, v in seen["headers"]}, dict(response.headers)
+
+
+def spans(kind: SpanKind) -> list[ReadableSpan]:
+    return [span for span in MemoryTracing.latest.get_finished_spans() if span.kind == kind]
+
+
+def parse_baggage(value: str) -> dict[str, str]:
+    pairs = (item.split("=", 1) for item in value.split(",") if item.strip())
+    return {k.strip(): unquote(v.strip()) for k, v in pairs}
+
+
+async def test_server_and_client_spans_are_linked_and_described(
+    backend: Backend, client: ClientSession
+) -> None:
+    async with run_router(config(backend), plugins=PLUGINS) as router:
+        upstream, response = await upstream_headers(client, router)
+        log = await router.access_log()
+    (server,) = spans(SpanKind.SERVER)
+    (attempt,) = spans(SpanKind.CLIENT)
+    assert server.name == "GET /api"
+    assert attempt.parent is not None and attempt.parent.span_id == server.context.span_id
+    assert attempt.context.trace_id == server.context.trace_id
+    trace_id = format(server.context.trace_id, "032x")
+    # The upstream continues the client span; the user can quote the trace id.
+    flags = f"{int(server.context.trace_flags):02x}"  # sampled, and random (level 2)
+    assert int(flags, 16) & 1
+    assert upstream["traceparent"] == f"00-{trace_id}-{attempt.context.span_id:016x}-{flags}"
+    assert response["traceresponse"] == f"00-{trace_id}-{server.context.span_id:016x}-{flags}"
+    assert log[-1]["trace_id"] == trace_id
+    attributes = dict(server.attributes or {})
+    assert attributes["http.request.method"] == "GET"
+    assert attributes["url.path"] == "/api/x"
+    assert attributes["url.scheme"] == "http"
+    assert attributes["http.route"] == "/api"
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["server.address"] == "127.0.0.1"
+    assert attributes["server.port"] == router.port
+    assert attributes["client.address"] == "127.0.0.1"
+    assert "url.query" not in attributes  # may hold secrets
+    assert attributes["vcs.ref.head.revision"] == VERSION["commit"]
+    assert attributes["vcs.repository.url.full"] == VERSION["repository"]
+    assert attributes["k8s.pod.name"] == "app-1"
+    client_attributes = dict(attempt.attributes or {})
+    assert client_attributes["server.address"] == "127.0.0.1"
+    assert client_attributes["server.port"] == backend.port
+    assert client_attributes["http.response.status_code"] == 200
+    resource = dict(server.resource.attributes)
+    assert resource["service.name"] == "commons-router"
+    assert str(resource["service.version"]).startswith("0.1.0")
+
+
+async def test_errors_and_404s_get_server_spans(backend: Backend, client: ClientSession) -> None:
+    async with run_router(config(backend), plugins=PLUGINS) as router:
+        async with client.get(router.url + "/nowhere") as response:
+            assert response.status == 404
+            assert response.headers["traceresponse"].startswith("00-")
+        async with client.get(router.url + "/api/../api/status/503") as response:
+            assert response.status == 503
+    by_status = {
+        span.attributes["http.response.status_code"]: span for span in spans(SpanKind.SERVER)
+    }  # type: ignore[index]
+    assert by_status[404].name == "GET"
+    assert by_status[503].attributes["error.type"] == "503"  # type: ignore[index]
+    (attempt,) = spans(SpanKind.CLIENT)
+    assert attempt.attributes["error.type"] == "503"  # type: ignore[index]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_each_retry_is_its_own_client_span(backend: Backend, client: ClientSession) -> None:
+    settings = config(backend)
+    settings["routes"][0]["upstreams"].insert(0, {"url": f"http://127.0.0.1:{closed_port()}"})
+    async with run_router(settings, plugins=PLUGINS) as router:
+        deadline = time.monotonic() + 10
+        while True:
+            MemoryTracing.latest.clear()
+            async with client.get(router.url + "/api/x") as response:
+                assert response.status == 200
+            attempts = spans(SpanKind.CLIENT)
+            if len(attempts) == 2:
+                break
+            assert time.monotonic() < deadline, "the dead endpoint was never tried first"
+    (server,) = spans(SpanKind.SERVER)
+    assert {a.parent.span_id for a in attempts if a.parent} == {server.context.span_id}
+    assert [a.attributes.get("error.type") for a in attempts] == ["connect", None]  # type: ignore[union-attr]
+
+
+async def test_trusted_caller_context_is_continued(backend: Backend, client: ClientSession) -> None:
+    settings = config(backend, trusted_peers=["127.0.0.0/8"])
+    async with run_router(settings, plugins=PLUGINS) as router:
+        upstream, response = await upstream_headers(
+            client,
+            router,
+            {"traceparent": W3C_TRACEPARENT, "tracestate": W3C_TRACESTATE, "baggage": W3C_BAGGAGE},
+        )
+    (server,) = spans(SpanKind.SERVER)
+    assert format(server.context.trace_id, "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert server.parent is not None and format(server.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert upstream["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    assert upstream["tracestate"] == W3C_TRACESTATE
+    assert parse_baggage(upstream["baggage"]) == parse_baggage(W3C_BAGGAGE)
+    assert response["traceresponse"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+
+
+async def test_untrusted_caller_starts_a_new_trace_linked_to_its_own(
+    backend: Backend, client: ClientSession
+) -> None:
+    settings = config(backend, sampling_ratio=0.0)
+    async with run_router(settings, plugins=PLUGINS) as router:
+        upstream, response = await upstream_headers(
+            client,
+            router,
+            {"traceparent": W3C_TRACEPARENT, "tracestate": W3C_TRACESTATE, "baggage": W3C_BAGGAGE},
+        )
+    # Not recorded (ratio 0): the caller's "sampled" flag cannot force recording.
+    assert spans(SpanKind.SERVER) == []
+    assert int(response["traceresponse"].rsplit("-", 1)[1], 16) & 1 == 0
+    assert "4bf92f3577b34da6a3ce929d0e0e4736" not in upstream["traceparent"]
+    assert "tracestate" not in upstream
+    assert "baggage" not in upstream
+    async with run_router(config(backend), plugins=PLUGINS) as router:
+        await upstream_headers(client, router, {"traceparent": W3C_TRACEPARENT})
+    (server,) = spans(SpanKind.SERVER)
+    assert server.parent is None
+    (link,) = server.links
+    assert format(link.context.trace_id, "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert format(link.context.span_id, "016x") == "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize(
+    ("propagator", "inbound", "check"),
+    [
+        (
+            "b3",
+            {"b3": f"{B3_TRACE}-{B3_SPAN}-1-{B3_PARENT}"},
+            lambda h, span: h["b3"] == f"{B3_TRACE}-{span:016x}-1",
+        ),
+        (
+            "b3multi",
+            {"X-B3-TraceId": B3_TRACE, "X-B3-SpanId": B3_SPAN, "X-B3-Sampled": "1"},
+            lambda h, span: (
+                (h["x-b3-traceid"], h["x-b3-spanid"], h["x-b3-sampled"])
+                == (B3_TRACE, f"{span:016x}", "1")
+            ),
+        ),
+        (
+            "jaeger",
+            {"uber-trace-id": f"{B3_TRACE}:{B3_SPAN}:0:1", "uberctx-color": "red"},
+            lambda h, span: (
+                h["uber-trace-id"].split(":")[0].zfill(32) == B3_TRACE
+                and h["uber-trace-id"].split(":")[1].zfill(16) == f"{span:016x}"
+                and h["uberctx-color"] == "red"
+            ),
+        ),
+        (
+            "tracecontext",
+            {"traceparent": W3C_TRACEPARENT},
+            lambda h, span: h["traceparent"].startswith(
+                f"00-4bf92f3577b34da6a3ce929d0e0e4736-{span:016x}-0"
+            ),
+        ),
+    ],
+)
+async def test_propagation_round_trip(
+    backend: Backend, client: ClientSession, propagator: str, inbound: dict[str, str], check: Any
+) -> None:
+    settings = config(backend, propagators=[propagator], trusted_peers=["127.0.0.1/32"])
+    async with run_router(settings, plugins=PLUGINS) as router:
+        upstream, _ = await upstream_headers(client, router, inbound)
+    (server,) = spans(SpanKind.SERVER)
+    (attempt,) = spans(SpanKind.CLIENT)
+    expected_trace = (
+        B3_TRACE if propagator != "tracecontext" else "4bf92f3577b34da6a3ce929d0e0e4736"
+    )
+    assert format(server.context.trace_id, "032x") == expected_trace
+    assert check(upstream, attempt.context.span_id), upstream
+
+
+async def test_spoofed_identity_baggage_is_removed(backend: Backend, client: ClientSession) -> None:
+    settings = config(
+        backend,
+        propagators=["tracecontext", "baggage", "jaeger"],
+        trusted_peers=["127.0.0.0/8"],
+        user_baggage={"reserved_keys": ["tenant"]},
+    )
+    async with run_router(settings, plugins=PLUGINS) as router:
+        upstream, _ = await upstream_headers(
+            client,
+            router,
+            {
+                "baggage": "user.id=mallory,account.id=evil,tenant=x,color=red",
+                "uberctx-user.id": "mallory",
+                "b3": f"{B3_TRACE}-{B3_SPAN}-1",  # a format not configured: not passed on
+            },
+        )
+    assert parse_baggage(upstream["baggage"]) == {"color": "red"}
+    assert "uberctx-user.id" not in upstream
+    assert upstream["uberctx-color"] == "red"
+    assert "b3" not in upstream
+
+
+async def test_authenticated_user_is_sent_as_a_pseudonym(
+    backend: Backend, client: ClientSession
+) -> None:
+    key = "a-test-key-of-sufficient-length"
+    settings = config(backend, user_baggage={"hash_key": key})
+    async with run_router(settings, plugins=PLUGINS) as router:
+        upstream, _ = await upstream_headers(
+            client, router, {"X-Test-Login": "alice@example.org", "baggage": "user.id=mallory"}
+        )
+        anonymous, _ = await upstream_headers(client, router)
+
+    def pseudonym(identity: str) -> str:
+        digest = hmac.new(key.encode(), identity.encode(), hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    entries = parse_baggage(upstream["baggage"])
+    assert entries == {"user.id": pseudonym("alice@example.org"), "account.id": pseudonym("acme")}
+    assert "alice" not in upstream["baggage"]
+    assert "baggage" not in anonymous
+
+
+async def test_spans_reach_a_real_otlp_http_receiver(
+    backend: Backend, client: ClientSession
+) -> None:
+    async with otlp_receiver() as (endpoint, received):
+        settings = {
+            "plugins": [
+                {
+                    "name": "tracing",
+                    "config": {
+                        "exporter": "otlp_http",
+                        "endpoint": endpoint,
+                        "schedule_delay": "50ms",
+                    },
+                }
+            ],
+            "routes": [{"name": "app", "upstreams": [{"url": backend.url, "version": VERSION}]}],
+        }
+        async with run_router(settings) as router:
+            async with client.get(router.url + "/hello") as response:
+                trace_id = response.headers["traceresponse"].split("-")[1]
+            deadline = time.monotonic() + 15
+            while len([s for s in received.spans if s["trace_id"] == trace_id]) < 2:
+                assert time.monotonic() < deadline, received.spans
+                await asyncio.sleep(0.05)
+    mine = [s for s in received.spans if s["trace_id"] == trace_id]
+    (server,) = [s for s in mine if s["kind"] == 2]  # SPAN_KIND_SERVER
+    (attempt,) = [s for s in mine if s["kind"] == 3]  # SPAN_KIND_CLIENT
+    assert server["parent_span_id"] == ""
+    assert attempt["parent_span_id"] == server["span_id"]
+    assert server["attributes"]["http.route"] == "/"
+    assert server["attributes"]["vcs.ref.head.revision"] == VERSION["commit"]
+    assert received.resources[0]["service.name"] == "commons-router"
+
+
+async def test_a_dead_collector_does_not_break_requests(
+    backend: Backend, client: ClientSession
+) -> None:
+    settings = {
+        "plugins": [
+            {
+                "name": "tracing",
+                "config": {
+                    "exporter": "otlp_http",
+                    "endpoint": f"http://127.0.0.1:{closed_port()}/v1/traces",
+                    "queue_size": 16,
+                    "batch_size": 4,
+                    "schedule_delay": "10ms",
+                    "export_timeout": "1s",
+                },
+            }
+        ],
+        "routes": [{"name": "app", "upstreams": [{"url": backend.url}]}],
+    }
+    async with run_router(settings) as router:
+        statuses = await asyncio.gather(
+            *(client.get(router.url + f"/{i}") for i in range(200)), return_exceptions=False
+        )
+        assert [r.status for r in statuses] == [200] * 200
+        for r in statuses:
+            r.release()

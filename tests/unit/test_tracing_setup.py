@@ -1,0 +1,78 @@
+"""Tracing configuration: exporters, resource attributes, pseudonyms, trusted peers."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from pydantic import ValidationError
+
+from router_plugins.tracing.config import TracingConfig
+from router_plugins.tracing.propagation import Pseudonyms, TrustedPeers
+from router_plugins.tracing.setup import (
+    build_exporter,
+    build_processor,
+    build_resource,
+    kubernetes_attributes,
+)
+
+
+@pytest.mark.parametrize(
+    ("exporter", "kind"),
+    [("otlp_http", Http), ("otlp_grpc", Grpc), ("console", ConsoleSpanExporter)],
+)
+def test_exporters(exporter: str, kind: type) -> None:
+    built = build_exporter(TracingConfig.model_validate({"exporter": exporter}))
+    assert isinstance(built, kind)
+    built.shutdown()
+
+
+def test_no_exporter_and_a_bounded_queue() -> None:
+    assert build_exporter(TracingConfig.model_validate({"exporter": "none"})) is None
+    config = TracingConfig.model_validate({"queue_size": 100, "batch_size": 1000})
+    exporter = ConsoleSpanExporter()
+    processor = build_processor(config, exporter)
+    assert isinstance(processor, BatchSpanProcessor)
+    processor.shutdown()
+
+
+def test_resource_names_the_router_and_its_pod() -> None:
+    config = TracingConfig.model_validate({"resource_attributes": {"deployment.environment": "x"}})
+    resource = dict(build_resource(config, {}).attributes)
+    assert resource["service.name"] == "commons-router"
+    assert str(resource["service.version"]).startswith("0.1.0")
+    assert resource["deployment.environment"] == "x"
+    env = {"K8S_POD_NAME": "router-abc", "POD_NAMESPACE": "edge", "NODE_NAME": "n1"}
+    assert kubernetes_attributes(env) == {
+        "k8s.pod.name": "router-abc",
+        "k8s.namespace.name": "edge",
+        "k8s.node.name": "n1",
+    }
+
+
+def test_bad_settings_are_clear_errors() -> None:
+    with pytest.raises(ValidationError, match="invalid CIDR"):
+        TracingConfig.model_validate({"trusted_peers": ["10.0.0.0/33"]})
+    with pytest.raises(ValidationError, match="sampling_ratio"):
+        TracingConfig.model_validate({"sampling_ratio": 2})
+    with pytest.raises(ValidationError, match="propagators"):
+        TracingConfig.model_validate({"propagators": ["zipkin"]})
+    with pytest.raises(ValidationError, match="invalid baggage key"):
+        TracingConfig.model_validate({"user_baggage": {"user_key": "user id"}})
+
+
+def test_pseudonyms_are_keyed_and_stable() -> None:
+    one, other = Pseudonyms(b"k1"), Pseudonyms(b"k2")
+    assert one.of("alice") == Pseudonyms(b"k1").of("alice")
+    assert one.of("alice") != other.of("alice")
+    assert len(one.of("alice")) == 22  # 128 bits, base64url
+
+
+def test_trusted_peers() -> None:
+    peers = TrustedPeers(["10.0.0.0/8"])
+    assert peers.trusts("10.1.2.3")
+    assert peers.trusts("::ffff:10.1.2.3")
+    assert not peers.trusts("192.168.0.1")
+    assert not peers.trusts("garbage")
+    assert not TrustedPeers([]).trusts("10.1.2.3")
