@@ -45,7 +45,8 @@ def test_wheel_contents(wheel: zipfile.ZipFile) -> None:
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry_points).decode()
     assert "[console_scripts]\ncommons-router = router.cli:main" in text
-    assert "[commons_router.plugins]\nip_filter = router_plugins.ip_filter:IpFilterPlugin" in text
+    plugins = text.split("[commons_router.plugins]\n", 1)[1].split("\n\n", 1)[0]
+    assert "ip_filter = router_plugins.ip_filter:IpFilterPlugin" in plugins.splitlines()
 
 
 def test_dockerfile_shape() -> None:
