@@ -438,3 +438,31 @@ async def test_issuer_keys_unreachable_is_503_not_a_crash(
         status, body, _ = await call(client, router, "/x", dead.token())
         assert status == 503
         assert "keys" in body["message"]
+
+
+async def test_oversized_or_redirected_key_sets_are_not_used(
+    backend: Backend, client: ClientSession
+) -> None:
+    from aiohttp import web
+
+    from router.testing import run_backend
+
+    issuer = Issuer()
+
+    async def huge(request: web.Request) -> web.Response:
+        keys = issuer.jwks()["keys"] * 200  # well over 256 KiB
+        return web.json_response({"keys": keys, "padding": "x" * 300_000})
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/huge")
+
+    app = web.Application()
+    app.router.add_get("/huge", huge)
+    app.router.add_get("/moved", moved)
+    async with run_backend(app) as served:
+        for path in ("/huge", "/moved"):
+            cfg = config(issuer, backend)
+            cfg["plugins"][0]["config"]["bearer"]["issuers"][0]["jwks_url"] = served.url + path
+            async with run_router(cfg) as router:
+                status, _, _ = await call(client, router, "/x", issuer.token())
+                assert status == 503, path

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from router.testing import RunningRouter
+from router.testing import Backend, RunningRouter, run_router
 from tests.support.auth_flow import (  # noqa: F401 (fixtures)
     HTML,
     finish_login,
@@ -18,6 +18,7 @@ from tests.support.auth_flow import (  # noqa: F401 (fixtures)
     new_browser,
     provider_fixture,
     redis_server_fixture,
+    router_config,
     router_fixture,
     router_port_fixture,
     seen,
@@ -26,6 +27,7 @@ from tests.support.auth_flow import (  # noqa: F401 (fixtures)
 )
 from tests.support.issuer import Issuer
 from tests.support.oidc_provider import OidcProvider, parse_form, sign_in_at_provider
+from tests.support.redis_server import RedisServer
 
 
 async def test_login_round_trip(router: RunningRouter, provider: OidcProvider) -> None:
@@ -261,3 +263,28 @@ async def test_garbled_cookie_is_no_session(router: RunningRouter) -> None:
                 headers={"Accept": "application/json", "Cookie": f"commons-router-session={value}"},
             ) as response:
                 assert response.status == 401
+
+
+async def test_tokens_are_encrypted_in_redis(
+    router_port: int, provider: OidcProvider, redis_server: RedisServer, backend: Backend
+) -> None:
+    import redis.asyncio as aioredis
+
+    cfg = router_config(router_port, provider, backend, store="redis", redis_url=redis_server.url)
+    async with run_router(cfg) as router, new_browser() as browser:
+        await log_in(browser, router)
+        sid = session_cookie(browser)
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            values = [
+                await client.get(k)
+                async for k in client.scan_iter("commons-router:*")
+                if await client.type(k) == b"string"
+            ]
+        finally:
+            await client.aclose()
+    stored = [v for v in values if v]
+    assert stored
+    for value in stored:
+        assert sid.encode() not in value
+        assert b"alice" not in value and b"eyJ" not in value  # no claims, no JWTs
