@@ -142,6 +142,7 @@ class RouterRuntime:
             self.metrics,
             port,
             observers=tuple(services.upstream_observers),
+            body_timeout=config.limits.body_timeout,
         )
 
         async def upstream_terminal(request: web.BaseRequest) -> web.StreamResponse:
@@ -221,6 +222,7 @@ class RouterRuntime:
         await site.start()
         self._public_runner = runner
         self.public_port = _bound_port(runner, port)
+        forwarder.listen_port = str(self.public_port)  # the real one when asked for port 0
         self.admin_state.started = True
         logger.info(
             "listening on %s://%s:%d (admin on %s)",

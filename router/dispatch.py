@@ -167,7 +167,7 @@ class Dispatcher:
         try:
             return await self._entry(request), ctx.route
         except RouterHTTPError as exc:
-            return self._error(request, ctx, exc.status, exc.message, exc.headers), ctx.route
+            return await self._http_error(request, ctx, exc), ctx.route
 
     async def route_request(self, request: web.BaseRequest) -> web.StreamResponse:
         """The end of the global plugin chain: a reserved path, else the route's chain."""
@@ -184,9 +184,24 @@ class Dispatcher:
             assert route.handler is not None
             return await route.handler(request)
         except RouterHTTPError as exc:
-            return self._error(request, ctx, exc.status, exc.message, exc.headers)
+            return await self._http_error(request, ctx, exc)
         except web.HTTPException as exc:
             return self._error(request, ctx, exc.status, exc.reason, dict(exc.headers))
+
+    async def _http_error(
+        self, request: web.BaseRequest, ctx: RequestContext, exc: RouterHTTPError
+    ) -> web.Response:
+        response = self._error(request, ctx, exc.status, exc.message, exc.headers)
+        if exc.close_connection and not response.prepared:
+            # Send the answer now and close: aiohttp would otherwise linger, reading the
+            # rest of a body that may never come.
+            response.force_close()
+            await response.prepare(request)
+            await response.write_eof()
+            transport = request.transport
+            if transport is not None:
+                transport.close()
+        return response
 
     def _error(
         self,

@@ -169,6 +169,8 @@ class AccessLog(Model):
 class Limits(Model):
     header_timeout: Duration = 10.0
     """Time a client has to send a complete request head."""
+    body_timeout: Duration = 30.0
+    """Longest silence while receiving a request body (then 408 and close)."""
     keepalive_timeout: Duration = 75.0
     max_request_line: ByteCount = 8190
     max_header_size: ByteCount = 8190

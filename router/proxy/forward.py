@@ -35,8 +35,21 @@ SMALL_BODY = 64 * 1024
 STREAM_CHUNK = 64 * 1024
 
 
-class BodyTooLarge(Exception):
-    pass
+class ClientBodyError(Exception):
+    """The client's request body failed: the client's fault, never the endpoint's."""
+
+    status = 400
+    kind = "client_body"
+
+
+class BodyTooLarge(ClientBodyError):
+    status = 413
+    kind = "body_too_large"
+
+
+class BodyTimedOut(ClientBodyError):
+    status = 408
+    kind = "body_timeout"
 
 
 class _AttemptFailed(Exception):
@@ -48,14 +61,32 @@ class _AttemptFailed(Exception):
         self.retryable = retryable
 
 
-async def limited_body(request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
-    """The request body as a stream that fails once it exceeds ``limit`` bytes."""
+async def limited_body(
+    request: web.BaseRequest, limit: int, idle_timeout: float
+) -> AsyncIterator[bytes]:
+    """The request body as a stream that fails once it exceeds ``limit`` bytes, or when
+    the client sends nothing for ``idle_timeout`` seconds."""
     received = 0
-    async for chunk in request.content.iter_any():
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise BodyTimedOut() from None
+        if not chunk:
+            return
         received += len(chunk)
         if received > limit:
             raise BodyTooLarge()
         yield chunk
+
+
+def _client_body_error(exc: BaseException) -> ClientBodyError | None:
+    # aiohttp reports a failed request body as a connection error caused by it.
+    if isinstance(exc, ClientBodyError):
+        return exc
+    return exc.__cause__ if isinstance(exc.__cause__, ClientBodyError) else None
 
 
 class Forwarder:
@@ -69,6 +100,7 @@ class Forwarder:
         metrics: Metrics,
         listen_port: int,
         observers: tuple[UpstreamObserver, ...] = (),
+        body_timeout: float = 30.0,
     ) -> None:
         self.session = session
         self.policy = policy
@@ -76,6 +108,9 @@ class Forwarder:
         self.metrics = metrics
         self.listen_port = str(listen_port)
         self.observers = observers
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """Cached: ``asyncio.get_running_loop()`` costs a ``getpid()`` system call."""
+        self.body_timeout = body_timeout
 
     def upstream_headers(
         self, request: web.BaseRequest, ctx: RequestContext, route: CompiledRoute
@@ -129,13 +164,19 @@ class Forwarder:
             if length is not None and length > route.max_body_size:
                 raise RouterHTTPError(413, _too_large(route))
             if length is not None and length <= SMALL_BODY:
-                body = await request.read()
+                try:
+                    async with asyncio.timeout(self.body_timeout):
+                        body = await request.read()
+                except TimeoutError:
+                    raise _body_error(BodyTimedOut(), route) from None
             else:
-                body = limited_body(request, route.max_body_size)
+                body = limited_body(request, route.max_body_size, self.body_timeout)
         replayable = body is None or isinstance(body, bytes)
         may_retry = replayable and request.method in IDEMPOTENT_METHODS
 
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         pool = route.pool
         tried: EndpointState | None = None
         attempts = 1 + (route.retries if may_retry else 0)
@@ -195,14 +236,14 @@ class Forwarder:
                     allow_redirects=False,
                     timeout=route.timeout,
                 )
-            except BodyTooLarge:
-                error = "body_too_large"
-                raise RouterHTTPError(413, _too_large(route)) from None
+            except ClientBodyError as exc:
+                error = exc.kind
+                raise _body_error(exc, route) from None
             except (ClientConnectorError, ServerDisconnectedError) as exc:
-                if isinstance(exc.__cause__, BodyTooLarge):
-                    # aiohttp reports a failed request body as a connection error.
-                    error = "body_too_large"
-                    raise RouterHTTPError(413, _too_large(route)) from None
+                body_error = _client_body_error(exc)
+                if body_error is not None:
+                    error = body_error.kind
+                    raise _body_error(body_error, route) from None
                 error = "connect"
                 raise _AttemptFailed(
                     "connect",
@@ -219,10 +260,10 @@ class Forwarder:
                     retryable=False,
                 ) from None
             except (ClientResponseError, ClientOSError, ClientConnectionError) as exc:
-                if isinstance(exc.__cause__, BodyTooLarge):
-                    # aiohttp reports a failed request body as a connection error.
-                    error = "body_too_large"
-                    raise RouterHTTPError(413, _too_large(route)) from None
+                body_error = _client_body_error(exc)
+                if body_error is not None:
+                    error = body_error.kind
+                    raise _body_error(body_error, route) from None
                 error = "protocol"
                 raise _AttemptFailed(
                     "protocol",
@@ -234,7 +275,7 @@ class Forwarder:
             status = upstream.status
             try:
                 route.pool.record_success(endpoint)  # type: ignore[union-attr]
-                return await self._relay(request, route, upstream)
+                return await self._relay(request, ctx, route, upstream)
             finally:
                 upstream.release()
         finally:
@@ -244,12 +285,16 @@ class Forwarder:
                     observer.attempt_finished(token, status, error)
 
     async def _relay(
-        self, request: web.BaseRequest, route: CompiledRoute, upstream: ClientResponse
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        route: CompiledRoute,
+        upstream: ClientResponse,
     ) -> web.StreamResponse:
         headers = self.policy.downstream_headers(upstream.headers, route.response_remove)
         for name, value in route.response_set:
             headers[name] = value
-        headers["X-Request-Id"] = request[CONTEXT_KEY].request_id
+        headers["X-Request-Id"] = ctx.request_id
         status = upstream.status
         length = upstream.content_length
         no_body = request.method == "HEAD" or status in (204, 304) or 100 <= status < 200
@@ -262,9 +307,10 @@ class Forwarder:
                     502,
                     f"The upstream of route {route.name!r} broke off its answer ({_reason(exc)}).",
                 ) from None
-            return web.Response(
-                status=status, reason=upstream.reason, headers=headers, body=payload
-            )
+            # No headers= here: Response would copy them into a new CIMultiDict.
+            small = web.Response(status=status, reason=upstream.reason, body=payload)
+            small.headers.extend(headers)
+            return small
 
         response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
         await response.prepare(request)
@@ -291,6 +337,17 @@ def _abort(request: web.BaseRequest) -> None:
     transport = request.transport
     if transport is not None:
         transport.abort()
+
+
+def _body_error(error: ClientBodyError, route: CompiledRoute) -> RouterHTTPError:
+    if isinstance(error, BodyTooLarge):
+        message = _too_large(route)
+    elif isinstance(error, BodyTimedOut):
+        message = "The request body was not received in time."
+    else:
+        message = "The request body could not be read."
+    # The rest of the body may still be on its way: do not keep this connection.
+    return RouterHTTPError(error.status, message, close_connection=True)
 
 
 def _too_large(route: CompiledRoute) -> str:
