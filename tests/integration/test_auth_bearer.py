@@ -466,3 +466,33 @@ async def test_oversized_or_redirected_key_sets_are_not_used(
             async with run_router(cfg) as router:
                 status, _, _ = await call(client, router, "/x", issuer.token())
                 assert status == 503, path
+
+
+async def test_unauthenticated_websocket_is_refused_before_the_backend(
+    issuer: Issuer, client: ClientSession
+) -> None:
+    from aiohttp import WSServerHandshakeError, web
+
+    from router.testing import run_backend
+
+    reached: list[str] = []
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        reached.append(request.headers.get("X-Forwarded-User", ""))
+        response = web.WebSocketResponse()
+        await response.prepare(request)
+        await response.send_str("hello")
+        await response.close()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/ws", ws)
+    async with run_backend(app) as served, run_router(config(issuer, served)) as router:
+        with pytest.raises(WSServerHandshakeError) as refused:
+            await client.ws_connect(router.url + "/ws")
+        assert refused.value.status == 401
+        assert reached == []
+        headers = {"Authorization": f"Bearer {issuer.token()}"}
+        async with client.ws_connect(router.url + "/ws", headers=headers) as socket:
+            assert (await socket.receive_str()) == "hello"
+        assert reached == ["alice"]

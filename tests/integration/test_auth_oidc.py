@@ -53,6 +53,10 @@ async def test_login_round_trip(router: RunningRouter, provider: OidcProvider) -
         assert headers["x-forwarded-email"] == "alice@example.org"
         assert headers["x-forwarded-groups"] == "staff"
         assert "commons-router-session" not in headers.get("cookie", "")
+        # Not on public routes either.
+        status, body = await get_json(browser, router.url + "/public/x", headers=HTML)
+        assert status == 200
+        assert "commons-router-session" not in seen(body).get("cookie", "")
         # Policy with groups from the ID token.
         status, _ = await get_json(browser, router.url + "/admin", headers=HTML)
         assert status == 403

@@ -228,6 +228,10 @@ class OidcClient:
         claims = await self._verifier.verify_uncached(token, require=("exp", "iat", "sub"))
         if nonce is not None and claims.get("nonce") != nonce:
             raise TokenError("ID token nonce does not match this login")
+        audience = claims.get("aud")
+        several = isinstance(audience, list) and len(audience) > 1
+        if several and claims.get("azp") != self.config.client_id:
+            raise TokenError("ID token for several audiences without this client as azp")
         return claims
 
     async def verify_logout_token(self, token: str) -> dict[str, Any]:

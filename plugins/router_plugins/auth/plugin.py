@@ -186,7 +186,14 @@ class AuthPlugin(Plugin[AuthConfig]):
         policy = Policy(route_config) if route_config is not None else self._default
         self._policies[route.name] = policy
         if policy.public:
-            return None
+            if self.sessions is None:
+                return None
+
+            async def public(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
+                self._strip_session_cookie(request, context_of(request))
+                return await handler(request)
+
+            return public
         route_name = route.name
         settings = policy.settings
         keep_authorization = settings.pass_authorization
