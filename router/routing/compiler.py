@@ -69,6 +69,9 @@ class RouteCompiler:
         self._endpoints = endpoints
         self._metrics = metrics
         self._default_max_body = default_max_body
+        self._previous: dict[int, CompiledRoute] = {}
+        """The last table's compiled routes by ``id(spec)``: a provider that republishes
+        the same Route object (unchanged) gets it back without recompiling."""
 
     def compile_one(self, route: Route, source: str) -> CompiledRoute | RouteProblem:
         configs, issues = route_plugin_configs(route, self._specs, ())
@@ -105,7 +108,14 @@ class RouteCompiler:
     ) -> tuple[RouteTable[CompiledRoute], list[RouteProblem]]:
         compiled: list[CompiledRoute] = []
         problems: list[RouteProblem] = []
+        previous, current = self._previous, {}
         for route in routes:
+            reused = previous.get(id(route))
+            # The cached CompiledRoute holds its spec, so the id cannot have been reused.
+            if reused is not None and reused.spec is route:
+                compiled.append(reused)
+                current[id(route)] = reused
+                continue
             try:
                 result = self.compile_one(route, f"route:{route.name}")
             except Exception as exc:
@@ -116,5 +126,7 @@ class RouteCompiler:
                 problems.append(result)
             else:
                 compiled.append(result)
+                current[id(route)] = result
+        self._previous = current
         self._endpoints.retain(e.url for c in compiled for e in c.spec.upstreams)
         return RouteTable(compiled), problems

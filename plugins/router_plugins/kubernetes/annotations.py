@@ -7,6 +7,7 @@ of that Ingress (and only those).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,14 +95,19 @@ def _check(fields: dict[str, Any]) -> str | None:
 
 def parse_annotations(annotations: Mapping[str, str]) -> tuple[IngressSettings, list[str]]:
     """The settings our annotations give, and one message per bad annotation."""
+    ours = tuple(sorted((k, v) for k, v in annotations.items() if k.startswith(PREFIX)))
+    settings, problems = _parse(ours)
+    return settings, list(problems)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(annotations: tuple[tuple[str, str], ...]) -> tuple[IngressSettings, tuple[str, ...]]:
+    # Cached: many Ingresses carry the same annotations, and validating them is not free.
     fields: dict[str, Any] = {}
     scheme = "http"
     problems: list[str] = []
-    for full_key in sorted(annotations):
-        if not full_key.startswith(PREFIX):
-            continue
+    for full_key, value in annotations:
         key = full_key[len(PREFIX) :]
-        value = annotations[full_key]
         try:
             if key == BACKEND_PROTOCOL:
                 scheme = value.strip().lower()
@@ -124,4 +130,4 @@ def parse_annotations(annotations: Mapping[str, str]) -> tuple[IngressSettings, 
             _merge(fields, update)
         except ValueError as exc:
             problems.append(f"annotation {full_key}: {exc}")
-    return IngressSettings(fields, scheme), problems
+    return IngressSettings(fields, scheme), tuple(problems)

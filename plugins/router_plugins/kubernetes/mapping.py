@@ -120,9 +120,9 @@ def _validation_message(exc: ValidationError) -> str:
 class IngressMapper:
     """Maps one Ingress at a time against an index of the cluster's objects."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, slices: dict[str, list[Obj]] | None = None) -> None:
         self._cluster = cluster
-        self._slices = index_slices(cluster.slices.values())
+        self._slices = index_slices(cluster.slices.values()) if slices is None else slices
 
     def service_slices(self, service_key: str) -> list[Obj]:
         return self._slices.get(service_key, [])

@@ -8,12 +8,16 @@ from typing import Any
 Obj = Mapping[str, Any]
 
 
+_EMPTY: Obj = {}
+
+
+# Decoded JSON holds plain dicts; checking for dict (not the Mapping ABC) is much faster.
 def mapping(value: object) -> Obj:
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, dict) else _EMPTY
 
 
 def items(value: object) -> list[Obj]:
-    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def text(value: object) -> str:

@@ -6,6 +6,7 @@ guessed from a tag.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -123,6 +124,12 @@ def endpoint_version(
     if pod is None:
         where = {"namespace": namespace, "pod": pod_name, "node": node}
         return {**UNKNOWN, **{k: v for k, v in where.items() if v}}
+    return _pod_version(pod, port, node)
+
+
+@functools.lru_cache(maxsize=65536)
+def _pod_version(pod: PodInfo, port: int, node: str) -> dict[str, str]:
+    # Cached per pod state: the result is shared, and never modified by its users.
     version = dict(pod.stated)
     container = _serving_container(pod, port)
     if container is not None:
