@@ -74,3 +74,45 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         self._dir.cleanup()
+
+
+class SentinelServer:
+    """A Redis Sentinel (``redis-server --sentinel``) watching ``master`` as ``mymaster``."""
+
+    def __init__(self, master: RedisServer, service: str = "mymaster") -> None:
+        self.master = master
+        self.service = service
+        self.port = free_port()
+        self._dir = tempfile.TemporaryDirectory(prefix="commons-router-sentinel-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        conf = Path(self._dir.name) / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self._dir.name}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
+        )
+        self.process = subprocess.Popen(
+            [self.master.executable, str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        command = f"SENTINEL get-master-addr-by-name {self.service}\r\n".encode()
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(command)
+                    if str(self.master.port).encode() in s.recv(256):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("redis sentinel did not start")
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+        self._dir.cleanup()

@@ -41,6 +41,9 @@ class RedisConfig(BaseModel):
     sentinel: SentinelConfig | None = None
     timeout: Duration = 1.0
     """Timeout of each Redis command and connection attempt."""
+    tls_ca_file: str | None = None
+    """CA bundle that signs the Redis server's certificate (``rediss://``; default: the
+    system's)."""
 
     @model_validator(mode="after")
     def _one(self) -> RedisConfig:
@@ -109,7 +112,9 @@ def build_backend(config: SessionsConfig) -> Backend:
     redis = config.redis
     assert redis is not None
     if redis.url is not None:
-        return RedisBackend.from_url(redis.url.get_secret_value(), timeout=redis.timeout)
+        return RedisBackend.from_url(
+            redis.url.get_secret_value(), timeout=redis.timeout, ca_file=redis.tls_ca_file
+        )
     sentinel = redis.sentinel
     assert sentinel is not None
     hosts = []

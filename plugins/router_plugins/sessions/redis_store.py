@@ -26,19 +26,24 @@ return 0
 
 
 class RedisBackend:
-    __slots__ = ("_client", "_release")
+    __slots__ = ("_client", "_release", "_sentinel")
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, sentinel: Sentinel | None = None) -> None:
         self._client = client
+        self._sentinel = sentinel
         self._release = client.register_script(_RELEASE)
 
     @classmethod
-    def from_url(cls, url: str, *, timeout: float) -> RedisBackend:
+    def from_url(cls, url: str, *, timeout: float, ca_file: str | None = None) -> RedisBackend:
+        options: dict[str, Any] = {}
+        if ca_file is not None and url.startswith("rediss://"):
+            options["ssl_ca_certs"] = ca_file
         client = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=15,
+            **options,
         )
         return cls(client)
 
@@ -61,7 +66,7 @@ class RedisBackend:
             **kwargs,
         )
         client = sentinel.master_for(service, db=db, password=password, ssl=ssl)
-        return cls(client)
+        return cls(client, sentinel)
 
     async def _call(self, operation: Awaitable[T]) -> T:
         try:
@@ -122,3 +127,6 @@ class RedisBackend:
 
     async def close(self) -> None:
         await self._client.aclose()
+        if self._sentinel is not None:
+            for client in self._sentinel.sentinels:
+                await client.aclose()
