@@ -496,3 +496,31 @@ async def test_unauthenticated_websocket_is_refused_before_the_backend(
         async with client.ws_connect(router.url + "/ws", headers=headers) as socket:
             assert (await socket.receive_str()) == "hello"
         assert reached == ["alice"]
+
+
+async def test_slow_key_set_times_out(backend: Backend, client: ClientSession) -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    from router.testing import run_backend
+
+    issuer = Issuer()
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response(issuer.jwks())
+
+    app = web.Application()
+    app.router.add_get("/jwks", slow)
+    async with run_backend(app) as served:
+        cfg = config(issuer, backend)
+        bearer = cfg["plugins"][0]["config"]["bearer"]
+        bearer["issuers"][0]["jwks_url"] = served.url + "/jwks"
+        bearer["jwks_timeout"] = "300ms"
+        async with run_router(cfg) as router:
+            status, body, _ = await call(client, router, "/x", issuer.token())
+            assert status == 503
+            assert "keys" in body["message"]
+        release.set()
