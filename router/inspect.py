@@ -32,6 +32,10 @@ DEFAULT_TAG = "commons-router"
 DEFAULT_HEADER = "Provenance"
 MAX_KEYS_SIZE = 64 * 1024
 MAX_AGE = datetime.timedelta(minutes=5)
+ACCEPT_SIGNATURE = (
+    'prov=("@status" "provenance" "x-request-id" "@method";req "@authority";req "@path";req)'
+    ';tag="commons-router"'
+)
 
 Result = Literal["valid", "invalid", "missing", "key unknown"]
 
@@ -254,7 +258,11 @@ async def inspect(
     target = URL(url)
     if target.scheme not in ("http", "https") or not target.host:
         raise InspectError(f"not an http(s) URL: {url}")
-    request_headers = {"Accept": "text/html,application/json;q=0.9,*/*;q=0.5"}
+    request_headers = {
+        "Accept": "text/html,application/json;q=0.9,*/*;q=0.5",
+        # RFC 9421 section 5.1: ask for the signature (routers may sign only when asked).
+        "Accept-Signature": ACCEPT_SIGNATURE,
+    }
     if cookie:
         request_headers["Cookie"] = cookie
     if bearer:

@@ -293,3 +293,16 @@ async def test_dev_source_reports_the_checkout_and_its_dirtiness(
         while (await provenance())["dirty"] is not True:
             assert time.monotonic() < deadline, "the change was never noticed"
             await asyncio.sleep(0.05)
+
+
+async def test_signing_only_when_requested(
+    backend: Backend, client: ClientSession, key_file: Path
+) -> None:
+    async with run_router(config(backend, key_file=str(key_file), sign="requested")) as router:
+        keys = keys_from_jwks(await jwks(client, router))
+        async with client.get(router.url + "/plain") as response:
+            assert "Provenance" in response.headers
+            assert "Signature" not in response.headers
+        asked = {"Accept-Signature": 'prov=("@status");tag="commons-router"'}
+        async with client.get(router.url + "/asked", headers=asked) as response:
+            verify_response("GET", str(response.request_info.url), 200, lines(response), keys)

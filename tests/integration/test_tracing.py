@@ -220,6 +220,8 @@ async def test_untrusted_caller_starts_a_new_trace_linked_to_its_own(
     assert spans(SpanKind.SERVER) == []
     assert int(response["traceresponse"].rsplit("-", 1)[1], 16) & 1 == 0
     assert "4bf92f3577b34da6a3ce929d0e0e4736" not in upstream["traceparent"]
+    # Unrecorded: the upstream continues the router's server span (no client span is made).
+    assert upstream["traceparent"].split("-")[1:3] == response["traceresponse"].split("-")[1:3]
     assert "tracestate" not in upstream
     assert "baggage" not in upstream
     async with run_router(config(backend), plugins=PLUGINS) as router:

@@ -110,7 +110,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
 
     async def start(self) -> None:
         config = self.config
-        if config.sign:
+        if config.sign != "never":
             key = await self._signing_key()
             self.signer = Signer(key, config.label, config.tag)
             self.public_keys.append(key.public_key())
@@ -203,6 +203,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
         label = self.config.label
         digest_limit = self.config.content_digest.max_size
         digest = self.config.content_digest.enabled
+        only_requested = self.config.sign == "requested"
         record_of = self._record
         now = time.time
 
@@ -216,7 +217,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
             )
             headers = response.headers
             headers[header] = record.header
-            if signer is None:
+            if signer is None or (only_requested and "Accept-Signature" not in request.headers):
                 return
             headers["X-Request-Id"] = ctx.request_id
             components = [
@@ -311,6 +312,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
                     "covered": self.covered_components(tracing),
                     "keys": KEYS_PATH,
                     "development_key": self.dev_key,
+                    "when": self.config.sign,
                 },
             }
             return web.Response(
@@ -329,6 +331,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
                 covered=self.covered_components(tracing),
                 request_id=ctx.request_id,
                 dev_key=self.dev_key,
+                on_request=self.config.sign == "requested",
             )
         )
         return web.Response(text=page, content_type="text/html", headers=headers)

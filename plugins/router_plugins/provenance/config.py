@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -42,8 +43,10 @@ class ProvenanceConfig(Model):
     """Name of the response header carrying the RFC 8941 dictionary."""
     fields: list[str] = Field(default_factory=lambda: list(DEFAULT_FIELDS))
     """Endpoint version fields (from the route table) that are published."""
-    sign: bool = True
-    """Sign every response (RFC 9421, Ed25519)."""
+    sign: Literal["always", "requested", "never"] = "always"
+    """``always``: sign every response (RFC 9421, Ed25519); ``requested``: only responses
+    to requests that carry ``Accept-Signature`` (RFC 9421 section 5, as ``inspect`` sends);
+    ``never``. ``true``/``false`` mean always/never."""
     key_file: str | None = None
     """PEM file with the Ed25519 private key (PKCS#8)."""
     key: str | None = None
@@ -62,6 +65,13 @@ class ProvenanceConfig(Model):
     every endpoint. Set by ``commons-router dev --source DIR``."""
     source_interval: Duration = 2.0
     """How often ``source_dir`` is re-read."""
+
+    @field_validator("sign", mode="before")
+    @classmethod
+    def _sign_booleans(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return "always" if value else "never"
+        return value
 
     @field_validator("header")
     @classmethod

@@ -44,6 +44,8 @@ class PageData:
     covered: Sequence[str]
     request_id: str
     dev_key: bool
+    on_request: bool = False
+    """Signatures are made only for requests with ``Accept-Signature``."""
 
 
 def _link(url: str, text: str) -> str:
@@ -102,9 +104,15 @@ def render_page(data: PageData) -> str:
             if data.dev_key
             else ""
         )
+        when = (
+            "Responses to requests that ask for it with an <code>Accept-Signature</code> "
+            "header (<code>commons-router inspect</code> does) carry"
+            if data.on_request
+            else "Every response from this host carries"
+        )
         verify = f"""
-<p>Every response from this host carries a <code>{html.escape(data.header)}</code> header
-and an <a href="https://www.rfc-editor.org/rfc/rfc9421">RFC&nbsp;9421</a> HTTP message
+<p>Every response from this host carries a <code>{html.escape(data.header)}</code> header.
+{when} an <a href="https://www.rfc-editor.org/rfc/rfc9421">RFC&nbsp;9421</a> HTTP message
 signature (<code>Signature-Input</code> and <code>Signature</code>, label
 <code>{html.escape(data.label)}</code>, Ed25519) made by the router with key
 <code>{html.escape(data.keyid)}</code>. The signature covers <code>{covered}</code>: the

@@ -35,11 +35,13 @@ from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
 from router_plugins.tracing.attributes import CodeVersionAttributes, method_attributes
 from router_plugins.tracing.config import TracingConfig
 from router_plugins.tracing.propagation import (
+    JAEGER_BAGGAGE_PREFIX,
     PROPAGATION_HEADERS,
     Pseudonyms,
     TrustedPeers,
     build_propagator,
     clear_propagation_headers,
+    has_propagation_headers,
     without_keys,
 )
 from router_plugins.tracing.setup import build_exporter, build_processor, build_provider
@@ -48,19 +50,21 @@ __all__ = ["TracingConfig", "TracingPlugin"]
 
 logger = logging.getLogger("commons_router.plugin.tracing")
 
-_INBOUND_MARKERS = ("traceparent", "b3", "x-b3-traceid", "uber-trace-id")
 _UNTRUSTED_LINK = {"commons_router.link": "untrusted caller"}
+_EMPTY = Context()
 
 
 class RequestTrace:
     """The server span of one request and the context upstream calls continue."""
 
-    __slots__ = ("context", "span", "traceresponse")
+    __slots__ = ("context", "inbound", "span", "traceresponse")
 
-    def __init__(self, span: Span, context: Context, traceresponse: str) -> None:
+    def __init__(self, span: Span, context: Context, traceresponse: str, inbound: bool) -> None:
         self.span = span
         self.context = context
         self.traceresponse = traceresponse
+        self.inbound = inbound
+        """The client sent propagation headers (to clear from upstream requests)."""
 
 
 TRACE_KEY: web.RequestKey[RequestTrace] = web.RequestKey("commons_router_trace", RequestTrace)
@@ -158,16 +162,18 @@ class TracingPlugin(Plugin[TracingConfig]):
             headers = request.headers
             peer = request.remote
             links: list[Link] | None = None
-            if trusted.trusts(peer):
+            inbound = has_propagation_headers(headers.keys())
+            if not inbound:
+                parent = _EMPTY
+            elif trusted.trusts(peer):
                 parent = without_keys(propagator.extract(headers), reserved)
             else:
                 # SECURITY: a new trace at the edge; the caller's id is only a link, its
                 # sampling flag and baggage are ignored.
-                parent = Context()
-                if any(marker in headers for marker in _INBOUND_MARKERS):
-                    inbound = get_current_span(propagator.extract(headers)).get_span_context()
-                    if inbound.is_valid:
-                        links = [Link(inbound, _UNTRUSTED_LINK)]
+                parent = _EMPTY
+                caller = get_current_span(propagator.extract(headers)).get_span_context()
+                if caller.is_valid:
+                    links = [Link(caller, _UNTRUSTED_LINK)]
             route = ctx.route
             method = request.method
             span = tracer.start_span(
@@ -182,6 +188,7 @@ class TracingPlugin(Plugin[TracingConfig]):
                 span,
                 set_span_in_context(span, parent),
                 f"00-{trace_id}-{span_context.span_id:016x}-{int(span_context.trace_flags):02x}",
+                inbound,
             )
             request[TRACE_KEY] = state
             ctx.add_log_field("trace_id", trace_id)
@@ -191,7 +198,7 @@ class TracingPlugin(Plugin[TracingConfig]):
             if recording:
                 span.set_attributes(_server_attributes(request, ctx, record_query))
             if "Upgrade" in headers:
-                self._propagate_through_upgrade(ctx, state.context)
+                self._propagate_through_upgrade(request, ctx, state.context)
             try:
                 response = await handler(request)
             except BaseException as exc:
@@ -215,11 +222,16 @@ class TracingPlugin(Plugin[TracingConfig]):
 
         return tracing
 
-    def _propagate_through_upgrade(self, ctx: RequestContext, context: Context) -> None:
+    def _propagate_through_upgrade(
+        self, request: web.BaseRequest, ctx: RequestContext, context: Context
+    ) -> None:
         # WebSocket upgrades are tunnelled without upstream observers: hand the headers over
         # through the request context instead.
         for name in PROPAGATION_HEADERS:
             ctx.remove_upstream_header(name)
+        for name in request.headers:
+            if name.lower().startswith(JAEGER_BAGGAGE_PREFIX):
+                ctx.remove_upstream_header(name)
         carrier: dict[str, str] = {}
         self.propagator.inject(carrier, context=self._with_user(ctx, context))
         for name, value in carrier.items():
@@ -230,12 +242,19 @@ class TracingPlugin(Plugin[TracingConfig]):
     def attempt_started(
         self, request: web.BaseRequest, endpoint_url: str, headers: CIMultiDict[str]
     ) -> object:
-        clear_propagation_headers(headers)
         state = request.get(TRACE_KEY)
         tracer = self.tracer
         if state is None or tracer is None:
+            clear_propagation_headers(headers)
             return None
+        if state.inbound:
+            clear_propagation_headers(headers)
         ctx = request[CONTEXT_KEY]
+        if not state.span.is_recording():
+            # Nothing of this trace is recorded: a client span would only be a new id, so
+            # the upstream continues the (unrecorded) server span directly.
+            self.propagator.inject(headers, context=self._with_user(ctx, state.context))
+            return None
         method = request.method
         span = tracer.start_span(method, context=state.context, kind=SpanKind.CLIENT)
         if span.is_recording():

@@ -124,6 +124,18 @@ def without_keys(context: Context, keys: frozenset[str]) -> Context:
     return context
 
 
+_PROPAGATION_NAMES = frozenset(PROPAGATION_HEADERS)
+
+
+def has_propagation_headers(headers: Iterable[str]) -> bool:
+    """Whether a request carries any trace-context or baggage header (one pass)."""
+    for name in headers:
+        lower = name.lower()
+        if lower in _PROPAGATION_NAMES or lower.startswith(JAEGER_BAGGAGE_PREFIX):
+            return True
+    return False
+
+
 def clear_propagation_headers(headers: CIMultiDict[str]) -> None:
     for name in PROPAGATION_HEADERS:
         if name in headers:

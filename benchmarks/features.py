@@ -1,0 +1,220 @@
+"""Cost of tracing and provenance signing, as ratios to the same run's plain aiohttp proxy.
+
+    .venv/bin/python benchmarks/features.py [--duration 5] [--warmup 1] [--json FILE]
+
+Reuses benchmarks/run.py (nginx upstream, wrk, CPU placement, process handling) and
+measures, one after the other, with ``wrk -t1 -c64``:
+
+* benchmarks/baseline_proxy.py (plain aiohttp + uvloop proxy: the baseline),
+* commons-router, one worker, no plugins,
+* + tracing, sampling 1.0 (every request recorded and exported over OTLP/HTTP),
+* + tracing, sampling 0.01,
+* + provenance (header and Ed25519 signature on every response),
+* + tracing 0.01 and provenance ("everything on"; target >= 0.8x the baseline).
+
+Spans are exported to nginx (which answers 200 to the OTLP POSTs), so the export thread's
+work counts. Prints req/s, p50/p99 and each ratio to the baseline. Exit status as for
+run.py: 0 ran, 1 tools missing, 2 a target failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import run as bench  # noqa: E402
+
+TARGET_RATIO = 0.8
+BASELINE = "aiohttp baseline"
+EVERYTHING = "tracing 0.01 + prov signed"
+
+
+def plugin_sets(collector: str, key_file: Path) -> list[tuple[str, list[dict[str, Any]]]]:
+    def tracing(ratio: float) -> dict[str, Any]:
+        return {
+            "name": "tracing",
+            "config": {"sampling_ratio": ratio, "exporter": "otlp_http", "endpoint": collector},
+        }
+
+    def provenance(sign: str) -> dict[str, Any]:
+        return {"name": "provenance", "config": {"key_file": str(key_file), "sign": sign}}
+
+    return [
+        ("router (no plugins)", []),
+        ("router + tracing 1.0", [tracing(1.0)]),
+        ("router + tracing 0.01", [tracing(0.01)]),
+        ("router + provenance (signed)", [provenance("always")]),
+        (EVERYTHING, [tracing(0.01), provenance("always")]),
+        ("tracing 0.01 + prov unsigned", [tracing(0.01), provenance("requested")]),
+    ]
+
+
+def write_key(workdir: Path) -> Path:
+    path = workdir / "provenance.pem"
+    path.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> dict[str, Any]:
+    placement = bench.Placement(not args.no_pin)
+    script = workdir / "report.lua"
+    script.write_text(bench.WRK_DONE_SCRIPT)
+    procs = bench.Processes(workdir)
+    rounds: list[list[bench.Result]] = []
+    try:
+        upstream = bench.start_nginx(procs, nginx, workdir, placement)
+        print(f"upstream nginx at {upstream}; {placement.describe()}", flush=True)
+        key_file = write_key(workdir)
+        for number in range(1, args.rounds + 1):
+            print(f"round {number} of {args.rounds}", flush=True)
+            rounds.append(
+                one_round(args, wrk, workdir, procs, placement, script, upstream, key_file)
+            )
+    finally:
+        procs.stop_all()
+    return report(rounds, args)
+
+
+def one_round(
+    args: argparse.Namespace,
+    wrk: str,
+    workdir: Path,
+    procs: bench.Processes,
+    placement: bench.Placement,
+    script: Path,
+    upstream: str,
+    key_file: Path,
+) -> list[bench.Result]:
+    """The baseline, then every plugin set, measured back to back (one ratio each)."""
+    results: list[bench.Result] = []
+    port = bench.free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        *placement.prefix(placement.server_cpu),
+        sys.executable,
+        str(HERE / "baseline_proxy.py"),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--upstream",
+        upstream,
+    ]
+    with bench.target_process(procs, "baseline", cmd, url + "/"):
+        results += bench.measure(wrk, BASELINE, url, args, script, placement)
+
+    for index, (label, plugins) in enumerate(plugin_sets(upstream + "/", key_file)):
+        name = f"router-{index}"
+        config = bench.write_router_config(workdir, name, upstream, 1)
+        settings = json.loads(config.read_text())
+        settings["plugins"] = plugins
+        config.write_text(json.dumps(settings, indent=2))
+        url = "http://" + settings["listener"]["listen"]
+        cmd = [
+            *placement.prefix(placement.server_cpu),
+            *bench.router_command(),
+            "serve",
+            "--config",
+            str(config),
+        ]
+        ready = "http://" + settings["admin"]["listen"] + "/readyz"
+        with bench.target_process(procs, name, cmd, ready):
+            bench.verify_bodies(url, label, expect_request_id=True)
+            results += bench.measure(wrk, label, url, args, script, placement)
+    return results
+
+
+def report(rounds: list[list[bench.Result]], args: argparse.Namespace) -> dict[str, Any]:
+    """Per round, each target's req/s over that round's baseline; the median over rounds."""
+    print()
+    header = f"{'body':<7} {'target':<30} {'median req/s':>12} {'ratio':>6} {'per round':<20}"
+    print(header)
+    print("-" * len(header))
+    ratios: dict[str, dict[str, float]] = {}
+    for body, _, _ in bench.BODIES:
+        targets = [r.target for r in rounds[0] if r.body == body]
+        for target in targets:
+            per_round, speeds = [], []
+            for results in rounds:
+                rows = {r.target: r for r in results if r.body == body}
+                base, row = rows[BASELINE], rows[target]
+                speeds.append(row.requests_per_s)
+                per_round.append(
+                    row.requests_per_s / base.requests_per_s if base.requests_per_s else 0
+                )
+            ratio = statistics.median(per_round)
+            ratios.setdefault(body, {})[target] = round(ratio, 3)
+            shown = " ".join(f"{value:.2f}" for value in per_round)
+            print(
+                f"{body:<7} {target:<30} {statistics.median(speeds):>12,.0f} {ratio:>6.2f} {shown}"
+            )
+        everything = ratios.get(body, {}).get(EVERYTHING, 0.0)
+        verdict = "PASS" if everything >= TARGET_RATIO else "FAIL"
+        print(f"{body:<7} everything on / baseline = {everything:.2f} (target >= 0.8): {verdict}")
+        print()
+    errors = sum(r.errors for results in rounds for r in results)
+    if errors:
+        print(f"WARNING: {errors} errors during the measurements")
+    return {
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "rounds": args.rounds,
+        },
+        "rounds": [[{**r.__dict__, "errors": r.errors} for r in results] for results in rounds],
+        "ratio_to_baseline": ratios,
+        "errors": errors,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per body")
+    parser.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    parser.add_argument("--rounds", type=int, default=3, help="baseline/target rounds (median)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    args = parser.parse_args(argv)
+    tools = bench.check_tools()
+    if tools is None:
+        return 1
+    nginx, wrk = tools
+    workdir = Path(tempfile.mkdtemp(prefix="commons-router-features-"))
+    workdir.chmod(0o711)
+    try:
+        document = run_all(args, nginx, wrk, workdir)
+    except bench.BenchError as exc:
+        print(f"benchmarks/features.py: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("benchmarks/features.py: interrupted", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
