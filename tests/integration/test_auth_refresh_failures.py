@@ -138,8 +138,12 @@ async def test_redis_down_session_routes_503_others_work_and_recovery(
                 )
                 assert status == 503
                 assert "session store" in body["message"]
-                # Public and bearer-token routes do not need Redis.
+                # Public and bearer-token routes do not need Redis; optional identity
+                # carries on anonymously.
                 assert (await get_json(browser, router.url + "/public/x"))[0] == 200
+                status, body = await get_json(browser, router.url + "/maybe/x")
+                assert status == 200
+                assert "x-forwarded-user" not in {k.lower() for k, _ in body["headers"]}
                 bearer = {"Authorization": f"Bearer {issuer.token()}"}
                 async with ClientSession() as api:
                     status, _ = await get_json(api, router.url + "/x", headers=bearer)

@@ -88,6 +88,12 @@ def router_config(
                 "plugins": {"auth": {"policy": "public"}},
             },
             {
+                "name": "maybe",
+                "path": "/maybe",
+                "upstreams": up,
+                "plugins": {"auth": {"policy": "optional"}},
+            },
+            {
                 "name": "admin",
                 "path": "/admin",
                 "upstreams": up,

@@ -226,7 +226,7 @@ class AuthPlugin(Plugin[AuthConfig]):
         if "bearer" in methods and self.bearer and authorization[:7].lower() == "bearer ":
             return await self._bearer_identity(authorization[7:].strip())
         if "session" in methods and self.sessions is not None:
-            return await self._session_identity(request)
+            return await self._session_identity(request, required=policy.required)
         return None
 
     async def _bearer_identity(self, token: str) -> Identity:
@@ -246,7 +246,9 @@ class AuthPlugin(Plugin[AuthConfig]):
             ) from None
         return Identity.from_claims(claims, source="bearer", access_token=token)
 
-    async def _session_identity(self, request: web.BaseRequest) -> Identity | None:
+    async def _session_identity(
+        self, request: web.BaseRequest, *, required: bool = True
+    ) -> Identity | None:
         sessions = self.sessions
         assert sessions is not None
         session_id = sessions.cookie.read(request)
@@ -258,6 +260,8 @@ class AuthPlugin(Plugin[AuthConfig]):
                 session = await self.refresher.fresh(session)
         except StoreUnavailable as exc:
             logger.warning("session lookup failed: %s", exc)
+            if not required:
+                return None  # optional identity: carry on anonymously (less, never more)
             raise RouterHTTPError(503, SESSION_DOWN) from None
         except IdpUnavailable as exc:
             logger.warning("token refresh failed: %s", exc)
