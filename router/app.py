@@ -182,6 +182,11 @@ class RouterRuntime:
             providers.extend(plugin.providers())
         watcher.apply_now()
         await self.stack.enter_async_context(self._provider_tasks(providers, watcher))
+        # Providers that already have their state (plugins sync in start()) publish it in
+        # their first step; apply it now, not after the debounce, so /readyz never says
+        # ready with their routes missing.
+        await asyncio.sleep(0)
+        watcher.apply_now()
 
         self.admin_state = AdminState(self.holder, self.metrics, watcher)
         await self._start_admin(self.admin_state)

@@ -24,6 +24,15 @@ def url(cluster: KubeCluster, pod: str) -> str:
     return f"http://{POD_IPS[pod]}:{cluster.pods.port}"
 
 
+async def test_routes_are_applied_before_the_router_reports_ready(tmp_path: Path) -> None:
+    async with run_cluster(tmp_path, "app-0") as cluster:
+        # No waiting: the start-up already synced the cluster and applied its routes.
+        async with cluster.client.get(cluster.router.admin_url + "/readyz") as response:
+            assert response.status == 200
+        assert await cluster.endpoint_urls(ROUTE) == [url(cluster, "app-0")]
+        assert (await cluster.get("/"))[0] == 200
+
+
 async def test_routes_appear_change_and_disappear(tmp_path: Path) -> None:
     async with run_cluster(tmp_path, "app-0") as cluster:
         status, body = await cluster.get("/")

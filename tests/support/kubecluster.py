@@ -163,10 +163,4 @@ async def run_cluster(tmp_path: Path, *pods: str, **settings: Any) -> AsyncItera
         }
         async with run_router(config, plugins={"kubernetes": KubernetesPlugin}) as router:
             async with ClientSession() as client:
-                cluster = KubeCluster(api, running_pods, router, client)
-
-                async def routed() -> bool:
-                    return bool((await cluster.routes())["routes"])
-
-                await eventually(routed, "the first routes are applied")
-                yield cluster
+                yield KubeCluster(api, running_pods, router, client)
