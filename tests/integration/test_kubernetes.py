@@ -301,3 +301,29 @@ async def test_clusterrole_covers_every_call_the_provider_made(tmp_path: Path) -
     assert {verb for _, _, verb in made} == {"list", "watch"}
     assert len(made) == 10
     assert made <= granted
+
+
+async def test_broken_watch_data_and_server_errors_keep_the_last_routes(tmp_path: Path) -> None:
+    async with run_cluster(
+        tmp_path, "app-0", pod_label_selector="app.kubernetes.io/name=app"
+    ) as cluster:
+        api = cluster.api
+        lists_before = len(api.calls_of("list"))
+        api.send_raw(b"{this is not json\n")
+
+        async def rewatched() -> bool:
+            return len(api.calls_of("watch")) >= 10
+
+        await eventually(rewatched, "the watches reconnect after broken data")
+        assert (await cluster.get("/"))[0] == 200
+        api.send_error(500, "InternalError", "etcdserver: leader changed")
+        set_endpoints(api, [endpoint("app-2")])
+
+        async def moved() -> bool:
+            return await cluster.endpoint_urls(ROUTE) == [url(cluster, "app-2")]
+
+        await eventually(moved, "changes arrive after the errors")
+        # Errors other than 410 resume the watch; they never relist.
+        assert len(api.calls_of("list")) == lists_before
+        pod_calls = [c for c in api.calls if c.resource == "pods"]
+        assert {c.params["labelSelector"] for c in pod_calls} == {"app.kubernetes.io/name=app"}

@@ -71,7 +71,7 @@ class _Watch:
     plural: str
     namespace: str | None
     selector: dict[str, str]
-    queue: asyncio.Queue[dict[str, Any] | str] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[dict[str, Any] | str | bytes] = field(default_factory=asyncio.Queue)
 
 
 class KubeApiServer:
@@ -156,6 +156,16 @@ class KubeApiServer:
                 }
             )
             watch.queue.put_nowait("END")
+
+    def send_raw(self, line: bytes) -> None:
+        """Write ``line`` as it is into every open watch stream (e.g. broken JSON)."""
+        for watch in self.watches:
+            watch.queue.put_nowait(line)
+
+    def send_error(self, code: int, reason: str, message: str) -> None:
+        """An ERROR event with this Status in every open watch stream."""
+        for watch in self.watches:
+            watch.queue.put_nowait({"type": "ERROR", "object": status(code, reason, message)})
 
     def drop_watches(self) -> None:
         """Cut every open watch connection without ending the response properly."""
@@ -274,9 +284,7 @@ class KubeApiServer:
         timeout = float(request.query.get("timeoutSeconds", "1800"))
         expired = since <= self.compacted
         if expired and self.expire_as_response:
-            return web.json_response(
-                status(410, "Expired", "too old resource version"), status=410
-            )
+            return web.json_response(status(410, "Expired", "too old resource version"), status=410)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -306,6 +314,9 @@ class KubeApiServer:
                         assert request.transport is not None
                         request.transport.abort()
                         return response
+                    if isinstance(item, bytes):
+                        await response.write(item)
+                        continue
                     await response.write(orjson.dumps(item) + b"\n")
         except TimeoutError:
             pass

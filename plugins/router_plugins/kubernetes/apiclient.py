@@ -82,11 +82,11 @@ class KubeApi:
         try:
             document = orjson.loads(await response.read())
         except orjson.JSONDecodeError as exc:
-            raise ApiError(200, f"list answer is not JSON: {exc}") from None
+            raise ApiError(0, f"list answer is not JSON: {exc}") from None
         finally:
             response.release()
         if not isinstance(document, dict):
-            raise ApiError(200, "list answer is not a JSON object")
+            raise ApiError(0, "list answer is not a JSON object")
         return document
 
     async def watch(
@@ -108,7 +108,7 @@ class KubeApi:
                     if line.strip():
                         yield _event(line)
                 if len(buffer) > MAX_EVENT_BYTES:
-                    raise ApiError(200, "watch event larger than 32 MiB")
+                    raise ApiError(0, "watch event larger than 32 MiB")
             if buffer.strip():
                 yield _event(buffer)
         finally:
@@ -119,7 +119,7 @@ def _event(line: bytes) -> Obj:
     try:
         event = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(200, f"watch event is not JSON: {exc}") from None
+        raise ApiError(0, f"watch event is not JSON: {exc}") from None
     if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
-        raise ApiError(200, "watch event without an object")
+        raise ApiError(0, "watch event without an object")
     return event

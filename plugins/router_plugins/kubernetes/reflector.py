@@ -118,7 +118,7 @@ class Reflector(Generic[T]):
                 break
             params = {**self._params(), "limit": str(self.page_size), "continue": token}
         if not version:
-            raise ApiError(200, "list answer has no metadata.resourceVersion")
+            raise ApiError(0, "list answer has no metadata.resourceVersion")
         self.store = objects
         self.resource_version = version
         self.lists += 1
@@ -151,13 +151,13 @@ class Reflector(Generic[T]):
                 if self.store.pop(key(obj), None) is not None:
                     self.on_change()
             elif kind != "BOOKMARK":
-                raise ApiError(200, f"unknown watch event type {kind!r}")
+                raise ApiError(0, f"unknown watch event type {kind!r}")
             if new_version:
                 version = new_version
                 self.resource_version = version
         if events == 0 and time.monotonic() - started < 1.0:
             # A stream that ends at once without events is a failure, not a timeout.
-            raise ApiError(200, "watch ended immediately")
+            raise ApiError(0, "watch ended immediately")
         return version
 
 
