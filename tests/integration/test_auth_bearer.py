@@ -524,3 +524,15 @@ async def test_slow_key_set_times_out(backend: Backend, client: ClientSession) -
             assert status == 503
             assert "keys" in body["message"]
         release.set()
+
+
+async def test_claims_cannot_inject_headers(
+    router: RunningRouter, issuer: Issuer, client: ClientSession
+) -> None:
+    token = issuer.token(preferred_username="mallory\r\nX-Injected: 1", email="m@x.test\n")
+    status, body, _ = await call(client, router, "/x", token)
+    assert status == 200
+    seen = seen_headers(body)
+    assert "x-injected" not in seen
+    assert seen["x-forwarded-preferred-username"] == "malloryX-Injected: 1"
+    assert seen["x-forwarded-email"] == "m@x.test"

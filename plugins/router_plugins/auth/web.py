@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -55,6 +56,9 @@ def same_origin(request: web.BaseRequest, ctx: RequestContext) -> bool:
     return request.headers.get("Sec-Fetch-Site") == "same-origin"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def clean_header_value(value: str) -> str:
     """SECURITY: claim values become header values; control characters never pass."""
-    return "".join(c for c in value if c == "\t" or (c >= " " and c != "\x7f"))
+    return _CONTROL.sub("", value) if _CONTROL.search(value) else value
