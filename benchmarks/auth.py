@@ -128,12 +128,46 @@ def wrk_script(workdir: Path, name: str, header: str, value: str) -> Path:
     return path
 
 
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    process = psutil.Process(pid)
+    total = 0.0
+    for proc in [process, *process.children(recursive=True)]:
+        times = proc.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def measure_with_cpu(
+    wrk: str,
+    target: str,
+    url: str,
+    args: argparse.Namespace,
+    script: Path,
+    placement: bench.Placement,
+    pid: int,
+    cpu: dict[str, float],
+) -> list[bench.Result]:
+    """Throughput as usual, plus the target's CPU time per request: a figure that holds
+    even when other work shares the machine (throughput ratios do not)."""
+    before = cpu_seconds(pid)
+    results = bench.measure(wrk, target, url, args, script, placement)
+    used = cpu_seconds(pid) - before
+    requests = sum(r.requests for r in results)
+    # Warm-up requests are not counted in ``requests`` but cost CPU: the figure is an upper
+    # bound, inflated by the same warm-up share for every target.
+    cpu[target] = used / requests * 1e6 if requests else 0.0
+    return results
+
+
 def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> dict[str, Any]:
     placement = bench.Placement(not args.no_pin)
     script = workdir / "report.lua"
     script.write_text(bench.WRK_DONE_SCRIPT)
     procs = bench.Processes(workdir)
     results: list[bench.Result] = []
+    cpu: dict[str, float] = {}
     try:
         upstream = bench.start_nginx(procs, nginx, workdir, placement)
         print(f"upstream nginx at {upstream}; {placement.describe()}", flush=True)
@@ -152,8 +186,8 @@ def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> di
             "--upstream",
             upstream,
         ]
-        with bench.target_process(procs, "baseline", cmd, url + "/"):
-            results += bench.measure(wrk, BASELINE, url, args, script, placement)
+        with bench.target_process(procs, "baseline", cmd, url + "/") as proc:
+            results += measure_with_cpu(wrk, BASELINE, url, args, script, placement, proc.pid, cpu)
 
         cookie = make_session(redis_url)
         token = jwt.encode(
@@ -214,14 +248,18 @@ def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> di
                 str(config),
             ]
             ready = "http://" + settings["admin"]["listen"] + "/readyz"
-            with bench.target_process(procs, name, cmd, ready):
-                results += bench.measure(wrk, label, url, args, target_script, placement)
+            with bench.target_process(procs, name, cmd, ready) as proc:
+                results += measure_with_cpu(
+                    wrk, label, url, args, target_script, placement, proc.pid, cpu
+                )
     finally:
         procs.stop_all()
-    return report(results, args)
+    return report(results, args, cpu)
 
 
-def report(results: list[bench.Result], args: argparse.Namespace) -> dict[str, Any]:
+def report(
+    results: list[bench.Result], args: argparse.Namespace, cpu: dict[str, float]
+) -> dict[str, Any]:
     print()
     header = f"{'body':<7} {'target':<30} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}"
     print(header)
@@ -243,7 +281,15 @@ def report(results: list[bench.Result], args: argparse.Namespace) -> dict[str, A
             verdict = "PASS" if value >= TARGET_RATIO and not errors else "FAIL"
             print(f"{body:<7} {target} / baseline = {value:.2f} (target >= 0.8): {verdict}")
         print()
+    base_cpu = cpu.get(BASELINE, 0.0)
+    print("CPU time of the proxy per request (both bodies, incl. warm-up share):")
+    cpu_ratios = {}
+    for target, micros in cpu.items():
+        cpu_ratios[target] = round(base_cpu / micros, 3) if micros else 0.0
+        print(f"  {target:<30} {micros:7.1f} us  baseline/this = {cpu_ratios[target]:.2f}")
     return {
+        "cpu_us_per_request": {k: round(v, 1) for k, v in cpu.items()},
+        "cpu_ratio_to_baseline": cpu_ratios,
         "settings": {
             "duration_s": args.duration,
             "warmup_s": args.warmup,
