@@ -536,3 +536,21 @@ async def test_claims_cannot_inject_headers(
     assert "x-injected" not in seen
     assert seen["x-forwarded-preferred-username"] == "malloryX-Injected: 1"
     assert seen["x-forwarded-email"] == "m@x.test"
+
+
+async def test_scope_claim_is_matched_word_by_word(
+    issuer: Issuer, backend: Backend, client: ClientSession
+) -> None:
+    cfg = config(issuer, backend)
+    cfg["routes"].append(
+        {
+            "name": "scoped",
+            "path": "/scoped",
+            "upstreams": [{"url": backend.url}],
+            "plugins": {"auth": {"methods": ["bearer"], "allow": {"claims": {"scope": ["r"]}}}},
+        }
+    )
+    async with run_router(cfg) as router:
+        assert (await call(client, router, "/scoped", issuer.token(scope="w r")))[0] == 200
+        assert (await call(client, router, "/scoped", issuer.token(scope="w rr")))[0] == 403
+        assert (await call(client, router, "/scoped", issuer.token()))[0] == 403

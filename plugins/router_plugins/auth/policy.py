@@ -29,12 +29,14 @@ class CompiledRule:
             return True
         if identity.subject in self.users:
             return True
-        return any(_claim_matches(identity.claims.get(n), v) for n, v in self.claims.items())
+        return any(_claim_matches(n, identity.claims.get(n), v) for n, v in self.claims.items())
 
 
-def _claim_matches(value: Any, accepted: list[Any]) -> bool:
+def _claim_matches(name: str, value: Any, accepted: list[Any]) -> bool:
     if value is None:
         return False
+    if name == "scope" and isinstance(value, str):
+        value = value.split()  # OAuth scopes are one space-separated string
     if isinstance(value, list):
         return any(v in accepted for v in value if isinstance(v, str | int | bool))
     return value in accepted
