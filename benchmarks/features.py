@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import psutil
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -116,8 +117,8 @@ def one_round(
         "--upstream",
         upstream,
     ]
-    with bench.target_process(procs, "baseline", cmd, url + "/"):
-        results += bench.measure(wrk, BASELINE, url, args, script, placement)
+    with bench.target_process(procs, "baseline", cmd, url + "/") as proc:
+        results += measure(wrk, BASELINE, url, args, script, placement, proc.pid)
 
     for index, (label, plugins) in enumerate(plugin_sets(upstream + "/", key_file)):
         name = f"router-{index}"
@@ -134,23 +135,81 @@ def one_round(
             str(config),
         ]
         ready = "http://" + settings["admin"]["listen"] + "/readyz"
-        with bench.target_process(procs, name, cmd, ready):
+        with bench.target_process(procs, name, cmd, ready) as proc:
             bench.verify_bodies(url, label, expect_request_id=True)
-            results += bench.measure(wrk, label, url, args, script, placement)
+            results += measure(wrk, label, url, args, script, placement, proc.pid)
+    return results
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def measure(
+    wrk: str,
+    target: str,
+    base_url: str,
+    args: argparse.Namespace,
+    script: Path,
+    placement: bench.Placement,
+    pid: int,
+) -> list[bench.Result]:
+    """Like run.py's measure, plus the target's CPU time per request during the run.
+
+    CPU time per request hardly depends on what else the machine runs (unlike req/s), so
+    its ratio is the steadier measure of a feature's cost on a shared machine.
+    """
+    results = []
+    for body, path, _size in bench.BODIES:
+        url = base_url + path
+        if args.warmup > 0:
+            bench.run_wrk(wrk, url, args.warmup, args.connections, script, placement)
+        before = cpu_seconds(pid)
+        data = bench.run_wrk(wrk, url, args.duration, args.connections, script, placement)
+        used = cpu_seconds(pid) - before
+        requests = int(data["requests"])
+        errors = sum(int(data[k]) for k in ("connect", "read", "write", "timeout"))
+        result = bench.Result(
+            target=target,
+            body=body,
+            path=path,
+            requests_per_s=requests / (data["duration_us"] / 1e6),
+            p50_ms=data["p50_us"] / 1000,
+            p90_ms=data["p90_us"] / 1000,
+            p99_ms=data["p99_us"] / 1000,
+            max_ms=data["max_us"] / 1000,
+            requests=requests,
+            non_2xx=int(data["status"]),
+            socket_errors=errors,
+            bytes_per_response=data["bytes"] / requests if requests else 0.0,
+            extra={"cpu_us_per_request": used / requests * 1e6 if requests else 0.0},
+        )
+        print(
+            f"  {target:<30} {body:>7}  {result.requests_per_s:>9,.0f} req/s  "
+            f"{result.extra['cpu_us_per_request']:6.1f} CPU µs/req  errors {result.errors}",
+            flush=True,
+        )
+        results.append(result)
     return results
 
 
 def report(rounds: list[list[bench.Result]], args: argparse.Namespace) -> dict[str, Any]:
     """Per round, each target's req/s over that round's baseline; the median over rounds."""
     print()
-    header = f"{'body':<7} {'target':<30} {'median req/s':>12} {'ratio':>6} {'per round':<20}"
+    header = (
+        f"{'body':<7} {'target':<30} {'req/s':>7} {'ratio':>6} {'CPU µs/req':>10} "
+        f"{'CPU ratio':>9}  req/s ratio per round"
+    )
     print(header)
     print("-" * len(header))
     ratios: dict[str, dict[str, float]] = {}
+    cpu_table: dict[str, dict[str, dict[str, float]]] = {}
     for body, _, _ in bench.BODIES:
         targets = [r.target for r in rounds[0] if r.body == body]
         for target in targets:
-            per_round, speeds = [], []
+            per_round, speeds, cpu, cpu_ratios = [], [], [], []
             for results in rounds:
                 rows = {r.target: r for r in results if r.body == body}
                 base, row = rows[BASELINE], rows[target]
@@ -158,15 +217,31 @@ def report(rounds: list[list[bench.Result]], args: argparse.Namespace) -> dict[s
                 per_round.append(
                     row.requests_per_s / base.requests_per_s if base.requests_per_s else 0
                 )
+                cpu.append(row.extra["cpu_us_per_request"])
+                cpu_ratios.append(
+                    base.extra["cpu_us_per_request"] / row.extra["cpu_us_per_request"]
+                    if row.extra["cpu_us_per_request"]
+                    else 0
+                )
             ratio = statistics.median(per_round)
+            cpu_ratio = statistics.median(cpu_ratios)
             ratios.setdefault(body, {})[target] = round(ratio, 3)
+            cpu_table.setdefault(body, {})[target] = {
+                "cpu_us_per_request": round(statistics.median(cpu), 1),
+                "cpu_ratio": round(cpu_ratio, 3),
+            }
             shown = " ".join(f"{value:.2f}" for value in per_round)
             print(
-                f"{body:<7} {target:<30} {statistics.median(speeds):>12,.0f} {ratio:>6.2f} {shown}"
+                f"{body:<7} {target:<30} {statistics.median(speeds):>7,.0f} {ratio:>6.2f} "
+                f"{statistics.median(cpu):>10.1f} {cpu_ratio:>9.2f}  {shown}"
             )
         everything = ratios.get(body, {}).get(EVERYTHING, 0.0)
+        everything_cpu = cpu_table.get(body, {}).get(EVERYTHING, {}).get("cpu_ratio", 0.0)
         verdict = "PASS" if everything >= TARGET_RATIO else "FAIL"
-        print(f"{body:<7} everything on / baseline = {everything:.2f} (target >= 0.8): {verdict}")
+        print(
+            f"{body:<7} everything on / baseline = {everything:.2f} req/s, "
+            f"{everything_cpu:.2f} by CPU per request (target >= 0.8): {verdict}"
+        )
         print()
     errors = sum(r.errors for results in rounds for r in results)
     if errors:
@@ -180,6 +255,7 @@ def report(rounds: list[list[bench.Result]], args: argparse.Namespace) -> dict[s
         },
         "rounds": [[{**r.__dict__, "errors": r.errors} for r in results] for results in rounds],
         "ratio_to_baseline": ratios,
+        "cpu_per_request": cpu_table,
         "errors": errors,
     }
 

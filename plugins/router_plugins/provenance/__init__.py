@@ -156,7 +156,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
             raise self._config_error(
                 ("key_file",),
                 "signing needs an Ed25519 private key: set key_file or key "
-                "(generate one with: openssl genpkey -algorithm ed25519), or sign: false",
+                "(generate one with: openssl genpkey -algorithm ed25519), or sign: never",
             )
         key = Ed25519PrivateKey.generate()
         self.dev_key = True
