@@ -174,3 +174,27 @@ async def test_memory_store_refuses_several_workers(
     with pytest.raises(ConfigError, match="workers"):
         async with run_router(cfg):
             pass
+
+
+async def test_a_login_started_on_one_replica_finishes_on_another(
+    router_port: int, provider: OidcProvider, redis_server: RedisServer, backend: Backend
+) -> None:
+    from urllib.parse import urlsplit
+
+    from tests.support.auth_flow import finish_login, start_login
+    from tests.support.oidc_provider import sign_in_at_provider
+
+    cfg = router_config(router_port, provider, backend, store="redis", redis_url=redis_server.url)
+    async with run_router(cfg) as first, run_router(replica(cfg, free_port())) as second:
+        async with new_browser() as browser:
+            authorize = await start_login(browser, first, "/from-first", direct=True)
+            callback = await sign_in_at_provider(browser, authorize, "alice")
+            parts = urlsplit(callback)
+            status, location, _ = await finish_login(
+                browser, f"{second.url}{parts.path}?{parts.query}"
+            )
+            assert (status, location) == (302, "/from-first")
+            status, body = await get_json(browser, second.url + "/x")
+            assert status == 200
+            assert {k.lower(): v for k, v in body["headers"]}["x-forwarded-user"] == "alice"
+            assert (await get_json(browser, first.url + "/x"))[0] == 200
