@@ -9,11 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support.processes import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["RedisServer", "SentinelServer", "free_port"]
 
 
 class RedisServer:
