@@ -36,7 +36,6 @@ class JwksCache:
         "_keys",
         "_loaded_at",
         "_lock",
-        "fetches",
         "max_bytes",
         "min_refetch",
         "timeout",
@@ -65,7 +64,6 @@ class JwksCache:
         self._attempted_at = -math.inf
         self._error = ""
         self._lock = asyncio.Lock()
-        self.fetches = 0
 
     async def key(self, kid: str | None) -> PyJWK | None:
         """The key named ``kid`` (or the only key, for tokens without ``kid``)."""
@@ -109,7 +107,6 @@ class JwksCache:
                 logger.warning("keeping cached keys of %s: %s", self.url, exc)
 
     async def _fetch(self) -> dict[str, PyJWK]:
-        self.fetches += 1
         try:
             async with self._http.get(
                 self.url,

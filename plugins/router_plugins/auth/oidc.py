@@ -72,7 +72,6 @@ class OidcClient:
         self._verifier: JwtVerifier | None = None
         self._lock = asyncio.Lock()
         self._jwks_min_refetch = jwks_min_refetch
-        self.refreshes = 0
 
     async def _json(
         self, method: str, url: str, extra_headers: dict[str, str] | None = None, **kwargs: Any
@@ -216,7 +215,6 @@ class OidcClient:
         return self._token_set(data)
 
     async def refresh(self, refresh_token: str) -> TokenSet:
-        self.refreshes += 1
         data = await self._token_request(
             {"grant_type": "refresh_token", "refresh_token": refresh_token}
         )

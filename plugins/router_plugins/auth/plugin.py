@@ -7,6 +7,7 @@ import ipaddress
 import logging
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -278,8 +279,6 @@ class AuthPlugin(Plugin[AuthConfig]):
 
     def _unauthenticated(self, request: web.BaseRequest, ctx: RequestContext) -> web.Response:
         if self.login is not None and is_browser(request):
-            from urllib.parse import quote
-
             target = ctx.path + (f"?{ctx.query}" if ctx.query else "")
             return redirect(f"{LOGIN_PATH}?rd={quote(target, safe='')}")
         raise RouterHTTPError(401, "Sign in first.", headers=self._challenge())

@@ -51,10 +51,6 @@ class JwtVerifier:
         self._cache: OrderedDict[str, tuple[dict[str, Any], float]] = OrderedDict()
         self._cache_size = cache_size
 
-    @property
-    def issuers(self) -> dict[str, TrustedIssuer]:
-        return self._issuers
-
     async def verify(
         self, token: str, *, require: tuple[str, ...] = ("exp", "sub")
     ) -> dict[str, Any]:

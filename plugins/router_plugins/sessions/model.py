@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
@@ -35,7 +35,6 @@ class Session:
     refresh_token: str | None = None
     id_token: str | None = None
     access_expires: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
