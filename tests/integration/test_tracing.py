@@ -23,7 +23,7 @@ from router.api import Handler, Middleware, NoConfig, Plugin, context_of
 from router.config.models import Route
 from router.testing import Backend, RunningRouter, run_router
 from router_plugins.tracing import TracingPlugin
-from tests.support.otlp import otlp_receiver
+from tests.support.otlp import otlp_grpc_receiver, otlp_receiver
 
 VERSION = {"repository": "https://github.com/example/app", "commit": "4f2a9c1d0e", "pod": "app-1"}
 
@@ -386,3 +386,63 @@ async def test_a_dead_collector_does_not_break_requests(
         assert [r.status for r in statuses] == [200] * 200
         for r in statuses:
             r.release()
+
+
+async def test_spans_reach_a_real_otlp_grpc_receiver(
+    backend: Backend, client: ClientSession
+) -> None:
+    async with otlp_grpc_receiver() as (endpoint, received):
+        settings = {
+            "plugins": [
+                {
+                    "name": "tracing",
+                    "config": {
+                        "exporter": "otlp_grpc",
+                        "endpoint": endpoint,
+                        "schedule_delay": "50ms",
+                    },
+                }
+            ],
+            "routes": [{"name": "app", "upstreams": [{"url": backend.url}]}],
+        }
+        async with run_router(settings) as router:
+            async with client.get(router.url + "/grpc") as response:
+                trace_id = response.headers["traceresponse"].split("-")[1]
+            deadline = time.monotonic() + 15
+            while len([s for s in received.spans if s["trace_id"] == trace_id]) < 2:
+                assert time.monotonic() < deadline, received.spans
+                await asyncio.sleep(0.05)
+    mine = {s["kind"]: s for s in received.spans if s["trace_id"] == trace_id}
+    assert mine[3]["parent_span_id"] == mine[2]["span_id"]  # client under server
+
+
+async def headers_over_websocket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    await ws.send_json({k.lower(): v for k, v in request.headers.items()})
+    await ws.close()
+    return ws
+
+
+async def test_websocket_upgrades_carry_the_trace_and_not_the_clients(
+    client: ClientSession,
+) -> None:
+    from router.testing import run_backend
+
+    app = web.Application()
+    app.router.add_get("/ws", headers_over_websocket)
+    async with run_backend(app) as ws_backend:
+        settings = {
+            "plugins": [{"name": "tracing", "config": {}}],
+            "routes": [{"name": "ws", "upstreams": [{"url": ws_backend.url}]}],
+        }
+        async with run_router(settings, plugins=PLUGINS) as router:
+            async with client.ws_connect(
+                router.url + "/ws",
+                headers={"traceparent": W3C_TRACEPARENT, "uberctx-user.id": "mallory"},
+            ) as ws:
+                seen = await ws.receive_json()
+    (server,) = spans(SpanKind.SERVER)
+    assert seen["traceparent"].split("-")[1] == format(server.context.trace_id, "032x")
+    assert "4bf92f3577b34da6a3ce929d0e0e4736" not in seen["traceparent"]
+    assert "uberctx-user.id" not in seen
