@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from aiohttp import ClientSession, CookieJar
 from router.cli import dev_config
 from router.config.loader import ConfigError
 from router.testing import Backend, run_router
+from tests.support.processes import free_port, started
 
 
 def config(
@@ -112,3 +115,28 @@ def test_dev_command_enables_the_login_on_loopback_only() -> None:
     assert auth.config["dev_login"] is True
     public = [p.name for p in dev_config(None, "0.0.0.0:8080", "127.0.0.1:9901").plugins]
     assert "auth" not in public
+
+
+async def test_commons_router_dev_command_signs_in_end_to_end(
+    tmp_path: Path, backend: Backend
+) -> None:
+    port, admin = free_port(), free_port()
+    args = ["dev", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"]
+    base = f"http://127.0.0.1:{port}"
+    with started([*args, backend.url], tmp_path) as router:
+        async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as browser:
+            await router.wait_ready(browser, f"http://127.0.0.1:{admin}")
+            async with browser.get(base + "/.commons-router/login") as response:
+                assert "INSECURE DEVELOPMENT LOGIN" in await response.text()
+            async with browser.post(
+                base + "/.commons-router/login",
+                data={"name": "carol", "rd": "/app"},
+                headers={"Origin": base},
+            ) as response:
+                assert response.status == 200
+                seen = {k.lower(): v for k, v in (await response.json())["headers"]}
+            assert seen["x-forwarded-user"] == "dev:carol"
+            assert seen["x-forwarded-email"] == "carol@dev.localhost"
+        router.send(signal.SIGTERM)
+        assert await router.wait_exit() == 0
+    assert "INSECURE" in router.stderr()
