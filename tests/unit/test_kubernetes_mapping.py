@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import random
 from typing import Any
 
 import pytest
 
 from router.config.models import Route
 from router_plugins.kubernetes.builder import RouteBuilder
+from router_plugins.kubernetes.endpoints import SERVICE_NAME_LABEL
 from router_plugins.kubernetes.mapping import ClassSelection, Cluster, build_routes
 from router_plugins.kubernetes.objects import key
 from router_plugins.kubernetes.version import pod_info
@@ -358,3 +362,97 @@ def test_builder_reuses_unchanged_ingresses_and_follows_changes() -> None:
     web = [r for r in third if r.name.startswith("apps.")]
     assert all(r is next(s for s in first if s.name == r.name) for r in web)
     assert third == build_routes(cluster, SELECTION)[0]
+
+
+def _step(rng: random.Random, cluster: Cluster, step: int) -> set[tuple[str, str]]:
+    """One random change to ``cluster``, as a watch event would make it; its change set."""
+    version = str(100000 + step)
+
+    def bump(obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["resourceVersion"] = version
+        return obj
+
+    kind = rng.choice(["slice", "slice", "slice", "pod", "pod", "service", "ingress", "class"])
+    if kind == "slice" and cluster.slices:
+        slice_key = rng.choice(sorted(cluster.slices))
+        slices = dict(cluster.slices)
+        action = rng.random()
+        if action < 0.15:
+            del slices[slice_key]
+        else:
+            changed = bump(dict(slices[slice_key]))
+            for entry in changed.get("endpoints", []):
+                if rng.random() < 0.5:
+                    entry["conditions"] = {
+                        "ready": rng.random() < 0.7,
+                        "terminating": rng.random() < 0.3,
+                    }
+            if action > 0.9:
+                changed["metadata"]["labels"] = {
+                    SERVICE_NAME_LABEL: rng.choice(["web", "shop", "docs", "nope"])
+                }
+            slices[slice_key] = changed
+        cluster.slices = slices
+        return {("endpointslices", slice_key)}
+    if kind == "pod" and cluster.pods:
+        pod_key = rng.choice(sorted(cluster.pods))
+        pods = dict(cluster.pods)
+        if rng.random() < 0.2:
+            del pods[pod_key]
+        else:
+            pod = pods[pod_key]
+            pods[pod_key] = dataclasses.replace(
+                pod, stated=(("commit", f"{step:040x}"),) if rng.random() < 0.7 else ()
+            )
+        cluster.pods = pods
+        return {("pods", pod_key)}
+    if kind == "service" and cluster.services:
+        service_key = rng.choice(sorted(cluster.services))
+        services = dict(cluster.services)
+        if rng.random() < 0.2:
+            del services[service_key]
+        else:
+            changed = bump(dict(services[service_key]))
+            for port in changed["spec"].get("ports", []):
+                if rng.random() < 0.3:
+                    port["port"] = rng.choice([80, 81, 443, 9090])
+            services[service_key] = changed
+        cluster.services = services
+        return {("services", service_key)}
+    if kind == "ingress" and cluster.ingresses:
+        ingress_key = rng.choice(sorted(cluster.ingresses))
+        ingresses = dict(cluster.ingresses)
+        if rng.random() < 0.2:
+            del ingresses[ingress_key]
+        else:
+            changed = bump(dict(ingresses[ingress_key]))
+            for rule in changed["spec"].get("rules", []):
+                if rng.random() < 0.5:
+                    rule["host"] = rng.choice(["a.example.com", "x.example.com", "*.w.example"])
+            ingresses[ingress_key] = changed
+        cluster.ingresses = ingresses
+        return {("ingresses", ingress_key)}
+    classes = dict(cluster.ingress_classes)
+    default = load_objects("default-class.yaml")[0]
+    if "commons-router" in classes and classes["commons-router"].get("metadata", {}).get(
+        "annotations"
+    ):
+        del classes["commons-router"]
+    else:
+        classes["commons-router"] = bump(default)
+    cluster.ingress_classes = classes
+    return {("ingressclasses", "commons-router")}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_incremental_builds_equal_builds_from_scratch(seed: int) -> None:
+    rng = random.Random(seed)
+    cluster = cluster_of("shop.yaml", "classes.yaml", "problems.yaml", "edge-cases.yaml")
+    builder = RouteBuilder(SELECTION)
+    builder.build(cluster, None)
+    for step in range(150):
+        changes = _step(rng, cluster, step)
+        if rng.random() < 0.3:  # several changes in one build, as the coalescing makes
+            changes |= _step(rng, cluster, 1000 + step)
+        assert builder.build(cluster, changes) == build_routes(cluster, SELECTION), step

@@ -1,14 +1,16 @@
 """Rebuilds the routes after every change, re-mapping only the Ingresses whose inputs changed.
 
-Everything derived from one object is cached by its resource version, so a rebuild after
-one endpoint changed costs a pass over cheap lookups plus the mapping of the Ingresses
-that use that Service; the others reuse their previous Route objects (which also lets the
-router reuse their compiled form).
+The provider passes the keys of the objects that changed since the last build. From them
+the builder finds the Ingresses affected (through the Services, EndpointSlices and Pods
+they use) and re-checks only those; the others keep their previous Route objects, which
+also lets the router reuse their compiled form. A re-checked Ingress is mapped again only
+when one of its inputs really differs (compared by resource version and pod state).
+Without a change list (the first build, after a relist) everything is re-checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 from router.api import RouteProblem
@@ -27,13 +29,15 @@ from router_plugins.kubernetes.mapping import (
 from router_plugins.kubernetes.objects import (
     Obj,
     items,
-    key,
     labels_of,
     mapping,
     namespace,
     resource_version,
     text,
 )
+from router_plugins.kubernetes.resources import ENDPOINT_SLICES, INGRESSES, PODS, SERVICES
+
+Changes = set[tuple[str, str]]
 
 
 def _backends(ingress: Obj) -> list[Obj]:
@@ -55,6 +59,20 @@ def _service_keys(ingress: Obj) -> tuple[str, ...]:
     return tuple(sorted(keys))
 
 
+def _slice_owner(endpoint_slice: Obj) -> str | None:
+    service = labels_of(endpoint_slice).get(SERVICE_NAME_LABEL)
+    return f"{namespace(endpoint_slice)}/{service}" if service else None
+
+
+def _slice_pod_keys(endpoint_slice: Obj) -> tuple[str, ...]:
+    pod_keys = []
+    for entry in items(endpoint_slice.get("endpoints")):
+        target = mapping(entry.get("targetRef"))
+        target_ns = text(target.get("namespace")) or namespace(endpoint_slice)
+        pod_keys.append(f"{target_ns}/{text(target.get('name'))}")
+    return tuple(pod_keys)
+
+
 @dataclass(frozen=True, slots=True)
 class _IngressFacts:
     version: str
@@ -64,15 +82,75 @@ class _IngressFacts:
     services: tuple[str, ...]
 
 
+class _SliceIndex:
+    """EndpointSlices by Service, and the Services each pod serves, kept up to date."""
+
+    def __init__(self) -> None:
+        self.by_service: dict[str, dict[str, Obj]] = {}
+        self._owner: dict[str, str | None] = {}
+        self._pods: dict[str, tuple[str, ...]] = {}
+        self._pod_slices: dict[str, set[str]] = {}
+
+    def reset(self, slices: Iterable[tuple[str, Obj]]) -> None:
+        self.by_service.clear()
+        self._owner.clear()
+        self._pods.clear()
+        self._pod_slices.clear()
+        for slice_key, endpoint_slice in slices:
+            self.update(slice_key, endpoint_slice)
+
+    def update(self, slice_key: str, endpoint_slice: Obj | None) -> set[str]:
+        """Record the slice's new state (None: deleted); returns the Services concerned."""
+        concerned: set[str] = set()
+        old_owner = self._owner.pop(slice_key, None)
+        if old_owner is not None:
+            concerned.add(old_owner)
+            group = self.by_service.get(old_owner)
+            if group is not None:
+                group.pop(slice_key, None)
+                if not group:
+                    del self.by_service[old_owner]
+        for pod_key in self._pods.pop(slice_key, ()):
+            holders = self._pod_slices.get(pod_key)
+            if holders is not None:
+                holders.discard(slice_key)
+                if not holders:
+                    del self._pod_slices[pod_key]
+        if endpoint_slice is None:
+            return concerned
+        owner = _slice_owner(endpoint_slice)
+        self._owner[slice_key] = owner
+        if owner is not None:
+            concerned.add(owner)
+            self.by_service.setdefault(owner, {})[slice_key] = endpoint_slice
+        pod_keys = _slice_pod_keys(endpoint_slice)
+        self._pods[slice_key] = pod_keys
+        for pod_key in pod_keys:
+            self._pod_slices.setdefault(pod_key, set()).add(slice_key)
+        return concerned
+
+    def slices_of(self, service_key: str) -> list[Obj]:
+        group = self.by_service.get(service_key)
+        return [group[k] for k in sorted(group)] if group else []
+
+    def pod_keys(self, slice_key: str) -> tuple[str, ...]:
+        return self._pods.get(slice_key, ())
+
+    def services_of_pod(self, pod_key: str) -> set[str]:
+        owners = (self._owner.get(k) for k in self._pod_slices.get(pod_key, ()))
+        return {owner for owner in owners if owner is not None}
+
+
 class RouteBuilder:
     def __init__(self, selection: ClassSelection) -> None:
         self._selection = selection
         self._results: dict[str, tuple[Hashable, IngressResult]] = {}
         self._facts: dict[str, _IngressFacts] = {}
-        self._slice_service: dict[str, tuple[str, str | None]] = {}
-        """Slice key -> (resource version, ``namespace/service`` it belongs to)."""
-        self._slice_pods: dict[str, tuple[str, tuple[str, ...]]] = {}
-        """Slice key -> (resource version, the pod keys of its endpoints)."""
+        self._slices = _SliceIndex()
+        self._service_ingresses: dict[str, set[str]] = {}
+        self._chosen: list[tuple[str, Obj, _IngressFacts]] = []
+        self._consistent = False
+        """False until a build completed (and after one failed): rebuild everything."""
 
     def _ingress_facts(self, ingress_key: str, ingress: Obj) -> _IngressFacts:
         version = resource_version(ingress)
@@ -88,38 +166,7 @@ class RouteBuilder:
             self._facts[ingress_key] = facts
         return facts
 
-    def _index(self, slices: dict[str, Obj]) -> dict[str, list[Obj]]:
-        by_service: dict[str, list[tuple[str, Obj]]] = {}
-        cache = self._slice_service
-        for slice_key, endpoint_slice in slices.items():
-            version = resource_version(endpoint_slice)
-            cached = cache.get(slice_key)
-            if cached is None or cached[0] != version or not version:
-                service = labels_of(endpoint_slice).get(SERVICE_NAME_LABEL)
-                owner = f"{namespace(endpoint_slice)}/{service}" if service else None
-                cached = cache[slice_key] = (version, owner)
-            if cached[1] is not None:
-                by_service.setdefault(cached[1], []).append((slice_key, endpoint_slice))
-        return {
-            service: [s for _, s in sorted(group, key=lambda pair: pair[0])]
-            for service, group in by_service.items()
-        }
-
-    def _pod_keys(self, slice_key: str, endpoint_slice: Obj, version: str) -> tuple[str, ...]:
-        cached = self._slice_pods.get(slice_key)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        pod_keys = []
-        for entry in items(endpoint_slice.get("endpoints")):
-            target = mapping(entry.get("targetRef"))
-            target_ns = text(target.get("namespace")) or namespace(endpoint_slice)
-            pod_keys.append(f"{target_ns}/{text(target.get('name'))}")
-        self._slice_pods[slice_key] = (version, tuple(pod_keys))
-        return tuple(pod_keys)
-
-    def _fingerprint(
-        self, facts: _IngressFacts, index: dict[str, list[Obj]], cluster: Cluster
-    ) -> Hashable:
+    def _fingerprint(self, facts: _IngressFacts, cluster: Cluster) -> Hashable:
         """Everything the Ingress's routes depend on; None when it cannot be told."""
         if not facts.version:
             return None
@@ -128,18 +175,40 @@ class RouteBuilder:
         for service_key in facts.services:
             service = cluster.services.get(service_key)
             parts.append(resource_version(service) if service is not None else None)
-            for endpoint_slice in index.get(service_key, ()):
-                slice_version = resource_version(endpoint_slice)
+            group = self._slices.by_service.get(service_key, {})
+            for slice_key in sorted(group):
+                slice_version = resource_version(group[slice_key])
                 if not slice_version:
                     return None
                 parts.append(slice_version)
-                pod_keys = self._pod_keys(key(endpoint_slice), endpoint_slice, slice_version)
-                parts.extend(pods.get(k) for k in pod_keys)
+                parts.extend(pods.get(k) for k in self._slices.pod_keys(slice_key))
         return tuple(parts)
 
-    def build(self, cluster: Cluster) -> tuple[tuple[Route, ...], tuple[RouteProblem, ...]]:
-        index = self._index(dict(cluster.slices))
-        mapper = IngressMapper(cluster, index)
+    def _affected(self, changes: Changes, cluster: Cluster) -> set[str] | None:
+        """Keys of the Ingresses to re-check, or None to re-check (and re-select) all.
+
+        Also brings the slice index up to date with the changed EndpointSlices."""
+        services: set[str] = set()
+        ingresses: set[str] = set()
+        everything = False
+        for plural, obj_key in changes:
+            if plural == INGRESSES.plural:
+                ingresses.add(obj_key)
+            elif plural == SERVICES.plural:
+                services.add(obj_key)
+            elif plural == ENDPOINT_SLICES.plural:
+                services |= self._slices.update(obj_key, cluster.slices.get(obj_key))
+            elif plural == PODS.plural:
+                services |= self._slices.services_of_pod(obj_key)
+            else:  # IngressClass: which Ingresses are ours may have changed
+                everything = True
+        if everything:
+            return None
+        for service_key in services:
+            ingresses |= self._service_ingresses.get(service_key, set())
+        return ingresses
+
+    def _select(self, cluster: Cluster) -> list[tuple[str, Obj, _IngressFacts]]:
         default = any(
             is_default_class(c, self._selection) for c in cluster.ingress_classes.values()
         )
@@ -149,29 +218,47 @@ class RouteBuilder:
             if facts.ours_if_default if default else facts.ours_otherwise:
                 chosen.append((facts.order, ingress_key, ingress, facts))
         chosen.sort(key=lambda entry: entry[0])
+        service_ingresses: dict[str, set[str]] = {}
+        for _, ingress_key, _, facts in chosen:
+            for service_key in facts.services:
+                service_ingresses.setdefault(service_key, set()).add(ingress_key)
+        self._service_ingresses = service_ingresses
+        if len(self._facts) > 2 * len(cluster.ingresses) + 16:
+            self._facts = {k: v for k, v in self._facts.items() if k in cluster.ingresses}
+        return [(k, ingress, facts) for _, k, ingress, facts in chosen]
+
+    def build(
+        self, cluster: Cluster, changes: Changes | None = None
+    ) -> tuple[tuple[Route, ...], tuple[RouteProblem, ...]]:
+        """The routes of ``cluster``; ``changes`` lists what changed since the last build
+        (None: anything may have)."""
+        consistent, self._consistent = self._consistent, False
+        affected = self._affected(changes, cluster) if consistent and changes is not None else None
+        if affected is None:
+            if changes is None or not consistent:
+                self._slices.reset(cluster.slices.items())
+            self._chosen = self._select(cluster)
+        elif any(plural == INGRESSES.plural for plural, _ in changes or ()):
+            self._chosen = self._select(cluster)
+        mapper = IngressMapper(cluster, self._slices.slices_of)
         results: dict[str, tuple[Hashable, IngressResult]] = {}
         routes: list[Route] = []
         problems: list[RouteProblem] = []
-        for _, ingress_key, ingress, facts in chosen:
-            fingerprint = self._fingerprint(facts, index, cluster)
+        for ingress_key, ingress, facts in self._chosen:
             cached = self._results.get(ingress_key)
-            if fingerprint is not None and cached is not None and cached[0] == fingerprint:
+            if affected is not None and cached is not None and ingress_key not in affected:
                 result = cached[1]
+                results[ingress_key] = cached
             else:
-                result = mapper.map(ingress)
-            if fingerprint is not None:
-                results[ingress_key] = (fingerprint, result)
+                fingerprint = self._fingerprint(facts, cluster)
+                if fingerprint is not None and cached is not None and cached[0] == fingerprint:
+                    result = cached[1]
+                else:
+                    result = mapper.map(ingress)
+                if fingerprint is not None:
+                    results[ingress_key] = (fingerprint, result)
             routes.extend(result.routes)
             problems.extend(result.problems)
         self._results = results
-        self._forget_deleted(cluster)
+        self._consistent = True
         return tuple(routes), tuple(problems)
-
-    def _forget_deleted(self, cluster: Cluster) -> None:
-        if len(self._facts) > 2 * len(cluster.ingresses) + 16:
-            self._facts = {k: v for k, v in self._facts.items() if k in cluster.ingresses}
-        slices = cluster.slices
-        if len(self._slice_service) > 2 * len(slices) + 16:
-            self._slice_service = {k: v for k, v in self._slice_service.items() if k in slices}
-        if len(self._slice_pods) > 2 * len(slices) + 16:
-            self._slice_pods = {k: v for k, v in self._slice_pods.items() if k in slices}

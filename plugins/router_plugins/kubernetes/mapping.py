@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,12 +120,15 @@ def _validation_message(exc: ValidationError) -> str:
 class IngressMapper:
     """Maps one Ingress at a time against an index of the cluster's objects."""
 
-    def __init__(self, cluster: Cluster, slices: dict[str, list[Obj]] | None = None) -> None:
+    def __init__(
+        self, cluster: Cluster, slices_of: Callable[[str], list[Obj]] | None = None
+    ) -> None:
         self._cluster = cluster
-        self._slices = index_slices(cluster.slices.values()) if slices is None else slices
-
-    def service_slices(self, service_key: str) -> list[Obj]:
-        return self._slices.get(service_key, [])
+        if slices_of is None:
+            index = index_slices(cluster.slices.values())
+            slices_of = lambda service_key: index.get(service_key, [])  # noqa: E731
+        self.service_slices = slices_of
+        """The EndpointSlices of a Service (``namespace/name``), sorted by name."""
 
     def endpoints(self, ingress: Obj, backend: Obj, scheme: str) -> list[Endpoint]:
         service_name, port = backend_ref(backend)

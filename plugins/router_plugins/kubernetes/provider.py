@@ -25,7 +25,8 @@ class KubernetesProvider:
         self.builds = 0
 
     def build(self) -> ProviderUpdate:
-        routes, problems = self._builder.build(self._cluster.snapshot())
+        changes = self._cluster.take_changes()
+        routes, problems = self._builder.build(self._cluster.snapshot(), changes)
         self.builds += 1
         return ProviderUpdate(self.name, routes, problems)
 
@@ -33,7 +34,6 @@ class KubernetesProvider:
         changed = self._cluster.changed
         await self._cluster.wait_synced()
         while True:
-            changed.clear()
             publish(self.build())
             await changed.wait()
             await asyncio.sleep(COALESCE)

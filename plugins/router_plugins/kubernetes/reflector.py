@@ -53,7 +53,7 @@ class Reflector(Generic[T]):
         resource: Resource,
         namespace: str | None,
         transform: Callable[[Obj], T],
-        on_change: Callable[[], None],
+        on_change: Callable[[str | None], None],
         *,
         label_selector: str | None = None,
         page_size: int = 500,
@@ -65,6 +65,7 @@ class Reflector(Generic[T]):
         self.path = resource.path(namespace)
         self.transform = transform
         self.on_change = on_change
+        """Called with the key of each changed object; None after a (re)list."""
         self.label_selector = label_selector
         self.page_size = page_size
         self.watch_timeout = watch_timeout
@@ -123,7 +124,7 @@ class Reflector(Generic[T]):
         self.resource_version = version
         self.lists += 1
         self.synced.set()
-        self.on_change()
+        self.on_change(None)
         return version
 
     async def watch(self, version: str) -> str:
@@ -145,11 +146,13 @@ class Reflector(Generic[T]):
                 raise status_error(obj)
             new_version = resource_version(obj)
             if kind in ("ADDED", "MODIFIED"):
-                self.store[key(obj)] = self.transform(obj)
-                self.on_change()
+                obj_key = key(obj)
+                self.store[obj_key] = self.transform(obj)
+                self.on_change(obj_key)
             elif kind == "DELETED":
-                if self.store.pop(key(obj), None) is not None:
-                    self.on_change()
+                obj_key = key(obj)
+                if self.store.pop(obj_key, None) is not None:
+                    self.on_change(obj_key)
             elif kind != "BOOKMARK":
                 raise ApiError(0, f"unknown watch event type {kind!r}")
             if new_version:

@@ -22,6 +22,9 @@ from router_plugins.kubernetes.resources import (
 from router_plugins.kubernetes.settings import KubernetesSettings
 from router_plugins.kubernetes.version import PodInfo, pod_info
 
+Changes = set[tuple[str, str]]
+"""(resource plural, object key) of every object added, modified or deleted."""
+
 
 def _keep(obj: Obj) -> Obj:
     return obj
@@ -32,6 +35,8 @@ class ClusterWatch:
 
     def __init__(self, api: KubeApi, settings: KubernetesSettings) -> None:
         self.changed = asyncio.Event()
+        self._changes: Changes | None = None
+        """What changed since :meth:`take_changes`; None: anything may have."""
         namespaces: list[str | None] = list(settings.namespaces) or [None]
 
         def reflector(
@@ -45,7 +50,7 @@ class ClusterWatch:
                 resource,
                 namespace,
                 transform,
-                self.changed.set,
+                lambda obj_key: self._note(resource.plural, obj_key),
                 label_selector=label_selector,
                 page_size=settings.page_size,
                 watch_timeout=settings.watch_timeout,
@@ -71,6 +76,19 @@ class ClusterWatch:
             *self.pods,
         ]
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _note(self, plural: str, obj_key: str | None) -> None:
+        if obj_key is None:
+            self._changes = None
+        elif self._changes is not None:
+            self._changes.add((plural, obj_key))
+        self.changed.set()
+
+    def take_changes(self) -> Changes | None:
+        """The changes since the last call (None: rebuild everything), and start anew."""
+        changes, self._changes = self._changes, set()
+        self.changed.clear()
+        return changes
 
     def start(self) -> None:
         self._tasks = [
