@@ -76,3 +76,35 @@ def test_trusted_peers() -> None:
     assert not peers.trusts("192.168.0.1")
     assert not peers.trusts("garbage")
     assert not TrustedPeers([]).trusts("10.1.2.3")
+
+
+def test_the_routers_root_decision_is_the_sdks() -> None:
+    from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
+
+    from router_plugins.tracing.setup import PresetIds, root_is_sampled, root_sampling_bound
+
+    ids = PresetIds()
+    for ratio in (0.0, 0.01, 0.5, 1.0):
+        sampler, bound = TraceIdRatioBased(ratio), root_sampling_bound(ratio)
+        for _ in range(2000):
+            trace_id = ids.generate_trace_id()
+            sdk = sampler.should_sample(None, trace_id, "x").decision is Decision.RECORD_AND_SAMPLE
+            assert root_is_sampled(trace_id, bound) is sdk
+    ids.preset = 42
+    assert ids.generate_trace_id() == 42
+    assert ids.generate_trace_id() != 42  # used once
+
+
+async def test_sampling_ratio_is_honoured_for_new_traces() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from router_plugins.tracing.setup import PresetIds, build_provider
+
+    config = TracingConfig.model_validate({"sampling_ratio": 0.25, "exporter": "none"})
+    ids = PresetIds()
+    provider: TracerProvider = build_provider(config, None, ids)
+    tracer = provider.get_tracer("t")
+    ids.preset = 1 << 70  # low 64 bits zero: below any non-zero bound, so recorded
+    assert tracer.start_span("x").is_recording()
+    ids.preset = (1 << 64) - 1  # above the 0.25 bound: not recorded
+    assert not tracer.start_span("y").is_recording()

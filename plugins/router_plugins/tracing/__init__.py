@@ -19,10 +19,13 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import (
     Link,
+    NonRecordingSpan,
     Span,
+    SpanContext,
     SpanKind,
     Status,
     StatusCode,
+    TraceFlags,
     Tracer,
     get_current_span,
     set_span_in_context,
@@ -44,7 +47,14 @@ from router_plugins.tracing.propagation import (
     has_propagation_headers,
     without_keys,
 )
-from router_plugins.tracing.setup import build_exporter, build_processor, build_provider
+from router_plugins.tracing.setup import (
+    PresetIds,
+    build_exporter,
+    build_processor,
+    build_provider,
+    root_is_sampled,
+    root_sampling_bound,
+)
 
 __all__ = ["TracingConfig", "TracingPlugin"]
 
@@ -52,6 +62,8 @@ logger = logging.getLogger("commons_router.plugin.tracing")
 
 _UNTRUSTED_LINK = {"commons_router.link": "untrusted caller"}
 _EMPTY = Context()
+# Flags of a root trace that is not recorded: the W3C level-2 "random trace id" bit only.
+_UNRECORDED = TraceFlags(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 
 
 class RequestTrace:
@@ -105,7 +117,8 @@ class TracingPlugin(Plugin[TracingConfig]):
     async def start(self) -> None:
         exporter = self.make_exporter()
         processor = self.make_processor(exporter) if exporter is not None else None
-        self.provider = build_provider(self.config, processor)
+        self.ids = PresetIds()
+        self.provider = build_provider(self.config, processor, self.ids)
         self.tracer = self.provider.get_tracer("commons-router", __version__)
         users = self.config.user_baggage
         if users.enabled:
@@ -151,6 +164,8 @@ class TracingPlugin(Plugin[TracingConfig]):
         record_query = self.config.record_query
         send_traceresponse = self.config.traceresponse
         code_attributes = self.code_attributes
+        ids = self.ids
+        bound = root_sampling_bound(self.config.sampling_ratio)
 
         def add_traceresponse(request: web.BaseRequest, response: web.StreamResponse) -> None:
             state = request.get(TRACE_KEY)
@@ -176,12 +191,23 @@ class TracingPlugin(Plugin[TracingConfig]):
                     links = [Link(caller, _UNTRUSTED_LINK)]
             route = ctx.route
             method = request.method
-            span = tracer.start_span(
-                method if route is None else f"{method} {route.spec.path}",
-                context=parent,
-                kind=SpanKind.SERVER,
-                links=links,
-            )
+            span: Span | None = None
+            if parent is _EMPTY or not get_current_span(parent).get_span_context().is_valid:
+                root_id = ids.generate_trace_id()
+                if root_is_sampled(root_id, bound):
+                    ids.preset = root_id  # the SDK starts it with this id: same decision
+                else:
+                    # What the SDK would make, without its cost: most requests go here.
+                    span = NonRecordingSpan(
+                        SpanContext(root_id, ids.generate_span_id(), False, _UNRECORDED)
+                    )
+            if span is None:
+                span = tracer.start_span(
+                    method if route is None else f"{method} {route.spec.path}",
+                    context=parent,
+                    kind=SpanKind.SERVER,
+                    links=links,
+                )
             span_context = span.get_span_context()
             trace_id = format(span_context.trace_id, "032x")
             state = RequestTrace(

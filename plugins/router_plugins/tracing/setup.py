@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from router import __version__
@@ -89,11 +90,42 @@ def build_processor(config: TracingConfig, exporter: SpanExporter) -> SpanProces
     )
 
 
-def build_provider(config: TracingConfig, processor: SpanProcessor | None) -> TracerProvider:
+class PresetIds(RandomIdGenerator):
+    """Random ids, except a trace id the router drew just before starting a root span.
+
+    The router draws a root's trace id first and applies the ratio sampler's own rule to it
+    (:func:`root_is_sampled`): a trace that would not be recorded then costs no SDK span at
+    all, and one that would is started by the SDK with that same id (same decision).
+    """
+
+    def __init__(self) -> None:
+        self.preset = 0
+
+    def generate_trace_id(self) -> int:
+        preset = self.preset
+        if preset:
+            self.preset = 0
+            return preset
+        return super().generate_trace_id()
+
+
+def root_sampling_bound(ratio: float) -> int:
+    return TraceIdRatioBased.get_bound_for_rate(ratio)
+
+
+def root_is_sampled(trace_id: int, bound: int) -> bool:
+    """The decision ``TraceIdRatioBased`` makes for a root span with this trace id."""
+    return trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < bound
+
+
+def build_provider(
+    config: TracingConfig, processor: SpanProcessor | None, ids: PresetIds | None = None
+) -> TracerProvider:
     provider = TracerProvider(
         sampler=ParentBased(TraceIdRatioBased(config.sampling_ratio)),
         resource=build_resource(config),
         shutdown_on_exit=False,
+        id_generator=ids,
     )
     if processor is not None:
         provider.add_span_processor(processor)
