@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import random
 from typing import Any
 
@@ -15,6 +16,7 @@ from router_plugins.kubernetes.endpoints import SERVICE_NAME_LABEL
 from router_plugins.kubernetes.mapping import ClassSelection, Cluster, build_routes
 from router_plugins.kubernetes.objects import key
 from router_plugins.kubernetes.version import pod_info
+from router_plugins.kubernetes.watch import LAST_APPLIED, slim
 from tests.support.kubeapi import load_objects
 
 SELECTION = ClassSelection("commons-router", "commons-router.io/ingress-controller")
@@ -456,3 +458,19 @@ def test_incremental_builds_equal_builds_from_scratch(seed: int) -> None:
         if rng.random() < 0.3:  # several changes in one build, as the coalescing makes
             changes |= _step(rng, cluster, 1000 + step)
         assert builder.build(cluster, changes) == build_routes(cluster, SELECTION), step
+
+
+def test_kept_objects_lose_managed_fields_and_last_applied_copy() -> None:
+    (ingress,) = [o for o in load_objects("shop.yaml") if o["kind"] == "Ingress"]
+    ingress["metadata"]["managedFields"] = [
+        {"manager": "kubectl-client-side-apply", "operation": "Update", "fieldsV1": {}}
+    ]
+    ingress["metadata"]["annotations"][LAST_APPLIED] = json.dumps(ingress)
+    kept = slim(ingress)
+    assert "managedFields" not in kept["metadata"]
+    assert LAST_APPLIED not in kept["metadata"]["annotations"]
+    assert kept["metadata"]["annotations"]["commons-router.io/retries"] == "2"
+    assert kept["spec"] == ingress["spec"]
+    assert "managedFields" in ingress["metadata"]  # the original is not modified
+    plain = {"metadata": {"name": "x"}}
+    assert slim(plain) is plain

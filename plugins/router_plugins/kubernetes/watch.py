@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from router_plugins.kubernetes.apiclient import KubeApi
+from router_plugins.kubernetes.builder import Changes
 from router_plugins.kubernetes.mapping import Cluster
 from router_plugins.kubernetes.objects import Obj
 from router_plugins.kubernetes.reflector import Backoff, Reflector
@@ -22,12 +23,22 @@ from router_plugins.kubernetes.resources import (
 from router_plugins.kubernetes.settings import KubernetesSettings
 from router_plugins.kubernetes.version import PodInfo, pod_info
 
-Changes = set[tuple[str, str]]
-"""(resource plural, object key) of every object added, modified or deleted."""
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
-def _keep(obj: Obj) -> Obj:
-    return obj
+def slim(obj: Obj) -> Obj:
+    """The object without what the routes never use and that can be large: the field
+    managers' records and kubectl's copy of the last applied object."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or not (
+        "managedFields" in meta or LAST_APPLIED in (meta.get("annotations") or {})
+    ):
+        return obj
+    meta = {k: v for k, v in meta.items() if k != "managedFields"}
+    annotations = meta.get("annotations")
+    if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    return {**obj, "metadata": meta}
 
 
 class ClusterWatch:
@@ -57,13 +68,11 @@ class ClusterWatch:
                 backoff=Backoff(settings.backoff_initial, settings.backoff_max),
             )
 
-        self.ingresses: list[Reflector[Obj]] = [
-            reflector(INGRESSES, ns, _keep) for ns in namespaces
-        ]
-        self.ingress_classes: list[Reflector[Obj]] = [reflector(INGRESS_CLASSES, None, _keep)]
-        self.services: list[Reflector[Obj]] = [reflector(SERVICES, ns, _keep) for ns in namespaces]
+        self.ingresses: list[Reflector[Obj]] = [reflector(INGRESSES, ns, slim) for ns in namespaces]
+        self.ingress_classes: list[Reflector[Obj]] = [reflector(INGRESS_CLASSES, None, slim)]
+        self.services: list[Reflector[Obj]] = [reflector(SERVICES, ns, slim) for ns in namespaces]
         self.slices: list[Reflector[Obj]] = [
-            reflector(ENDPOINT_SLICES, ns, _keep) for ns in namespaces
+            reflector(ENDPOINT_SLICES, ns, slim) for ns in namespaces
         ]
         self.pods: list[Reflector[PodInfo]] = [
             reflector(PODS, ns, pod_info, settings.pod_label_selector) for ns in namespaces
