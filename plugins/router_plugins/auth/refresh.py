@@ -13,6 +13,7 @@ import time
 
 from router_plugins.auth.oidc import IdpRejected, IdpUnavailable, OidcClient
 from router_plugins.sessions import Session, SessionStore
+from router_plugins.sessions.singleflight import single_flight
 
 logger = logging.getLogger("commons_router.auth")
 
@@ -36,23 +37,7 @@ class Refresher:
         """``session`` with a usable access token, or None when it can no longer be renewed."""
         if not self.due(session):
             return session
-        key = session.key
-        running = self._inflight.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[Session | None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
-        self._inflight[key] = future
-        try:
-            result = await self._refresh(session)
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            del self._inflight[key]
+        return await single_flight(self._inflight, session.key, lambda: self._refresh(session))
 
     async def _refresh(self, session: Session) -> Session | None:
         async with self._store.lock(

@@ -19,6 +19,7 @@ import orjson
 from router_plugins.sessions.backend import Backend, StoreUnavailable
 from router_plugins.sessions.crypto import Sealer, SealError
 from router_plugins.sessions.model import Session, digest
+from router_plugins.sessions.singleflight import single_flight
 
 logger = logging.getLogger("commons_router.sessions")
 
@@ -47,6 +48,7 @@ class SessionStore:
         self._prefix = prefix
         self._cache_ttl = cache_ttl
         self._cache: dict[str, tuple[Session, float]] = {}
+        self._loading: dict[str, asyncio.Future[Session | None]] = {}
 
     # --- names ------------------------------------------------------------------------
     def _session_key(self, hashed: str) -> str:
@@ -119,12 +121,18 @@ class SessionStore:
         if not session_id or len(session_id) > 128:
             return None
         hashed = digest(session_id)
-        now = time.monotonic()
-        hit = self._cache.get(hashed) if cached else None
+        if not cached:
+            return await self._load(session_id, hashed)
+        hit = self._cache.get(hashed)
         if hit is not None:
-            if hit[1] > now and not hit[0].expired():
+            if hit[1] > time.monotonic() and not hit[0].expired():
                 return hit[0]
             del self._cache[hashed]
+        # When a cached session runs out under load, one read serves every concurrent
+        # request of that session: no herd of identical reads (and Redis connections).
+        return await single_flight(self._loading, hashed, lambda: self._load(session_id, hashed))
+
+    async def _load(self, session_id: str, hashed: str) -> Session | None:
         key = self._session_key(hashed)
         record = await self.backend.get(key, touch=self.idle_timeout)
         if record is None:
@@ -142,7 +150,7 @@ class SessionStore:
         if self._cache_ttl > 0:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
-            self._cache[hashed] = (session, now + self._cache_ttl)
+            self._cache[hashed] = (session, time.monotonic() + self._cache_ttl)
         return session
 
     async def delete(self, session_id: str) -> None:
