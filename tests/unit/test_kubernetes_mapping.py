@@ -447,17 +447,19 @@ def _step(rng: random.Random, cluster: Cluster, step: int) -> set[tuple[str, str
     return {("ingressclasses", "commons-router")}
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_incremental_builds_equal_builds_from_scratch(seed: int) -> None:
+@pytest.mark.parametrize("shared_hosts", [False, True])
+@pytest.mark.parametrize("seed", range(5))
+def test_incremental_builds_equal_builds_from_scratch(seed: int, shared_hosts: bool) -> None:
     rng = random.Random(seed)
     cluster = cluster_of("shop.yaml", "classes.yaml", "problems.yaml", "edge-cases.yaml")
-    builder = RouteBuilder(SELECTION)
+    builder = RouteBuilder(SELECTION, shared_hosts=shared_hosts)
     builder.build(cluster, None)
     for step in range(150):
         changes = _step(rng, cluster, step)
         if rng.random() < 0.3:  # several changes in one build, as the coalescing makes
             changes |= _step(rng, cluster, 1000 + step)
-        assert builder.build(cluster, changes) == build_routes(cluster, SELECTION), step
+        expected = build_routes(cluster, SELECTION, shared_hosts=shared_hosts)
+        assert builder.build(cluster, changes) == expected, step
 
 
 def test_kept_objects_lose_managed_fields_and_last_applied_copy() -> None:
@@ -474,3 +476,45 @@ def test_kept_objects_lose_managed_fields_and_last_applied_copy() -> None:
     assert "managedFields" in ingress["metadata"]  # the original is not modified
     plain = {"metadata": {"name": "x"}}
     assert slim(plain) is plain
+
+
+def test_a_host_belongs_to_the_namespace_that_routed_it_first() -> None:
+    cluster = cluster_of("shop.yaml")
+    (shop,) = cluster.ingresses.values()
+    intruder = copy.deepcopy(dict(shop))
+    intruder["metadata"].update(
+        namespace="other-team", name="grab", creationTimestamp="2026-03-01T00:00:00Z"
+    )
+    intruder["spec"]["rules"][0]["http"]["paths"] = [
+        {
+            "path": "/checkout",
+            "pathType": "Prefix",
+            "backend": {"service": {"name": "shop", "port": {"number": 80}}},
+        }
+    ]
+    cluster.ingresses = {**cluster.ingresses, "other-team/grab": intruder}
+    # Give the intruder a working backend, so only the host rule stands in its way.
+    cluster.services = {
+        **cluster.services,
+        "other-team/shop": {
+            **cluster.services["shop/shop"],
+            "metadata": {"name": "shop", "namespace": "other-team", "resourceVersion": "1"},
+        },
+    }
+    slices = {}
+    for slice_key, endpoint_slice in cluster.slices.items():
+        moved = copy.deepcopy(dict(endpoint_slice))
+        moved["metadata"]["namespace"] = "other-team"
+        slices["other-team/" + slice_key.split("/")[1]] = moved
+    cluster.slices = {**cluster.slices, **slices}
+
+    routes, problems = build_routes(cluster, SELECTION)
+    assert [r.name for r in routes] == ["shop.shop.rule0.path0", "shop.shop.rule0.path1"]
+    (problem,) = problems
+    assert problem.source == "ingress/other-team/grab"
+    assert problem.route == "other-team.grab.rule0.path0"
+    assert "host shop.example.com belongs to namespace 'shop'" in problem.message
+
+    routes, problems = build_routes(cluster, SELECTION, shared_hosts=True)
+    assert "other-team.grab.rule0.path0" in [r.name for r in routes]
+    assert problems == ()

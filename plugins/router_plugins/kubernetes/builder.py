@@ -23,6 +23,8 @@ from router_plugins.kubernetes.mapping import (
     IngressMapper,
     IngressResult,
     backend_ref,
+    collect,
+    ingress_hosts,
     ingress_order,
     is_default_class,
     is_ours,
@@ -81,6 +83,7 @@ class _IngressFacts:
     ours_if_default: bool
     ours_otherwise: bool
     services: tuple[str, ...]
+    hosts: tuple[str, ...]
 
 
 class _SliceIndex:
@@ -143,8 +146,10 @@ class _SliceIndex:
 
 
 class RouteBuilder:
-    def __init__(self, selection: ClassSelection) -> None:
+    def __init__(self, selection: ClassSelection, *, shared_hosts: bool = False) -> None:
         self._selection = selection
+        self._shared_hosts = shared_hosts
+        self._owners: dict[str, str] | None = None
         self._results: dict[str, tuple[Hashable, IngressResult]] = {}
         self._facts: dict[str, _IngressFacts] = {}
         self._slices = _SliceIndex()
@@ -163,6 +168,7 @@ class RouteBuilder:
                 is_ours(ingress, self._selection, True),
                 is_ours(ingress, self._selection, False),
                 _service_keys(ingress),
+                ingress_hosts(ingress),
             )
             self._facts[ingress_key] = facts
         return facts
@@ -224,6 +230,14 @@ class RouteBuilder:
             for service_key in facts.services:
                 service_ingresses.setdefault(service_key, set()).add(ingress_key)
         self._service_ingresses = service_ingresses
+        if self._shared_hosts:
+            self._owners = None
+        else:
+            owners: dict[str, str] = {}
+            for _, ingress_key, _, facts in chosen:
+                for host in facts.hosts:
+                    owners.setdefault(host, ingress_key.partition("/")[0])
+            self._owners = owners
         if len(self._facts) > 2 * len(cluster.ingresses) + 16:
             self._facts = {k: v for k, v in self._facts.items() if k in cluster.ingresses}
         return [(k, ingress, facts) for _, k, ingress, facts in chosen]
@@ -258,8 +272,7 @@ class RouteBuilder:
             self._chosen = self._select(cluster)
         mapper = IngressMapper(cluster, self._slices.slices_of)
         results: dict[str, tuple[Hashable, IngressResult]] = {}
-        routes: list[Route] = []
-        problems: list[RouteProblem] = []
+        ordered: list[tuple[Obj, IngressResult]] = []
         for ingress_key, ingress, facts in self._chosen:
             cached = self._results.get(ingress_key)
             if affected is not None and cached is not None and ingress_key not in affected:
@@ -273,8 +286,8 @@ class RouteBuilder:
                     result = mapper.map(ingress)
                 if fingerprint is not None:
                     results[ingress_key] = (fingerprint, result)
-            routes.extend(result.routes)
-            problems.extend(result.problems)
+            ordered.append((ingress, result))
+        routes, problems = collect(ordered, self._owners)
         self._results = results
         self._consistent = True
-        return tuple(routes), tuple(problems)
+        return routes, problems

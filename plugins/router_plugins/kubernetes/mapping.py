@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,15 +240,67 @@ def selected_ingresses(cluster: Cluster, selection: ClassSelection) -> list[Obj]
     return sorted(chosen, key=ingress_order)
 
 
-def build_routes(
-    cluster: Cluster, selection: ClassSelection
+def ingress_hosts(ingress: Obj) -> tuple[str, ...]:
+    """The hosts an Ingress routes ("" for rules without a host and the defaultBackend)."""
+    spec = mapping(ingress.get("spec"))
+    hosts = {text(rule.get("host")) for rule in items(spec.get("rules"))}
+    if "defaultBackend" in spec:
+        hosts.add("")
+    return tuple(sorted(hosts))
+
+
+def host_owners(ingresses: Iterable[Obj]) -> dict[str, str]:
+    """Host -> the namespace of the oldest Ingress (of those given, in order) routing it."""
+    owners: dict[str, str] = {}
+    for ingress in ingresses:
+        for host in ingress_hosts(ingress):
+            owners.setdefault(host, namespace(ingress))
+    return owners
+
+
+def foreign_host(route: Route, ingress_namespace: str, owners: Mapping[str, str]) -> str | None:
+    """A problem message when the route's host belongs to another namespace."""
+    host = route.hosts[0] if route.hosts else ""
+    owner = owners.get(host, ingress_namespace)
+    if owner == ingress_namespace:
+        return None
+    return (
+        f"host {host or '(any)'} belongs to namespace {owner!r}, whose Ingress routed it "
+        "first; route disabled"
+    )
+
+
+def collect(
+    results: Iterable[tuple[Obj, IngressResult]], owners: Mapping[str, str] | None
 ) -> tuple[tuple[Route, ...], tuple[RouteProblem, ...]]:
-    """Every route of every Ingress of our class, and the problems found on the way."""
-    mapper = IngressMapper(cluster)
+    """The routes and problems of the Ingresses' results, in order; with ``owners``, routes
+    for hosts owned by another namespace are disabled."""
     routes: list[Route] = []
     problems: list[RouteProblem] = []
-    for ingress in selected_ingresses(cluster, selection):
-        result = mapper.map(ingress)
-        routes.extend(result.routes)
+    for ingress, result in results:
         problems.extend(result.problems)
+        if owners is None:
+            routes.extend(result.routes)
+            continue
+        ingress_namespace = namespace(ingress)
+        for route in result.routes:
+            message = foreign_host(route, ingress_namespace, owners)
+            if message is None:
+                routes.append(route)
+            else:
+                problems.append(RouteProblem(f"ingress/{key(ingress)}", message, route.name))
     return tuple(routes), tuple(problems)
+
+
+def build_routes(
+    cluster: Cluster, selection: ClassSelection, *, shared_hosts: bool = False
+) -> tuple[tuple[Route, ...], tuple[RouteProblem, ...]]:
+    """Every route of every Ingress of our class, and the problems found on the way.
+
+    SECURITY: unless ``shared_hosts``, a host belongs to the namespace of the oldest
+    Ingress routing it, so another namespace cannot take over paths of someone's host.
+    """
+    mapper = IngressMapper(cluster)
+    chosen = selected_ingresses(cluster, selection)
+    owners = None if shared_hosts else host_owners(chosen)
+    return collect(((ingress, mapper.map(ingress)) for ingress in chosen), owners)

@@ -54,7 +54,9 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
         api = KubeApi(self._session, credentials)
         self._cluster = ClusterWatch(api, settings)
         self._provider = KubernetesProvider(
-            self._cluster, ClassSelection(settings.ingress_class, settings.controller)
+            self._cluster,
+            ClassSelection(settings.ingress_class, settings.controller),
+            shared_hosts=settings.shared_hosts,
         )
         self._cluster.start()
         logger.info(

@@ -19,9 +19,11 @@ COALESCE = 0.1
 class KubernetesProvider:
     name = "kubernetes"
 
-    def __init__(self, cluster: ClusterWatch, selection: ClassSelection) -> None:
+    def __init__(
+        self, cluster: ClusterWatch, selection: ClassSelection, *, shared_hosts: bool = False
+    ) -> None:
         self._cluster = cluster
-        self._builder = RouteBuilder(selection)
+        self._builder = RouteBuilder(selection, shared_hosts=shared_hosts)
         self.builds = 0
 
     def build(self) -> ProviderUpdate:

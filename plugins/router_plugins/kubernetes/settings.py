@@ -21,6 +21,9 @@ class KubernetesSettings(BaseModel):
     """``spec.controller`` of our IngressClass (it decides whether the class is default)."""
     namespaces: list[str] = Field(default_factory=list)
     """Namespaces to watch; empty: all."""
+    shared_hosts: bool = False
+    """False: a host belongs to the namespace of its oldest Ingress; Ingresses in other
+    namespaces cannot add routes to it. True: any namespace may (plain Ingress rules)."""
     credentials: Literal["auto", "in_cluster", "kubeconfig"] = "auto"
     """``auto``: in-cluster when KUBERNETES_SERVICE_HOST is set, else the kubeconfig."""
     kubeconfig: str | None = None
