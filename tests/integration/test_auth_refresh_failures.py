@@ -198,3 +198,19 @@ async def test_a_login_started_on_one_replica_finishes_on_another(
             assert status == 200
             assert {k.lower(): v for k, v in body["headers"]}["x-forwarded-user"] == "alice"
             assert (await get_json(browser, first.url + "/x"))[0] == 200
+
+
+async def test_discovery_for_another_issuer_is_refused_and_logged(
+    router_port: int,
+    provider: OidcProvider,
+    backend: Backend,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = router_config(router_port, provider, backend)
+    # The document at this URL names the provider's real issuer, not this one.
+    cfg["plugins"][1]["config"]["oidc"]["issuer"] = provider.issuer + "/"
+    async with run_router(cfg) as router:
+        async with new_browser() as browser:
+            async with browser.get(router.url + "/.commons-router/login") as response:
+                assert response.status == 503
+    assert any("names issuer" in record.getMessage() for record in caplog.records)

@@ -3,6 +3,8 @@ backend is told about them."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 from collections.abc import Mapping
@@ -73,6 +75,7 @@ class AuthPlugin(Plugin[AuthConfig]):
         self.signer: AssertionSigner | None = None
         self.login: LoginHandlers | None = None
         self._policies: dict[str, Policy] = {}
+        self._discovery: asyncio.Task[None] | None = None
         self._default = Policy(config.default)
         headers = config.identity_headers
         for name in (
@@ -139,6 +142,24 @@ class AuthPlugin(Plugin[AuthConfig]):
             self.signer = AssertionSigner(config.assertion)
         if self.sessions is not None:
             self.login = LoginHandlers(config, self.sessions, self.oidc)
+        if self.oidc is not None:
+            # Read the provider's discovery document now, so a wrong issuer shows in the log
+            # at start; requests retry by themselves if the provider is not up yet.
+            self._discovery = asyncio.create_task(self._discover(self.oidc))
+
+    async def _discover(self, oidc: OidcClient) -> None:
+        try:
+            metadata = await oidc.metadata()
+        except IdpUnavailable as exc:
+            logger.warning("OIDC discovery failed (logins answer 503 until it works): %s", exc)
+        else:
+            logger.info("OIDC provider %s discovered", metadata.issuer)
+
+    async def stop(self) -> None:
+        if self._discovery is not None and not self._discovery.done():
+            self._discovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._discovery
 
     # --- endpoints on every host ------------------------------------------------------
     def reserved_paths(self) -> Mapping[str, Handler]:
