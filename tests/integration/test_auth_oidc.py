@@ -158,6 +158,7 @@ async def test_attacker_chosen_session_id_is_not_adopted(router: RunningRouter) 
     ("rd", "expected"),
     [
         ("/docs?a=1", "/docs?a=1"),
+        ("SELF/same-origin", "SELF/same-origin"),
         ("https://docs.example.org/x", "https://docs.example.org/x"),
         ("//evil.test/x", "/"),
         ("/\\evil.test", "/"),
@@ -172,6 +173,7 @@ async def test_attacker_chosen_session_id_is_not_adopted(router: RunningRouter) 
     ],
 )
 async def test_return_url_is_validated(router: RunningRouter, rd: str, expected: str) -> None:
+    rd, expected = rd.replace("SELF", router.url), expected.replace("SELF", router.url)
     async with new_browser() as browser:
         async with browser.get(
             router.url + "/.commons-router/login?rd=" + quote(rd, safe=""), allow_redirects=False
@@ -190,6 +192,10 @@ async def test_logout_requires_post_from_this_origin(
         sid = session_cookie(browser)
         url = router.url + "/.commons-router/logout"
         async with browser.get(url, allow_redirects=False) as response:
+            # A link only shows a page asking for the POST; it does not sign out.
+            assert response.status == 200
+            assert 'method="post"' in await response.text()
+        async with browser.put(url, headers={"Origin": router.url}) as response:
             assert response.status == 405
         async with browser.post(
             url, headers={"Origin": "https://evil.test"}, allow_redirects=False

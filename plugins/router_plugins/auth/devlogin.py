@@ -26,12 +26,13 @@ loopback address).</p>
 <p><label>Name <input name="name" required autofocus pattern="[A-Za-z0-9._@+-]{{1,64}}"></label></p>
 <p><label>Groups (comma separated) <input name="groups"></label></p>
 <p><button type="submit">Sign in</button></p>
-</form></body></html>
+</form>
+<p><a href="{logout}">Sign out</a></p></body></html>
 """
 
 
-def dev_login_page(action: str, rd: str) -> web.Response:
-    body = _PAGE.format(action=html.escape(action), rd=html.escape(rd))
+def dev_login_page(action: str, rd: str, logout: str) -> web.Response:
+    body = _PAGE.format(action=html.escape(action), rd=html.escape(rd), logout=html.escape(logout))
     return web.Response(
         text=body,
         content_type="text/html",

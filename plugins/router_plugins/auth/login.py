@@ -14,9 +14,10 @@ from router.api import RouterHTTPError, context_of
 from router_plugins.auth.config import AuthConfig
 from router_plugins.auth.devlogin import DEV_ISSUER, dev_claims, dev_login_page
 from router_plugins.auth.oidc import IdpRejected, IdpUnavailable, OidcClient
+from router_plugins.auth.pages import sign_out_page
 from router_plugins.auth.redirects import safe_return_url
 from router_plugins.auth.tokens import TokenError
-from router_plugins.auth.web import origin_of, redirect, same_origin
+from router_plugins.auth.web import authority, origin_of, redirect, same_origin
 from router_plugins.sessions import SessionService, StoreUnavailable
 from router_plugins.sessions.model import digest
 
@@ -59,7 +60,7 @@ class LoginHandlers:
         safe = safe_return_url(
             value,
             scheme=ctx.scheme,
-            host=ctx.host,
+            host=authority(request, ctx),
             allowed_hosts=self.config.allowed_redirect_hosts,
         )
         return safe or "/"
@@ -113,7 +114,7 @@ class LoginHandlers:
     async def _dev_login(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method in ("GET", "HEAD"):
             rd = self._return_url(request, request.query.get("rd"))
-            return dev_login_page(LOGIN_PATH, rd)
+            return dev_login_page(LOGIN_PATH, rd, self.config.logout_path)
         if request.method != "POST":
             raise RouterHTTPError(405, "Use GET or POST.", headers={"Allow": "GET, POST"})
         if not same_origin(request, context_of(request)):
@@ -210,9 +211,12 @@ class LoginHandlers:
 
     # --- POST /.commons-router/logout -------------------------------------------------
     async def logout(self, request: web.BaseRequest) -> web.StreamResponse:
-        if request.method != "POST":
-            raise RouterHTTPError(405, "Sign out with POST.", headers={"Allow": "POST"})
         ctx = context_of(request)
+        if request.method in ("GET", "HEAD"):
+            rd = self._return_url(request, request.query.get("rd"))
+            return sign_out_page(authority(request, ctx), self.config.logout_path, rd)
+        if request.method != "POST":
+            raise RouterHTTPError(405, "Sign out with POST.", headers={"Allow": "GET, POST"})
         if not same_origin(request, ctx):
             # SECURITY: a cross-site form or link cannot sign the user out (or in).
             raise RouterHTTPError(403, "Cross-site sign-out refused.")
