@@ -88,6 +88,7 @@ class KubeApiServer:
         self.expire_as_response = False
         """Answer a stale watch with an HTTP 410 instead of an ERROR event in a 200 stream."""
         self._snapshots: dict[str, list[dict[str, Any]]] = {}
+        self._expire_next_continue = False
         self._uids = itertools.count(1)
 
     # --- driving the server -------------------------------------------------------------
@@ -177,6 +178,15 @@ class KubeApiServer:
         for watch in self.watches:
             watch.queue.put_nowait("END")
 
+    def expire_continue_tokens(self) -> None:
+        """Every ``continue`` token handed out so far is now too old (410 Expired)."""
+        self._snapshots.clear()
+
+    def expire_next_continue_token(self) -> None:
+        """The next request with a ``continue`` token gets 410 Expired (as when the list
+        took longer than the server keeps its snapshot)."""
+        self._expire_next_continue = True
+
     def calls_of(self, verb: str) -> list[Call]:
         return [call for call in self.calls if call.verb == verb]
 
@@ -244,6 +254,9 @@ class KubeApiServer:
     ) -> web.Response:
         limit = int(request.query.get("limit", "0") or 0)
         token = request.query.get("continue")
+        if token and self._expire_next_continue:
+            self._expire_next_continue = False
+            self.expire_continue_tokens()
         if token:
             snapshot_id, _, offset_text = base64.urlsafe_b64decode(token).decode().partition(":")
             snapshot = self._snapshots.get(snapshot_id)

@@ -24,12 +24,10 @@ class KubernetesProvider:
     ) -> None:
         self._cluster = cluster
         self._builder = RouteBuilder(selection, shared_hosts=shared_hosts)
-        self.builds = 0
 
     def build(self) -> ProviderUpdate:
         changes = self._cluster.take_changes()
         routes, problems = self._builder.build(self._cluster.snapshot(), changes)
-        self.builds += 1
         return ProviderUpdate(self.name, routes, problems)
 
     async def run(self, publish: Publish) -> None:

@@ -102,6 +102,13 @@ class Reflector(Generic[T]):
                     delay,
                 )
                 await asyncio.sleep(delay)
+            except Exception:
+                # A bug or an object shaped in a way nobody foresaw: never stop watching.
+                if version is not None:
+                    version = self.resource_version
+                delay = self.backoff.next_delay()
+                logger.exception("%s: unexpected failure; retrying in %.1fs", self.path, delay)
+                await asyncio.sleep(delay)
 
     async def relist(self) -> str:
         """Replace the store with a fresh, paged list; returns its resource version."""
