@@ -3,12 +3,15 @@
     .venv/bin/python benchmarks/run.py [--duration 10] [--warmup 2] [--json FILE]
 
 Starts nginx (the upstream, serving a 13-byte and a 16 KiB body) on a free 127.0.0.1 port,
-then measures, one after the other, with ``wrk -t1 -c64 -d{duration}s --latency``:
-
-* nginx direct (the ceiling),
-* benchmarks/baseline_proxy.py (plain aiohttp + uvloop proxy, the floor for Python),
-* commons-router, one worker, access log on (to a file), no plugins,
-* commons-router, ``workers: 2``.
+and next to it, all at once: benchmarks/baseline_proxy.py (a plain aiohttp + uvloop proxy,
+the floor for Python), commons-router with one worker (access log on, to a file, no
+plugins) and commons-router with ``workers: 2``. Each is loaded with
+``wrk -t1 -c64 -d{slice}s --latency`` against nginx direct (the ceiling), the baseline and
+both routers. The ``--duration`` of each measurement is cut into ``--rounds`` slices and
+the targets take turns slice by slice, so changes in the machine's other load hit them all
+alike; the router/baseline ratio is the median of the per-round ratios (router and
+baseline run back to back in each round). The CPU time each proxy used per request is
+reported too: unlike req/s it barely moves when something else shares the machine.
 
 CPU placement (when at least two CPUs are usable): wrk and nginx run on the first CPU, the
 proxy under test on the second, so a one-worker proxy has a core to itself and is the
@@ -31,6 +34,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -469,93 +473,268 @@ def target_process(
         procs.stop(name)
 
 
+@dataclass
+class Target:
+    """One thing under load: its URL and the processes whose CPU time it costs."""
+
+    label: str
+    url: str
+    pid: int
+    cpu: int | None
+    """CPU it is pinned to while measured (None: not pinned)."""
+    is_nginx: bool = False
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and all its descendants (router workers too)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def slice_result(
+    target: Target, body: str, path: str, size: int, data: dict[str, Any], cpu: float
+) -> Result:
+    requests = int(data["requests"])
+    result = Result(
+        target=target.label,
+        body=body,
+        path=path,
+        requests_per_s=requests / (data["duration_us"] / 1e6),
+        p50_ms=data["p50_us"] / 1000,
+        p90_ms=data["p90_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        max_ms=data["max_us"] / 1000,
+        requests=requests,
+        non_2xx=int(data["status"]),
+        socket_errors=sum(int(data[k]) for k in ("connect", "read", "write", "timeout")),
+        bytes_per_response=data["bytes"] / requests if requests else 0.0,
+        extra={"duration_s": data["duration_us"] / 1e6, "cpu_s": cpu},
+    )
+    if requests and result.bytes_per_response < size:
+        raise BenchError(
+            f"{target.label} {path}: {result.bytes_per_response:.0f} bytes per response, "
+            f"less than the {size}-byte body"
+        )
+    return result
+
+
+def combine(slices: list[Result]) -> Result:
+    """One row from a target's slices: total requests over total time; the median of the
+    slices' percentiles; errors summed; CPU time per request (proxies only)."""
+    first = slices[0]
+    requests = sum(s.requests for s in slices)
+    seconds = sum(s.extra["duration_s"] for s in slices)
+    cpu = sum(s.extra["cpu_s"] for s in slices)
+    return Result(
+        target=first.target,
+        body=first.body,
+        path=first.path,
+        requests_per_s=requests / seconds if seconds else 0.0,
+        p50_ms=statistics.median(s.p50_ms for s in slices),
+        p90_ms=statistics.median(s.p90_ms for s in slices),
+        p99_ms=statistics.median(s.p99_ms for s in slices),
+        max_ms=max(s.max_ms for s in slices),
+        requests=requests,
+        non_2xx=sum(s.non_2xx for s in slices),
+        socket_errors=sum(s.socket_errors for s in slices),
+        bytes_per_response=sum(s.bytes_per_response * s.requests for s in slices) / requests
+        if requests
+        else 0.0,
+        extra={
+            "rounds": len(slices),
+            "requests_per_s_by_round": [round(s.requests_per_s, 1) for s in slices],
+            "cpu_us_per_request": round(cpu / requests * 1e6, 1) if requests and cpu else None,
+        },
+    )
+
+
+BASELINE = "aiohttp baseline"
+ROUTER = "commons-router 1 worker"
+
+
+def start_targets(
+    procs: Processes, nginx: str, workdir: Path, placement: Placement
+) -> list[Target]:
+    """nginx, the baseline and both routers, all running at once (idle until measured)."""
+    upstream = start_nginx(procs, nginx, workdir, placement)
+    targets = [Target("nginx (direct)", upstream, procs.procs["nginx"].pid, None, is_nginx=True)]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        *placement.prefix(placement.server_cpu),
+        sys.executable,
+        str(HERE / "baseline_proxy.py"),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--upstream",
+        upstream,
+    ]
+    procs.start("baseline", cmd)
+    wait_ready(procs, "baseline", url + "/")
+    verify_bodies(url, BASELINE, expect_request_id=False)
+    targets.append(Target(BASELINE, url, procs.procs["baseline"].pid, placement.server_cpu))
+    for workers, label in ((1, ROUTER), (2, "commons-router 2 workers")):
+        name = f"router-{workers}w"
+        config = write_router_config(workdir, name, upstream, workers)
+        settings = json.loads(config.read_text())
+        url = "http://" + settings["listener"]["listen"]
+        cpu = placement.server_cpu if workers == 1 else None
+        procs.start(
+            name, [*placement.prefix(cpu), *router_command(), "serve", "--config", str(config)]
+        )
+        wait_ready(procs, name, "http://" + settings["admin"]["listen"] + "/readyz")
+        verify_bodies(url, label, expect_request_id=True)
+        targets.append(Target(label, url, procs.procs[name].pid, cpu))
+    return targets
+
+
 def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> dict[str, Any]:
+    """Every target runs at once; each body is measured in rounds, every round loading
+    each target in turn for ``duration / rounds`` seconds. Slow drifts in the machine's
+    other load then hit every target alike, and each round gives one paired
+    router/baseline ratio (the two run back to back)."""
     placement = Placement(not args.no_pin)
     script = workdir / "report.lua"
     script.write_text(WRK_DONE_SCRIPT)
     procs = Processes(workdir)
-    results: list[Result] = []
+    rounds = max(1, args.rounds)
+    slice_s = max(1, round(args.duration / rounds))
+    rows: list[Result] = []
+    paired: dict[str, list[float]] = {}
     try:
-        upstream = start_nginx(procs, nginx, workdir, placement)
-        nginx_pid = procs.procs["nginx"].pid
+        targets = start_targets(procs, nginx, workdir, placement)
+        print(
+            f"upstream nginx at {targets[0].url}; {placement.describe()}; "
+            f"{rounds} rounds of {slice_s} s per target and body",
+            flush=True,
+        )
 
-        print(f"upstream nginx at {upstream}; {placement.describe()}", flush=True)
-        placement.move(nginx_pid, placement.server_cpu)
-        results += measure(wrk, "nginx (direct)", upstream, args, script, placement)
-        placement.move(nginx_pid, placement.client_cpu)
+        def load(target: Target, url: str, seconds: float) -> tuple[dict[str, Any], float]:
+            if target.is_nginx:
+                placement.move(target.pid, placement.server_cpu)
+            before = 0.0 if target.is_nginx else cpu_seconds(target.pid)
+            try:
+                data = run_wrk(wrk, url, seconds, args.connections, script, placement)
+            finally:
+                if target.is_nginx:
+                    placement.move(target.pid, placement.client_cpu)
+            used = 0.0 if target.is_nginx else cpu_seconds(target.pid) - before
+            return data, used
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        cmd = [
-            *placement.prefix(placement.server_cpu),
-            sys.executable,
-            str(HERE / "baseline_proxy.py"),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--upstream",
-            upstream,
-        ]
-        with target_process(procs, "baseline", cmd, url + "/"):
-            verify_bodies(url, "baseline", expect_request_id=False)
-            results += measure(wrk, "aiohttp baseline", url, args, script, placement)
-
-        for workers, label in ((1, "commons-router 1 worker"), (2, "commons-router 2 workers")):
-            name = f"router-{workers}w"
-            config = write_router_config(workdir, name, upstream, workers)
-            settings = json.loads(config.read_text())
-            url = "http://" + settings["listener"]["listen"]
-            cpu = placement.server_cpu if workers == 1 else None
-            cmd = [*placement.prefix(cpu), *router_command(), "serve", "--config", str(config)]
-            ready = "http://" + settings["admin"]["listen"] + "/readyz"
-            with target_process(procs, name, cmd, ready):
-                verify_bodies(url, label, expect_request_id=True)
-                measured = measure(wrk, label, url, args, script, placement)
-            lines = count_lines(workdir / f"{name}.access.log")
-            for result in measured:
-                result.extra["access_log_lines_total"] = lines
-            results += measured
+        for body, path, size in BODIES:
+            if args.warmup > 0:
+                for target in targets:
+                    load(target, target.url + path, args.warmup)
+            slices: dict[str, list[Result]] = {t.label: [] for t in targets}
+            for number in range(1, rounds + 1):
+                for target in targets:
+                    data, used = load(target, target.url + path, slice_s)
+                    slices[target.label].append(slice_result(target, body, path, size, data, used))
+                done = {label: s[-1] for label, s in slices.items()}
+                print(
+                    f"  {body:>6} round {number}/{rounds}: "
+                    + ", ".join(f"{label} {r.requests_per_s:,.0f}" for label, r in done.items()),
+                    flush=True,
+                )
+            paired[body] = [
+                r.requests_per_s / b.requests_per_s
+                for r, b in zip(slices[ROUTER], slices[BASELINE], strict=True)
+                if b.requests_per_s > 0
+            ]
+            rows += [combine(s) for s in slices.values()]
+        for target in targets:
+            if target.label.startswith("commons-router"):
+                name = "router-1w" if target.label == ROUTER else "router-2w"
+                lines = count_lines(workdir / f"{name}.access.log")
+                for row in rows:
+                    if row.target == target.label:
+                        row.extra["access_log_lines_total"] = lines
+        for name, proc in procs.procs.items():
+            if proc.poll() is not None:
+                raise BenchError(f"{name} died during the run:\n{procs.log_tail(name)}")
     finally:
         procs.stop_all()
-    return report(args, results, placement, nginx, wrk)
+    return report(args, rows, paired, placement, nginx, wrk)
 
 
 # -- report ----------------------------------------------------------------------------
 
 
 def report(
-    args: argparse.Namespace, results: list[Result], placement: Placement, nginx: str, wrk: str
+    args: argparse.Namespace,
+    results: list[Result],
+    paired: dict[str, list[float]],
+    placement: Placement,
+    nginx: str,
+    wrk: str,
 ) -> dict[str, Any]:
     print()
-    header = f"{'body':<7} {'target':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+    header = (
+        f"{'body':<7} {'target':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>7} {'CPU us/req':>11}"
+    )
     print(header)
     print("-" * len(header))
     verdicts: dict[str, dict[str, Any]] = {}
     for body, _, _ in BODIES:
         rows = [r for r in results if r.body == body]
         for r in rows:
+            cpu = r.extra.get("cpu_us_per_request")
             print(
                 f"{r.body:<7} {r.target:<26} {r.requests_per_s:>9,.0f} {r.p50_ms:>8.2f} "
-                f"{r.p99_ms:>8.2f} {r.errors:>7}"
+                f"{r.p99_ms:>8.2f} {r.errors:>7} {cpu if cpu is not None else '-':>11}"
             )
-        base = next((r for r in rows if r.target == "aiohttp baseline"), None)
-        router = next((r for r in rows if r.target == "commons-router 1 worker"), None)
-        if base and router and base.requests_per_s > 0:
-            ratio = router.requests_per_s / base.requests_per_s
+        base = next((r for r in rows if r.target == BASELINE), None)
+        router = next((r for r in rows if r.target == ROUTER), None)
+        ratios = paired.get(body, [])
+        if base and router and ratios:
+            ratio = statistics.median(ratios)
+            base_cpu = base.extra.get("cpu_us_per_request")
+            router_cpu = router.extra.get("cpu_us_per_request")
+            cpu_ratio = base_cpu / router_cpu if base_cpu and router_cpu else None
             passed = ratio >= TARGET_RATIO and router.errors == 0 and base.errors == 0
-            verdicts[body] = {"ratio": round(ratio, 3), "pass": passed}
+            verdicts[body] = {
+                "ratio": round(ratio, 3),
+                "ratio_by_round": [round(x, 3) for x in ratios],
+                "cpu_ratio": round(cpu_ratio, 3) if cpu_ratio else None,
+                "pass": passed,
+            }
             print(
                 f"{body:<7} ratio commons-router (1 worker) / baseline = {ratio:.2f} "
-                f"(target >= {TARGET_RATIO}, 0 errors): {'PASS' if passed else 'FAIL'}"
+                f"(median of {len(ratios)} paired rounds: "
+                f"{' '.join(f'{x:.2f}' for x in ratios)}; by CPU per request "
+                f"{cpu_ratio:.2f}) target >= {TARGET_RATIO} with 0 errors: "
+                f"{'PASS' if passed else 'FAIL'}"
             )
+            if len(ratios) > 1 and max(ratios) > 1.25 * min(ratios):
+                verdicts[body]["noisy"] = True
+                print(
+                    f"{body:<7} warning: the per-round ratios disagree by more than 25%: "
+                    "something else is loading this machine; trust the CPU-per-request "
+                    "ratio more, or run again when it is quiet"
+                )
         print()
     return {
         "settings": {
             "duration_s": args.duration,
+            "rounds": args.rounds,
             "warmup_s": args.warmup,
             "connections": args.connections,
             "wrk_threads": 1,
             "placement": placement.describe(),
             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "load_average_at_end": os.getloadavg(),
         },
         "versions": {
             "commit": git_commit(),
@@ -572,6 +751,9 @@ def report(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="slices per measurement, targets interleaved"
+    )
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per body")
     parser.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
