@@ -305,11 +305,12 @@ async def test_spoofed_identity_baggage_is_removed(backend: Backend, client: Cli
     assert "b3" not in upstream
 
 
+@pytest.mark.parametrize("ratio", [1.0, 0.0])
 async def test_authenticated_user_is_sent_as_a_pseudonym(
-    backend: Backend, client: ClientSession
+    backend: Backend, client: ClientSession, ratio: float
 ) -> None:
     key = "a-test-key-of-sufficient-length"
-    settings = config(backend, user_baggage={"hash_key": key})
+    settings = config(backend, user_baggage={"hash_key": key}, sampling_ratio=ratio)
     async with run_router(settings, plugins=PLUGINS) as router:
         upstream, _ = await upstream_headers(
             client, router, {"X-Test-Login": "alice@example.org", "baggage": "user.id=mallory"}
@@ -446,3 +447,24 @@ async def test_websocket_upgrades_carry_the_trace_and_not_the_clients(
     assert seen["traceparent"].split("-")[1] == format(server.context.trace_id, "032x")
     assert "4bf92f3577b34da6a3ce929d0e0e4736" not in seen["traceparent"]
     assert "uberctx-user.id" not in seen
+
+
+async def test_trusted_unrecorded_context_is_passed_on_whole(
+    backend: Backend, client: ClientSession
+) -> None:
+    settings = config(backend, trusted_peers=["127.0.0.0/8"])
+    unsampled = W3C_TRACEPARENT[:-2] + "00"
+    async with run_router(settings, plugins=PLUGINS) as router:
+        upstream, response = await upstream_headers(
+            client,
+            router,
+            {"traceparent": unsampled, "tracestate": W3C_TRACESTATE, "baggage": W3C_BAGGAGE},
+        )
+    assert spans(SpanKind.SERVER) == []  # the caller decided not to record
+    _, trace_id, span_id, flags = upstream["traceparent"].split("-")
+    assert trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span_id != "00f067aa0ba902b7"  # the router's span, the caller's child
+    assert int(flags, 16) & 1 == 0
+    assert upstream["traceparent"] == response["traceresponse"]
+    assert upstream["tracestate"] == W3C_TRACESTATE
+    assert parse_baggage(upstream["baggage"]) == parse_baggage(W3C_BAGGAGE)

@@ -40,8 +40,10 @@ from router_plugins.tracing.config import TracingConfig
 from router_plugins.tracing.propagation import (
     JAEGER_BAGGAGE_PREFIX,
     PROPAGATION_HEADERS,
+    W3C_FORMATS,
     Pseudonyms,
     TrustedPeers,
+    W3CBaggage,
     build_propagator,
     clear_propagation_headers,
     has_propagation_headers,
@@ -62,6 +64,8 @@ logger = logging.getLogger("commons_router.plugin.tracing")
 
 _UNTRUSTED_LINK = {"commons_router.link": "untrusted caller"}
 _EMPTY = Context()
+_NO_BAGGAGE = W3CBaggage()
+"""Marker: W3C trace context without W3C baggage."""
 # Flags of a root trace that is not recorded: the W3C level-2 "random trace id" bit only.
 _UNRECORDED = TraceFlags(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 
@@ -104,6 +108,11 @@ class TracingPlugin(Plugin[TracingConfig]):
         self.code_attributes = CodeVersionAttributes()
         self._endpoints: dict[str, dict[str, Any]] = {}
         self._sends_baggage = bool({"baggage", "jaeger"} & set(config.propagators))
+        # Only W3C formats: unrecorded requests get their headers written directly (the
+        # traceparent is the traceresponse value), not through the generic propagators.
+        self._w3c_baggage: W3CBaggage | None = None
+        if "tracecontext" in config.propagators and set(config.propagators) <= W3C_FORMATS:
+            self._w3c_baggage = W3CBaggage() if "baggage" in config.propagators else _NO_BAGGAGE
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -279,7 +288,10 @@ class TracingPlugin(Plugin[TracingConfig]):
         if not state.span.is_recording():
             # Nothing of this trace is recorded: a client span would only be a new id, so
             # the upstream continues the (unrecorded) server span directly.
-            self.propagator.inject(headers, context=self._with_user(ctx, state.context))
+            if self._w3c_baggage is None:
+                self.propagator.inject(headers, context=self._with_user(ctx, state.context))
+            else:
+                self._inject_w3c(headers, ctx, state)
             return None
         method = request.method
         span = tracer.start_span(method, context=state.context, kind=SpanKind.CLIENT)
@@ -304,6 +316,20 @@ class TracingPlugin(Plugin[TracingConfig]):
                 token.set_attribute("error.type", error or str(status))
                 token.set_status(Status(StatusCode.ERROR))
         token.end()
+
+    def _inject_w3c(
+        self, headers: CIMultiDict[str], ctx: RequestContext, state: RequestTrace
+    ) -> None:
+        headers["traceparent"] = state.traceresponse
+        if state.inbound:  # only a trusted caller's context can carry tracestate or baggage
+            trace_state = state.span.get_span_context().trace_state
+            if trace_state:
+                headers["tracestate"] = trace_state.to_header()
+        if self._w3c_baggage is _NO_BAGGAGE:
+            return
+        if state.inbound or ctx.log_fields:
+            assert self._w3c_baggage is not None
+            self._w3c_baggage.inject(headers, context=self._with_user(ctx, state.context))
 
     def _endpoint_attributes(self, endpoint_url: str) -> Mapping[str, Any]:
         known = self._endpoints.get(endpoint_url)

@@ -48,6 +48,7 @@ PROPAGATION_HEADERS = (
     "uber-trace-id",
 )
 JAEGER_BAGGAGE_PREFIX = "uberctx-"
+W3C_FORMATS = frozenset({"tracecontext", "baggage"})
 
 
 # Characters left as they are in baggage values: W3C baggage-octets minus "%" and "+"
