@@ -18,13 +18,10 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import quote
 
-import http_sf
 import orjson
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from multidict import CIMultiDict
 
 from router import __version__
 from router.api import CONTEXT_KEY, Handler, Middleware, Plugin, PluginServices
@@ -34,6 +31,11 @@ from router.config.loader import ConfigError, ConfigIssue
 from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
 from router_plugins.provenance.config import ProvenanceConfig
 from router_plugins.provenance.fields import Record, RecordCache
+from router_plugins.provenance.message import (
+    merge_signatures,
+    request_authority,
+    request_path,
+)
 from router_plugins.provenance.page import (
     CONTENT_SECURITY_POLICY,
     KEYS_PATH,
@@ -47,43 +49,6 @@ from router_plugins.provenance.source import SourceWatcher
 __all__ = ["KEYS_PATH", "PAGE_PATH", "ProvenanceConfig", "ProvenancePlugin"]
 
 logger = logging.getLogger("commons_router.plugin.provenance")
-
-_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
-_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
-
-
-def request_authority(request: web.BaseRequest, scheme: str) -> str:
-    """RFC 9421 ``@authority``: the Host the client used, lowercase, no default port."""
-    host = request.headers.get("Host", "").strip().lower()
-    host = host.removesuffix(_DEFAULT_PORTS.get(scheme, "\0"))
-    return host if host.isascii() and host.isprintable() else quote(host, safe=":[]")
-
-
-def request_path(request: web.BaseRequest, fallback: str) -> str:
-    """RFC 9421 ``@path``: the path the client sent (not the normalized one we route on)."""
-    raw = request.raw_path
-    if not raw.startswith("/"):
-        return fallback or "/"
-    path = raw.partition("?")[0].partition("#")[0]
-    if not (path.isascii() and path.isprintable()):
-        path = quote(path, safe=_PATH_SAFE)
-    return path or "/"
-
-
-def _without_label(value: str, label: str) -> str:
-    """A Signature(-Input) dictionary minus our label ('' when malformed or empty).
-
-    SECURITY: an upstream must not be able to present its own signature under our label.
-    """
-    try:
-        parsed = http_sf.parse(value.encode("latin-1"), tltype="dictionary")
-    except Exception:
-        return ""
-    if not isinstance(parsed, dict):
-        return ""
-    parsed.pop(label, None)
-    return http_sf.ser(parsed) if parsed else ""
-
 
 def _wants_json(request: web.BaseRequest) -> bool:
     accept = request.headers.get("Accept", "")
@@ -241,7 +206,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
             components.append(('"@path";req', request_path(request, ctx.path)))
             signature_input, signature = signer.sign(components, int(now()))
             if "Signature-Input" in headers or "Signature" in headers:
-                _merge_foreign(headers, label, signature_input, signature)
+                merge_signatures(headers, label, signature_input, signature)
             else:
                 headers["Signature-Input"] = signature_input
                 headers["Signature"] = signature
@@ -335,12 +300,3 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
             )
         )
         return web.Response(text=page, content_type="text/html", headers=headers)
-
-
-def _merge_foreign(
-    headers: CIMultiDict[str], label: str, signature_input: str, signature: str
-) -> None:
-    """Keep an upstream's own signatures (other labels) next to ours."""
-    for name, ours in (("Signature-Input", signature_input), ("Signature", signature)):
-        foreign = _without_label(", ".join(headers.getall(name, ())), label)
-        headers[name] = f"{foreign}, {ours}" if foreign else ours

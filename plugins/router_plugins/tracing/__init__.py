@@ -35,7 +35,11 @@ from yarl import URL
 from router import __version__
 from router.api import CONTEXT_KEY, Handler, Middleware, Plugin, PluginServices, RequestContext
 from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
-from router_plugins.tracing.attributes import CodeVersionAttributes, method_attributes
+from router_plugins.tracing.attributes import (
+    CodeVersionAttributes,
+    method_attributes,
+    server_attributes,
+)
 from router_plugins.tracing.config import TracingConfig
 from router_plugins.tracing.propagation import (
     JAEGER_BAGGAGE_PREFIX,
@@ -231,7 +235,7 @@ class TracingPlugin(Plugin[TracingConfig]):
                 ctx.on_response(add_traceresponse)
             recording = span.is_recording()
             if recording:
-                span.set_attributes(_server_attributes(request, ctx, record_query))
+                span.set_attributes(server_attributes(request, ctx, record_query))
             if "Upgrade" in headers:
                 self._propagate_through_upgrade(request, ctx, state.context)
             try:
@@ -356,31 +360,3 @@ class TracingPlugin(Plugin[TracingConfig]):
                 key, pseudonyms.of(identity) if users.pseudonymous else identity, context
             )
         return context
-
-
-def _server_attributes(
-    request: web.BaseRequest, ctx: RequestContext, record_query: bool
-) -> dict[str, Any]:
-    attributes: dict[str, Any] = {
-        **method_attributes(request.method),
-        "url.path": ctx.path,
-        "url.scheme": ctx.scheme,
-        "server.address": ctx.host,
-        "client.address": ctx.client_ip,
-        "network.peer.address": request.remote or "",
-        "commons_router.request_id": ctx.request_id,
-    }
-    host = request.headers.get("Host", "")
-    port = host.rpartition(":")[2] if not host.endswith("]") else ""
-    if port.isdigit():
-        attributes["server.port"] = int(port)
-    user_agent = request.headers.get("User-Agent")
-    if user_agent:
-        attributes["user_agent.original"] = user_agent
-    if record_query and ctx.query:
-        attributes["url.query"] = ctx.query
-    route = ctx.route
-    if route is not None:
-        attributes["http.route"] = route.spec.path
-        attributes["commons_router.route"] = route.name
-    return attributes

@@ -6,6 +6,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from aiohttp import web
+
+from router.api import RequestContext
+
 KNOWN_METHODS = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"}
 )
@@ -53,3 +57,31 @@ class CodeVersionAttributes:
             self._cache.clear()
         self._cache[id(version)] = (version, attributes)
         return attributes
+
+
+def server_attributes(
+    request: web.BaseRequest, ctx: RequestContext, record_query: bool
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        **method_attributes(request.method),
+        "url.path": ctx.path,
+        "url.scheme": ctx.scheme,
+        "server.address": ctx.host,
+        "client.address": ctx.client_ip,
+        "network.peer.address": request.remote or "",
+        "commons_router.request_id": ctx.request_id,
+    }
+    host = request.headers.get("Host", "")
+    port = host.rpartition(":")[2] if not host.endswith("]") else ""
+    if port.isdigit():
+        attributes["server.port"] = int(port)
+    user_agent = request.headers.get("User-Agent")
+    if user_agent:
+        attributes["user_agent.original"] = user_agent
+    if record_query and ctx.query:
+        attributes["url.query"] = ctx.query
+    route = ctx.route
+    if route is not None:
+        attributes["http.route"] = route.spec.path
+        attributes["commons_router.route"] = route.name
+    return attributes
