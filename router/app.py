@@ -21,6 +21,7 @@ from router.api.context import CONTEXT_KEY
 from router.api.plugin import Handler, Middleware, Plugin, PluginServices
 from router.api.provider import Provider
 from router.builtin.echo import EchoHandler
+from router.builtin.unavailable import unavailable
 from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
 from router.config.models import Config
 from router.config.types import split_host_port
@@ -151,7 +152,10 @@ class RouterRuntime:
                 return await proxy_websocket(forwarder, request)
             return await forwarder(request)
 
-        builtins: dict[str, Handler] = {"echo": EchoHandler(forwarder)}
+        builtins: dict[str, Handler] = {
+            "echo": EchoHandler(forwarder),
+            "unavailable": unavailable,
+        }
         compiler = RouteCompiler(
             self.plugins,
             upstream_terminal,

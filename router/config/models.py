@@ -112,8 +112,9 @@ class Route(Model):
     path: str = "/"
     path_type: Literal["Prefix", "Exact"] = "Prefix"
     upstreams: list[Endpoint] = Field(default_factory=list)
-    builtin: Literal["echo"] | None = None
-    """Answer from the router itself: ``echo`` shows what the router saw and would add."""
+    builtin: Literal["echo", "unavailable"] | None = None
+    """Answer from the router itself: ``echo`` shows what the router saw and would add;
+    ``unavailable`` answers 503 (the route keeps its host and path claimed)."""
     balancer: Literal["round_robin", "least_outstanding"] = "round_robin"
     strip_prefix: bool = False
     preserve_host: bool = True

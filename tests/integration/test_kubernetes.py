@@ -103,7 +103,9 @@ async def test_bad_annotation_disables_only_that_ingress_and_shows_in_routes(
         ]
         assert "commons-router.io/timeout" in problem["message"]
         assert "invalid duration" in problem["message"]
-        assert (await cluster.get("/", host="broken.test"))[0] == 404
+        status, body = await cluster.get("/", host="broken.test")
+        assert status == 503
+        assert "team-a.broken.rule0.path0" in str(body)
         assert (await cluster.get("/"))[0] == 200
 
 
@@ -327,3 +329,39 @@ async def test_broken_watch_data_and_server_errors_keep_the_last_routes(tmp_path
         assert len(api.calls_of("list")) == lists_before
         pod_calls = [c for c in api.calls if c.resource == "pods"]
         assert {c.params["labelSelector"] for c in pod_calls} == {"app.kubernetes.io/name=app"}
+
+
+async def test_a_service_without_endpoints_answers_503_and_never_falls_through(
+    tmp_path: Path,
+) -> None:
+    async with run_cluster(tmp_path, "app-0") as cluster:
+        api = cluster.api
+        # Another team routes every *.test host to its own pod.
+        for kind, name in [("Service", "app"), ("EndpointSlice", "app-k8s7d")]:
+            obj = api.get(kind, "team-a", name)
+            obj["metadata"] = {**obj["metadata"], "namespace": "team-b"}
+            del obj["metadata"]["resourceVersion"], obj["metadata"]["uid"]
+            if kind == "EndpointSlice":
+                obj["endpoints"] = [endpoint("app-2")]
+                obj["endpoints"][0]["targetRef"]["namespace"] = "team-b"
+            api.apply(obj)
+        catch_all = api.get("Ingress", "team-a", "app")
+        catch_all["metadata"] = {"name": "catch-all", "namespace": "team-b"}
+        catch_all["spec"]["rules"][0]["host"] = "*.test"
+        api.apply(catch_all)
+
+        async def other_host_routed() -> bool:
+            return (await cluster.get("/", host="other.test"))[1] == {"pod": "app-2", "path": "/"}
+
+        await eventually(other_host_routed, "the wildcard route is applied")
+        set_endpoints(api, [endpoint("app-0", terminating=True)])
+
+        async def unavailable() -> bool:
+            return (await cluster.get("/"))[0] == 503
+
+        await eventually(unavailable, "the route without endpoints answers 503")
+        for _ in range(5):
+            status, body = await cluster.get("/")
+            assert status == 503, body
+        (problem,) = [p for p in (await cluster.routes())["problems"] if p["route"] == ROUTE]
+        assert "service team-a/app has no serving endpoints" in problem["message"]

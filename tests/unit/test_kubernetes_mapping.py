@@ -49,7 +49,8 @@ def summary(route: Route) -> tuple[str, list[str], str, str, list[str]]:
         route.hosts,
         route.path,
         route.path_type,
-        [endpoint.url for endpoint in route.upstreams],
+        [endpoint.url for endpoint in route.upstreams]
+        or ["503" if route.builtin == "unavailable" else "?"],
     )
 
 
@@ -145,13 +146,31 @@ CASES = [
     pytest.param(
         ["problems.yaml"],
         [
+            # Bad settings: nothing is served, but the host and path stay claimed (503).
+            ("apps.bad-annotation.rule0.path0", ["bad.example.com"], "/", "Prefix", ["503"]),
             (
                 "apps.partly-broken.rule0.path0",
                 ["partly.example.com"],
                 "/ok",
                 "Prefix",
                 ["http://10.244.0.8:8080"],
-            )
+            ),
+            *[
+                (
+                    f"apps.partly-broken.rule0.path{i}",
+                    ["partly.example.com"],
+                    path,
+                    "Prefix",
+                    ["503"],
+                )
+                for i, path in [
+                    (1, "/missing"),
+                    (2, "/wrong-port"),
+                    (3, "/empty"),
+                    (4, "/bucket"),
+                    (7, "/external"),
+                ]
+            ],
         ],
         [
             (
@@ -260,8 +279,12 @@ def test_bad_annotation_is_a_problem(annotation: str, value: str, fragment: str)
         **{k: v for k, v in cluster.ingresses.items() if k == "apps/legacy-ours"},
     }
     routes, problems = build_routes(cluster, SELECTION)
-    # Only the Ingress with the bad annotation loses its routes.
-    assert [r.name for r in routes] == ["apps.legacy-ours.rule0.path0"]
+    # Only the Ingress with the bad annotation loses its routes: they answer 503.
+    assert [(r.name, r.builtin) for r in routes] == [
+        ("apps.by-class-name.rule0.path0", "unavailable"),
+        ("apps.legacy-ours.rule0.path0", None),
+    ]
+    assert routes[0].upstreams == [] and routes[0].plugins == {}
     (problem,) = problems
     assert problem.source == "ingress/apps/by-class-name"
     assert f"commons-router.io/{annotation}" in problem.message

@@ -145,25 +145,26 @@ class IngressMapper:
     def map(self, ingress: Obj) -> IngressResult:
         source = f"ingress/{key(ingress)}"
         settings, annotation_problems = parse_annotations(annotations_of(ingress))
-        if annotation_problems:
-            return IngressResult(
-                (),
-                tuple(
-                    RouteProblem(source, f"{message}; routes of this Ingress disabled")
-                    for message in annotation_problems
-                ),
-            )
         routes: list[Route] = []
-        problems: list[RouteProblem] = []
+        problems = [
+            RouteProblem(source, f"{message}; requests to this Ingress get 503")
+            for message in annotation_problems
+        ]
         for suffix, target in self._targets(ingress):
+            name = route_name(ingress, suffix)
             if isinstance(target, str):
-                result: Route | str = target
+                problems.append(RouteProblem(source, target, name))
+                continue
+            if annotation_problems:
+                # SECURITY: broken settings (maybe the auth ones) serve nothing, but keep the
+                # host and path claimed so that no less specific route answers instead.
+                route, message = self._placeholder(name, {}, *target[:3]), None
             else:
-                result = self._route(ingress, settings, suffix, *target)
-            if isinstance(result, Route):
-                routes.append(result)
-            else:
-                problems.append(RouteProblem(source, result, route_name(ingress, suffix)))
+                route, message = self._route(ingress, settings, name, *target)
+            if route is not None:
+                routes.append(route)
+            if message is not None:
+                problems.append(RouteProblem(source, message, name))
         return IngressResult(tuple(routes), tuple(problems))
 
     @staticmethod
@@ -197,36 +198,65 @@ class IngressMapper:
                 )
         return targets
 
+    @staticmethod
+    def _placeholder(
+        name: str, fields: Mapping[str, Any], hosts: list[str], path: str, kind: str
+    ) -> Route | None:
+        """A route answering 503 for this host and path (None if they are invalid)."""
+        try:
+            return Route.model_validate(
+                {
+                    **fields,
+                    "name": name,
+                    "hosts": hosts,
+                    "path": path,
+                    "path_type": kind,
+                    "builtin": "unavailable",
+                }
+            )
+        except ValidationError:
+            return None
+
     def _route(
         self,
         ingress: Obj,
         settings: IngressSettings,
-        suffix: str,
+        name: str,
         hosts: list[str],
         path: str,
         kind: str,
         backend: Obj,
-    ) -> Route | str:
-        where = "defaultBackend" if suffix == "default" else f"host {hosts or '*'} path {path}"
+    ) -> tuple[Route | None, str | None]:
+        """The route, or a placeholder answering 503, or None; and a problem message."""
+        where = f"host {hosts[0] if hosts else '(any)'} path {path}"
+        if name.endswith(".default"):
+            where = "defaultBackend"
         try:
             upstreams = self.endpoints(ingress, backend, settings.scheme)
         except BackendProblem as exc:
-            return f"{where}: {exc}; route disabled"
+            return (
+                self._placeholder(name, settings.route_fields, hosts, path, kind),
+                f"{where}: {exc}; requests get 503",
+            )
         if not upstreams:
             service = text(mapping(backend.get("service")).get("name"))
-            return f"{where}: service {namespace(ingress)}/{service} has no serving endpoints"
+            return (
+                self._placeholder(name, settings.route_fields, hosts, path, kind),
+                f"{where}: service {namespace(ingress)}/{service} has no serving endpoints; "
+                "requests get 503",
+            )
         fields: dict[str, Any] = {
             **settings.route_fields,
-            "name": route_name(ingress, suffix),
+            "name": name,
             "hosts": hosts,
             "path": path,
             "path_type": kind,
             "upstreams": upstreams,
         }
         try:
-            return Route.model_validate(fields)
+            return Route.model_validate(fields), None
         except ValidationError as exc:
-            return f"{where}: {_validation_message(exc)}; route disabled"
+            return None, f"{where}: {_validation_message(exc)}; route disabled"
 
 
 def ingress_order(ingress: Obj) -> tuple[str, str]:
