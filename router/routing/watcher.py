@@ -93,8 +93,11 @@ class RouteWatcher:
         self._holder.swap(table)
         self._applied = routes
         self._metrics.table_generation = self._holder.generation
+        logged = set(self.problems)
         self.problems = tuple(problems) + tuple(compile_problems)
         for problem in self.problems:
-            logger.warning("route problem in %s: %s", problem.source, problem.message)
+            # Each problem is logged when it appears, not again at every table change.
+            if problem not in logged:
+                logger.warning("route problem in %s: %s", problem.source, problem.message)
         logger.info("route table %d applied: %d routes", self._holder.generation, len(table.routes))
         return True

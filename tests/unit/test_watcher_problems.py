@@ -1,0 +1,44 @@
+"""Route problems are logged when they appear, not again at every table change."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from aiohttp import web
+
+from router.api import ProviderUpdate, RouteProblem
+from router.config.models import Route
+from router.dispatch import TableHolder
+from router.observability.metrics import Metrics
+from router.proxy.upstream import EndpointRegistry
+from router.routing.compiler import RouteCompiler
+from router.routing.watcher import RouteWatcher
+
+
+async def terminal(request: web.BaseRequest) -> web.StreamResponse:
+    return web.Response()
+
+
+def route(name: str) -> Route:
+    return Route.model_validate(
+        {"name": name, "path": f"/{name}", "upstreams": [{"url": "http://10.0.0.1"}]}
+    )
+
+
+async def test_each_problem_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    compile_routes = RouteCompiler([], terminal, {}, EndpointRegistry(), metrics, 1024)
+    watcher = RouteWatcher(compile_routes, TableHolder(), metrics)
+    broken = RouteProblem("ingress/a/b", "service a/x not found", "a.b.rule0.path0")
+    other = RouteProblem("ingress/a/c", "service a/y not found", "a.c.rule0.path0")
+    caplog.set_level(logging.WARNING, logger="commons_router.routing")
+    for step, problems in enumerate([(broken,), (broken,), (broken, other), (broken,)]):
+        watcher.publish(ProviderUpdate("test", (route(f"r{step}"),), problems))
+        assert watcher.apply_now()
+        assert watcher.problems == problems
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "route problem in ingress/a/b: service a/x not found",
+        "route problem in ingress/a/c: service a/y not found",
+    ]
