@@ -73,6 +73,21 @@ class RouteCompiler:
         """The last table's compiled routes by ``id(spec)``: a provider that republishes
         the same Route object (unchanged) gets it back without recompiling."""
 
+    def _unavailable(self, route: Route) -> CompiledRoute | None:
+        """A route that answers 503 in place of ``route``, when that builtin exists."""
+        handler = self._terminal_builtin.get("unavailable")
+        if handler is None:
+            return None
+        placeholder = CompiledRoute(
+            route,
+            pool=None,
+            metrics=self._metrics.route(route.name),
+            default_max_body=self._default_max_body,
+            plugins=(),
+        )
+        placeholder.handler = handler
+        return placeholder
+
     def compile_one(self, route: Route, source: str) -> CompiledRoute | RouteProblem:
         configs, issues = route_plugin_configs(route, self._specs, ())
         if issues:
@@ -123,7 +138,17 @@ class RouteCompiler:
                 logger.exception("building route %s failed", route.name)
                 result = RouteProblem(f"route:{route.name}", f"{exc}; route disabled", route.name)
             if isinstance(result, RouteProblem):
-                problems.append(result)
+                placeholder = self._unavailable(route)
+                if placeholder is None:
+                    problems.append(result)
+                else:
+                    # SECURITY: the broken route (maybe its auth settings) serves nothing,
+                    # but keeps its host and path, so no less specific route answers.
+                    compiled.append(placeholder)
+                    message = result.message.removesuffix("; route disabled")
+                    problems.append(
+                        RouteProblem(result.source, message + "; the route answers 503", route.name)
+                    )
             else:
                 compiled.append(result)
                 current[id(route)] = result

@@ -365,3 +365,20 @@ async def test_a_service_without_endpoints_answers_503_and_never_falls_through(
             assert status == 503, body
         (problem,) = [p for p in (await cluster.routes())["problems"] if p["route"] == ROUTE]
         assert "service team-a/app has no serving endpoints" in problem["message"]
+
+
+async def test_plugin_settings_the_router_rejects_make_the_route_answer_503(
+    tmp_path: Path,
+) -> None:
+    async with run_cluster(tmp_path, "app-0") as cluster:
+        ingress = cluster.api.get("Ingress", "team-a", "app")
+        ingress["metadata"]["annotations"] = {"commons-router.io/plugin.no-such-plugin": "{}"}
+        cluster.api.apply(ingress)
+
+        async def unavailable() -> bool:
+            return (await cluster.get("/"))[0] == 503
+
+        await eventually(unavailable, "the route answers 503")
+        (problem,) = [p for p in (await cluster.routes())["problems"] if p["route"] == ROUTE]
+        assert "plugin 'no-such-plugin' is not enabled" in problem["message"]
+        assert problem["message"].endswith("the route answers 503")

@@ -33,3 +33,28 @@ def test_same_route_object_is_not_recompiled() -> None:
     third, _ = compile_routes([kept])
     assert third.routes[0] is not first.routes[0]
     assert len(endpoints) == 1
+
+
+async def unavailable(request: web.BaseRequest) -> web.StreamResponse:
+    return web.Response(status=503)
+
+
+def test_a_route_that_cannot_be_built_answers_503_in_its_place() -> None:
+    broken = Route.model_validate(
+        {"name": "broken", "upstreams": [{"url": "http://10.0.0.9"}], "plugins": {"nope": {}}}
+    )
+    compile_routes = RouteCompiler(
+        [], terminal, {"unavailable": unavailable}, EndpointRegistry(), Metrics(), 1024
+    )
+    table, problems = compile_routes([broken])
+    (placeholder,) = table.routes
+    assert placeholder.spec is broken
+    assert placeholder.handler is unavailable
+    assert placeholder.pool is None
+    (problem,) = problems
+    assert "plugin 'nope' is not enabled" in problem.message
+    assert problem.message.endswith("; the route answers 503")
+    # Without the builtin (an embedding without it), the route is left out as before.
+    table, problems = RouteCompiler([], terminal, {}, EndpointRegistry(), Metrics(), 1024)([broken])
+    assert table.routes == ()
+    assert problems[0].message.endswith("; route disabled")
