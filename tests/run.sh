@@ -15,6 +15,8 @@ fi
 # System packages the tests use, installed only when missing (needs root, as on CI).
 missing=()
 command -v git >/dev/null || missing+=(git)
+# openssl: certificates for the TLS listener and in-cluster Kubernetes API tests.
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         apt-get update -qq
