@@ -42,6 +42,13 @@ async def wait_for_access_token_expiry(seconds: float = 4.5) -> None:
     await asyncio.sleep(seconds)
 
 
+async def access_token_seen_by_backend(browser: ClientSession, url: str) -> str:
+    status, body = await get_json(browser, url + "/withtoken")
+    assert status == 200
+    token: str = {k.lower(): v for k, v in body["headers"]}["x-forwarded-access-token"]
+    return token
+
+
 def replica(cfg: dict[str, Any], port: int) -> dict[str, Any]:
     return {**cfg, "listener": {"listen": f"127.0.0.1:{port}"}}
 
@@ -65,6 +72,7 @@ async def test_fifty_concurrent_requests_on_two_replicas_refresh_once(
                 "Accept": "application/json",
             }
             before = (await provider.counters(browser))["refresh_token"]
+            old_token = await access_token_seen_by_backend(browser, first.url)
             await wait_for_access_token_expiry()
 
             async def one(url: str) -> int:
@@ -76,6 +84,10 @@ async def test_fifty_concurrent_requests_on_two_replicas_refresh_once(
             assert statuses == [200] * 50
             after = (await provider.counters(browser))["refresh_token"]
             assert after - before == 1
+            # Both replicas now send the new access token upstream.
+            new_token = await access_token_seen_by_backend(browser, first.url)
+            assert new_token != old_token
+            assert await access_token_seen_by_backend(browser, second.url) == new_token
 
 
 async def test_failed_refresh_sends_the_user_to_login(

@@ -88,6 +88,12 @@ def router_config(
                 "plugins": {"auth": {"policy": "public"}},
             },
             {
+                "name": "withtoken",
+                "path": "/withtoken",
+                "upstreams": up,
+                "plugins": {"auth": {"pass_access_token": True}},
+            },
+            {
                 "name": "maybe",
                 "path": "/maybe",
                 "upstreams": up,

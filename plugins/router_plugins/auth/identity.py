@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
@@ -17,6 +17,8 @@ class Identity:
     claims: dict[str, Any]
     source: Literal["session", "bearer", "dev"]
     access_token: str | None = None
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    """Values derived from this identity (e.g. its header values), computed once."""
 
     @property
     def user(self) -> str:

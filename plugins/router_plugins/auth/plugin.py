@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -45,6 +45,7 @@ from router_plugins.sessions import SESSIONS, SessionService, StoreUnavailable
 
 logger = logging.getLogger("commons_router.auth")
 
+_KNOWN_LIMIT = 10_000
 AUTH_PATH = "/.commons-router/auth"
 JWKS_PATH = "/.well-known/commons-router/jwks.json"
 SESSION_DOWN = "Your session cannot be checked right now (the session store is unreachable)."
@@ -75,6 +76,7 @@ class AuthPlugin(Plugin[AuthConfig]):
         self.signer: AssertionSigner | None = None
         self.login: LoginHandlers | None = None
         self._policies: dict[str, Policy] = {}
+        self._known: dict[str, tuple[object, Identity]] = {}
         self._discovery: asyncio.Task[None] | None = None
         self._default = Policy(config.default)
         headers = config.identity_headers
@@ -266,7 +268,9 @@ class AuthPlugin(Plugin[AuthConfig]):
             raise RouterHTTPError(
                 503, "The token issuer's keys cannot be fetched right now."
             ) from None
-        return Identity.from_claims(claims, source="bearer", access_token=token)
+        return self._remember(
+            token, claims, lambda: Identity.from_claims(claims, source="bearer", access_token=token)
+        )
 
     async def _session_identity(
         self, request: web.BaseRequest, *, required: bool = True
@@ -290,13 +294,30 @@ class AuthPlugin(Plugin[AuthConfig]):
             raise RouterHTTPError(503, IDP_DOWN) from None
         if session is None:
             return None
+        found = session
         groups_claim = self.config.oidc.groups_claim if self.config.oidc else "groups"
-        return Identity.from_claims(
-            {**session.claims, "iss": session.issuer},
-            source="dev" if self.config.dev_login else "session",
-            groups_claim=groups_claim,
-            access_token=session.access_token,
+        return self._remember(
+            session.key,
+            session,
+            lambda: Identity.from_claims(
+                {**found.claims, "iss": found.issuer},
+                source="dev" if self.config.dev_login else "session",
+                groups_claim=groups_claim,
+                access_token=found.access_token,
+            ),
         )
+
+    def _remember(self, key: str, source: object, build: Callable[[], Identity]) -> Identity:
+        """The identity built from ``source`` (a cached session or verified token), reused
+        for as long as the store or verifier hands out that same object."""
+        known = self._known.get(key)
+        if known is not None and known[0] is source:
+            return known[1]
+        identity = build()
+        if len(self._known) >= _KNOWN_LIMIT:
+            self._known.clear()
+        self._known[key] = (source, identity)
+        return identity
 
     def _unauthenticated(self, request: web.BaseRequest, ctx: RequestContext) -> web.Response:
         if self.login is not None and is_browser(request):
@@ -338,6 +359,17 @@ class AuthPlugin(Plugin[AuthConfig]):
     def _identity_headers(
         self, identity: Identity, settings: RouteAuth, route: str
     ) -> dict[str, str]:
+        memo_key = ("headers", settings.pass_access_token)
+        static: dict[str, str] | None = identity.memo.get(memo_key)
+        if static is None:
+            static = self._static_headers(identity, settings.pass_access_token)
+            identity.memo[memo_key] = static
+        if self.signer is None or not settings.assertion:
+            return static
+        assertion = clean_header_value(self.signer.sign(identity, route))
+        return {**static, self.signer.config.header: assertion}
+
+    def _static_headers(self, identity: Identity, pass_access_token: bool) -> dict[str, str]:
         names = self.config.identity_headers
         out: dict[str, str] = {}
         if names.user:
@@ -352,8 +384,6 @@ class AuthPlugin(Plugin[AuthConfig]):
             value = identity.claims.get(claim)
             if isinstance(value, str | int | float | bool):
                 out[header] = str(value)
-        if settings.pass_access_token and identity.access_token:
+        if pass_access_token and identity.access_token:
             out[names.access_token] = identity.access_token
-        if self.signer is not None and settings.assertion:
-            out[self.signer.config.header] = self.signer.sign(identity, route)
         return {k: clean_header_value(v) for k, v in out.items()}

@@ -22,8 +22,22 @@ class CookieSettings:
         return f"{self.name}-{suffix}"
 
     def read(self, request: web.BaseRequest, name: str | None = None) -> str | None:
-        value = request.cookies.get(name or self.name)
-        return value or None
+        """The cookie's value, or None. The first of several with that name wins (browsers
+        send the most specific first)."""
+        wanted = name or self.name
+        raw = request.headers.get("Cookie")
+        if not raw or wanted not in raw:
+            return None
+        # A plain split is enough for our own cookies (URL-safe values) and much cheaper
+        # than a full cookie parse on every request.
+        for part in raw.split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key == wanted:
+                value = value.strip()
+                if len(value) >= 2 and value[0] == value[-1] == '"':
+                    value = value[1:-1]
+                return value or None
+        return None
 
     def set(
         self,
