@@ -50,6 +50,7 @@ __all__ = ["KEYS_PATH", "PAGE_PATH", "ProvenanceConfig", "ProvenancePlugin"]
 
 logger = logging.getLogger("commons_router.plugin.provenance")
 
+
 def _wants_json(request: web.BaseRequest) -> bool:
     accept = request.headers.get("Accept", "")
     return "json" in accept and "text/html" not in accept
@@ -66,9 +67,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
         self.dev_key = False
         self.public_keys: list[Ed25519PublicKey] = []
         self.source = (
-            SourceWatcher(config.source_dir, config.source_interval)
-            if config.source_dir
-            else None
+            SourceWatcher(config.source_dir, config.source_interval) if config.source_dir else None
         )
         self._jwks = b'{"keys":[]}'
         self._header_id = f'"{config.header.lower()}"'

@@ -93,9 +93,7 @@ def render_page(data: PageData) -> str:
         )
     else:
         endpoints = "<p>This host and path are answered by the router itself.</p>"
-    route = (
-        f"<code>{html.escape(data.route)}</code>" if data.route else "none (no route matches)"
-    )
+    route = f"<code>{html.escape(data.route)}</code>" if data.route else "none (no route matches)"
     if data.keyid is not None:
         covered = " ".join(html.escape(c) for c in data.covered)
         dev_warning = (
