@@ -306,3 +306,16 @@ async def test_signing_only_when_requested(
         asked = {"Accept-Signature": 'prov=("@status");tag="commons-router"'}
         async with client.get(router.url + "/asked", headers=asked) as response:
             verify_response("GET", str(response.request_info.url), 200, lines(response), keys)
+
+
+async def test_websocket_upgrade_is_signed(
+    backend: Backend, client: ClientSession, key_file: Path
+) -> None:
+    async with run_router(config(backend, key_file=str(key_file))) as router:
+        keys = keys_from_jwks(await jwks(client, router))
+        async with client.ws_connect(router.url + "/ws") as ws:
+            upgrade = ws._response  # the 101 answer
+            assert upgrade.status == 101
+            verify_response("GET", str(upgrade.request_info.url), 101, lines(upgrade), keys)
+            await ws.send_str("close:1000")
+            await ws.receive()
