@@ -47,7 +47,10 @@ async def browser() -> AsyncIterator[Any]:
 
 def config(backend: Backend, key_file: Path, version: dict[str, str]) -> dict[str, Any]:
     return {
-        "plugins": [{"name": "provenance", "config": {"key_file": str(key_file)}}],
+        "plugins": [
+            {"name": "provenance", "config": {"key_file": str(key_file)}},
+            {"name": "tracing", "config": {"exporter": "none"}},
+        ],
         "routes": [
             {
                 "name": "shop",
@@ -92,6 +95,8 @@ async def test_page_shows_the_code_behind_the_route(
         )
         assert await page.get_by_role("link", name=version["repository"]).count() == 1
         assert f"commons-router inspect http://shop.test:{router.port}/" in text
+        trace_id = response.headers["traceresponse"].split("-")[1]
+        assert f"trace id {trace_id}" in text  # the page's own trace, to quote
         keys = page.get_by_role("link", name="/.well-known/commons-router/provenance-keys")
         assert await keys.count() == 1
         ARTIFACTS.mkdir(exist_ok=True)

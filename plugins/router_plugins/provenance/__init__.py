@@ -251,7 +251,9 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
                     seen.add(record.header)
                     endpoints.append(record)
         router = self.records.get(None, None)
-        tracing = self.services.lookup(TRACE_RESPONSE) is not None
+        trace = self.services.lookup(TRACE_RESPONSE)
+        tracing = trace is not None
+        traceresponse = trace.traceresponse(request) if trace is not None else None
         headers = {
             "Cache-Control": "no-store",
             "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -294,6 +296,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
                 keyid=self.signer.keyid if self.signer is not None else None,
                 covered=self.covered_components(tracing),
                 request_id=ctx.request_id,
+                trace_id=traceresponse.split("-")[1] if traceresponse else None,
                 dev_key=self.dev_key,
                 on_request=self.config.sign == "requested",
             )

@@ -45,6 +45,7 @@ class PageData:
     request_id: str
     dev_key: bool
     on_request: bool = False
+    trace_id: str | None = None
     """Signatures are made only for requests with ``Accept-Signature``."""
 
 
@@ -123,6 +124,9 @@ not cover the body (bodies are streamed; see the router's README).</p>
 cloud's public configuration repository).</p>"""
     else:
         verify = "<p>Responses are not signed on this router.</p>"
+    trace = (
+        f" &middot; trace id <code>{html.escape(data.trace_id)}</code>" if data.trace_id else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -139,6 +143,6 @@ cloud's public configuration repository).</p>"""
 </table>
 <h2>How to verify</h2>
 {verify}
-<p><small>request id <code>{html.escape(data.request_id)}</code></small></p>
+<p><small>request id <code>{html.escape(data.request_id)}</code>{trace}</small></p>
 </body></html>
 """
