@@ -18,8 +18,9 @@ proxy under test on the second, so a one-worker proxy has a core to itself and i
 bottleneck. For "nginx direct", nginx is moved to the second CPU. The two-worker router is
 left unpinned (it shares the first CPU with wrk and nginx). With one CPU nothing is pinned.
 
-Prints req/s, p50, p99 and errors per target and body, and the ratio of commons-router
-(one worker) to the baseline with PASS (>= 0.9 and no errors) or FAIL. Exit status: 0 when
+Prints req/s, p50, p99, errors and CPU time per request per target and body, and the
+ratio of commons-router (one worker) to the baseline, by req/s and by CPU time per
+request, with PASS (both >= 0.9 and no errors) or FAIL. Exit status: 0 when
 everything ran (whatever the ratio), 1 when nginx or wrk is missing, 2 when a target did
 not start or a measurement broke.
 """
@@ -703,19 +704,26 @@ def report(
             base_cpu = base.extra.get("cpu_us_per_request")
             router_cpu = router.extra.get("cpu_us_per_request")
             cpu_ratio = base_cpu / router_cpu if base_cpu and router_cpu else None
-            passed = ratio >= TARGET_RATIO and router.errors == 0 and base.errors == 0
+            # On a quiet machine both ratios agree; under background load req/s scatters
+            # and could pass by luck, so both must reach the target.
+            passed = (
+                ratio >= TARGET_RATIO
+                and (cpu_ratio is None or cpu_ratio >= TARGET_RATIO)
+                and router.errors == 0
+                and base.errors == 0
+            )
             verdicts[body] = {
                 "ratio": round(ratio, 3),
                 "ratio_by_round": [round(x, 3) for x in ratios],
                 "cpu_ratio": round(cpu_ratio, 3) if cpu_ratio else None,
                 "pass": passed,
             }
+            cpu_text = f"{cpu_ratio:.2f}" if cpu_ratio is not None else "n/a"
             print(
-                f"{body:<7} ratio commons-router (1 worker) / baseline = {ratio:.2f} "
+                f"{body:<7} ratio commons-router (1 worker) / baseline: req/s {ratio:.2f} "
                 f"(median of {len(ratios)} paired rounds: "
-                f"{' '.join(f'{x:.2f}' for x in ratios)}; by CPU per request "
-                f"{cpu_ratio:.2f}) target >= {TARGET_RATIO} with 0 errors: "
-                f"{'PASS' if passed else 'FAIL'}"
+                f"{' '.join(f'{x:.2f}' for x in ratios)}), CPU per request {cpu_text}; "
+                f"target both >= {TARGET_RATIO} with 0 errors: {'PASS' if passed else 'FAIL'}"
             )
             if len(ratios) > 1 and max(ratios) > 1.25 * min(ratios):
                 verdicts[body]["noisy"] = True
