@@ -8,6 +8,7 @@ assignment, so requests in flight keep the table they started with.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Sequence
 
@@ -82,7 +83,16 @@ class RouteWatcher:
         if self._applied is not None and routes == self._applied:
             self.problems = tuple(problems) + tuple(self._compile_problems)
             return False
-        table, compile_problems = self._compile(routes)
+        # Building a table allocates an object or more per route and no garbage cycles;
+        # with the collector paused it does not traverse the whole heap again and again
+        # meanwhile. This is synchronous: collection resumes right after.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            table, compile_problems = self._compile(routes)
+        finally:
+            if collecting:
+                gc.enable()
         self._compile_problems = compile_problems
         for conflict in table.conflicts:
             compile_problems.append(

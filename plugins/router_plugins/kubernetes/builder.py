@@ -41,6 +41,7 @@ from router_plugins.kubernetes.objects import (
 from router_plugins.kubernetes.resources import ENDPOINT_SLICES, INGRESSES, PODS, SERVICES
 
 Changes = set[tuple[str, str]]
+Collected = tuple[tuple[Route, ...], tuple[RouteProblem, ...]]
 
 
 def _backends(ingress: Obj) -> list[Obj]:
@@ -150,6 +151,8 @@ class RouteBuilder:
         self._selection = selection
         self._shared_hosts = shared_hosts
         self._owners: dict[str, str] | None = None
+        self._collected: dict[str, tuple[IngressResult, object, Collected]] = {}
+        """Ingress key -> (its result, the owners map, what that result contributes)."""
         self._results: dict[str, tuple[Hashable, IngressResult]] = {}
         self._facts: dict[str, _IngressFacts] = {}
         self._slices = _SliceIndex()
@@ -272,7 +275,9 @@ class RouteBuilder:
             self._chosen = self._select(cluster)
         mapper = IngressMapper(cluster, self._slices.slices_of)
         results: dict[str, tuple[Hashable, IngressResult]] = {}
-        ordered: list[tuple[Obj, IngressResult]] = []
+        routes: list[Route] = []
+        problems: list[RouteProblem] = []
+        collected: dict[str, tuple[IngressResult, object, Collected]] = {}
         for ingress_key, ingress, facts in self._chosen:
             cached = self._results.get(ingress_key)
             if affected is not None and cached is not None and ingress_key not in affected:
@@ -286,8 +291,16 @@ class RouteBuilder:
                     result = mapper.map(ingress)
                 if fingerprint is not None:
                     results[ingress_key] = (fingerprint, result)
-            ordered.append((ingress, result))
-        routes, problems = collect(ordered, self._owners)
+            # The host-ownership filter, redone only when the result or the owners changed.
+            previous = self._collected.get(ingress_key)
+            if previous is not None and previous[0] is result and previous[1] is self._owners:
+                contribution = previous[2]
+            else:
+                contribution = collect([(ingress, result)], self._owners)
+            collected[ingress_key] = (result, self._owners, contribution)
+            routes.extend(contribution[0])
+            problems.extend(contribution[1])
         self._results = results
+        self._collected = collected
         self._consistent = True
-        return routes, problems
+        return tuple(routes), tuple(problems)
