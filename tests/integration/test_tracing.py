@@ -468,3 +468,13 @@ async def test_trusted_unrecorded_context_is_passed_on_whole(
     assert upstream["traceparent"] == response["traceresponse"]
     assert upstream["tracestate"] == W3C_TRACESTATE
     assert parse_baggage(upstream["baggage"]) == parse_baggage(W3C_BAGGAGE)
+
+
+async def test_traceresponse_can_be_turned_off(backend: Backend, client: ClientSession) -> None:
+    settings = config(backend, traceresponse=False)
+    settings["plugins"].append({"name": "provenance", "config": {"sign": "always"}})
+    async with run_router(settings, plugins=PLUGINS, dev_mode=True) as router:
+        async with client.get(router.url + "/api/x") as response:
+            assert response.status == 200
+            assert "traceresponse" not in response.headers
+            assert "traceresponse" not in response.headers["Signature-Input"]

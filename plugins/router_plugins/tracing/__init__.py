@@ -104,6 +104,7 @@ class TracingPlugin(Plugin[TracingConfig]):
         super().__init__(config, services)
         self.provider: TracerProvider | None = None
         self.tracer: Tracer | None = None
+        self.ids = PresetIds()
         self.propagator = build_propagator(config.propagators)
         self.trusted = TrustedPeers(config.trusted_peers)
         users = config.user_baggage
@@ -130,7 +131,6 @@ class TracingPlugin(Plugin[TracingConfig]):
     async def start(self) -> None:
         exporter = self.make_exporter()
         processor = self.make_processor(exporter) if exporter is not None else None
-        self.ids = PresetIds()
         self.provider = build_provider(self.config, processor, self.ids)
         self.tracer = self.provider.get_tracer("commons-router", __version__)
         users = self.config.user_baggage
@@ -143,7 +143,8 @@ class TracingPlugin(Plugin[TracingConfig]):
                     "random key and change at restart and between replicas"
                 )
             self.pseudonyms = Pseudonyms(key)
-        self.services.provide(TRACE_RESPONSE, _Responder())
+        if self.config.traceresponse:
+            self.services.provide(TRACE_RESPONSE, _Responder())
         self.services.add_upstream_observer(self)
         logger.info(
             "tracing: exporter %s%s, sampling %.4g, propagators %s",
@@ -221,6 +222,7 @@ class TracingPlugin(Plugin[TracingConfig]):
                     kind=SpanKind.SERVER,
                     links=links,
                 )
+                ids.preset = 0  # used by now; never let it leak to another trace
             span_context = span.get_span_context()
             trace_id = format(span_context.trace_id, "032x")
             state = RequestTrace(
