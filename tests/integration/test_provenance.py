@@ -181,6 +181,11 @@ async def test_upstream_cannot_supply_our_provenance_or_signature(
             assert set(signature_input) == {"up", "prov"}
             assert signature_input["prov"][1]["keyid"] != "evil"
             verify_response("GET", str(response.request_info.url), 200, headers, keys)
+    async with run_backend(app) as backend, run_router(config(backend, sign="never")) as router:
+        async with client.get(router.url + "/") as response:
+            # Not signing: the upstream's "prov" is removed all the same, "up" is kept.
+            assert response.headers["Signature-Input"] == 'up=("@status");created=1'
+            assert response.headers["Signature"] == "up=:BBBB:"
 
 
 async def test_content_digest_covers_small_buffered_bodies_only(

@@ -35,6 +35,7 @@ from router_plugins.provenance.message import (
     merge_signatures,
     request_authority,
     request_path,
+    strip_label,
 )
 from router_plugins.provenance.page import (
     CONTENT_SECURITY_POLICY,
@@ -182,6 +183,8 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
             headers = response.headers
             headers[header] = record.header
             if signer is None or (only_requested and "Accept-Signature" not in request.headers):
+                if "Signature-Input" in headers or "Signature" in headers:
+                    strip_label(headers, label)
                 return
             headers["X-Request-Id"] = ctx.request_id
             components = [

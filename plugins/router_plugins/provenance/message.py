@@ -53,3 +53,15 @@ def merge_signatures(
     for name, ours in (("Signature-Input", signature_input), ("Signature", signature)):
         foreign = without_label(", ".join(headers.getall(name, ())), label)
         headers[name] = f"{foreign}, {ours}" if foreign else ours
+
+
+def strip_label(headers: CIMultiDict[str], label: str) -> None:
+    """Remove an upstream's signature under our label, keeping its others (unsigned
+    responses must not carry a signature that looks like ours either)."""
+    for name in ("Signature-Input", "Signature"):
+        if name in headers:
+            foreign = without_label(", ".join(headers.getall(name)), label)
+            if foreign:
+                headers[name] = foreign
+            else:
+                del headers[name]
