@@ -6,7 +6,6 @@ import contextlib
 import copy
 import re
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,35 +19,13 @@ from router_plugins.kubernetes.plugin import KubernetesSyncError, load_credentia
 from router_plugins.kubernetes.settings import KubernetesSettings
 from tests.support.kubeapi import KubeApiServer, kubeconfig
 from tests.support.kubecluster import app_objects, endpoint, eventually, set_endpoints
+from tests.support.tls import self_signed
 
 
 def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            f"/CN={name}",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    """A self-signed certificate of its own (for 127.0.0.1) in ``directory/name``."""
+    (directory / name).mkdir()
+    return self_signed(directory / name)
 
 
 @contextlib.asynccontextmanager
