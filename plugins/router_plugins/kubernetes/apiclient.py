@@ -42,10 +42,6 @@ class KubeApi:
         self._session = session
         self._credentials = credentials
 
-    @property
-    def server(self) -> str:
-        return self._credentials.server
-
     async def _request(
         self, path: str, params: Mapping[str, str], client_timeout: ClientTimeout
     ) -> ClientResponse:

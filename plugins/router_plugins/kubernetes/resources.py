@@ -13,10 +13,6 @@ class Resource:
     plural: str
     namespaced: bool = True
 
-    @property
-    def kind_name(self) -> str:
-        return self.plural if not self.group else f"{self.plural}.{self.group}"
-
     def path(self, namespace: str | None) -> str:
         base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
         if namespace is not None and self.namespaced:

@@ -116,10 +116,6 @@ class ClusterWatch:
         for r in self.reflectors:
             await r.synced.wait()
 
-    @property
-    def synced(self) -> bool:
-        return all(r.synced.is_set() for r in self.reflectors)
-
     def snapshot(self) -> Cluster:
         def merged(reflectors: list[Reflector[Any]]) -> dict[str, Any]:
             if len(reflectors) == 1:
