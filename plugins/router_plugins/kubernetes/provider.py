@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from router.api import ProviderUpdate, Publish
 from router_plugins.kubernetes.builder import RouteBuilder
 from router_plugins.kubernetes.mapping import ClassSelection
 from router_plugins.kubernetes.watch import ClusterWatch
-
-logger = logging.getLogger("commons_router.kubernetes")
 
 COALESCE = 0.1
 """Changes arriving within this time are built into one table."""
