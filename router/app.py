@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -17,7 +18,6 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, web
 
 from router.admin import AdminState, build_admin_app
-from router.api.context import CONTEXT_KEY
 from router.api.plugin import Handler, Middleware, Plugin, PluginServices
 from router.api.provider import Provider
 from router.builtin.echo import EchoHandler
@@ -33,7 +33,7 @@ from router.observability.metrics import Metrics
 from router.proxy.forward import Forwarder
 from router.proxy.headers import DEFAULT_IDENTITY_HEADERS, HeaderPolicy, TrustedPeers
 from router.proxy.upstream import EndpointRegistry
-from router.proxy.websocket import is_websocket_upgrade, proxy_websocket
+from router.proxy.websocket import proxy_websocket
 from router.registry import PluginClass, PluginSpec, discover_plugins, resolve_plugins, validate_all
 from router.routing.compiler import RouteCompiler, isolate
 from router.routing.file_provider import FileProvider
@@ -146,11 +146,7 @@ class RouterRuntime:
             body_timeout=config.limits.body_timeout,
         )
 
-        async def upstream_terminal(request: web.BaseRequest) -> web.StreamResponse:
-            route = request[CONTEXT_KEY].route
-            if route is not None and route.websocket and is_websocket_upgrade(request):
-                return await proxy_websocket(forwarder, request)
-            return await forwarder(request)
+        forwarder.websocket = functools.partial(proxy_websocket, forwarder)
 
         builtins: dict[str, Handler] = {
             "echo": EchoHandler(forwarder),
@@ -158,7 +154,7 @@ class RouterRuntime:
         }
         compiler = RouteCompiler(
             self.plugins,
-            upstream_terminal,
+            forwarder,
             builtins,
             EndpointRegistry(),
             self.metrics,

@@ -42,8 +42,21 @@ class TableHolder:
         self.generation += 1
 
 
+_ID_BYTES = 12
+_id_pool = b""
+_id_offset = 0
+
+
 def new_request_id() -> str:
-    return os.urandom(12).hex()
+    """96 random bits as hex; the randomness is fetched 4 KiB at a time (one system call
+    per ~340 requests instead of one per request)."""
+    global _id_pool, _id_offset
+    if _id_offset + _ID_BYTES > len(_id_pool):
+        _id_pool = os.urandom(4092)
+        _id_offset = 0
+    start = _id_offset
+    _id_offset = start + _ID_BYTES
+    return _id_pool[start : start + _ID_BYTES].hex()
 
 
 class Dispatcher:

@@ -8,6 +8,7 @@ SIGTERM/SIGHUP, and serves the admin listener itself, merging the workers' metri
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -31,6 +32,15 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+def settle_garbage_collector() -> None:
+    """Move everything built at start-up out of the collector's sight, and collect less
+    often: per-request garbage is short-lived and freed by reference counting, while each
+    full collection walked the ~80k start-up objects (tens of ms, straight into p99)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+
+
 async def _stop_when_orphaned(stop: asyncio.Event, parent: int) -> None:
     # A worker whose supervisor died (even by SIGKILL) is re-parented: drain and exit
     # rather than serve on unsupervised.
@@ -47,6 +57,7 @@ async def run_until_signalled(runtime: RouterRuntime, *, supervised: bool = Fals
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, runtime.request_reload)
     await runtime.start()
+    settle_garbage_collector()
     orphan_watch = (
         asyncio.create_task(_stop_when_orphaned(stop, os.getppid())) if supervised else None
     )

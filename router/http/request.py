@@ -18,7 +18,7 @@ class RouterRequest(web.BaseRequest):
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
         # aiohttp calls this from StreamResponse.prepare(), i.e. for every response just
         # before its headers are written: the one place all responses pass through.
-        ctx = self.get(CONTEXT_KEY)
+        ctx = self._state.get(CONTEXT_KEY)
         if ctx is not None and ctx.response_hooks:
             for hook in ctx.response_hooks:
                 hook(self, response)

@@ -21,7 +21,7 @@ from multidict import CIMultiDict
 
 from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
-from router.api.plugin import UpstreamObserver
+from router.api.plugin import Handler, UpstreamObserver
 from router.observability.metrics import Metrics
 from router.proxy.headers import HeaderPolicy, TrustedPeers, forwarded_element, joined
 from router.proxy.upstream import EndpointState
@@ -111,6 +111,8 @@ class Forwarder:
         self._loop: asyncio.AbstractEventLoop | None = None
         """Cached: ``asyncio.get_running_loop()`` costs a ``getpid()`` system call."""
         self.body_timeout = body_timeout
+        self.websocket: Handler | None = None
+        """Answers WebSocket upgrades on routes that allow them."""
 
     def upstream_headers(
         self, request: web.BaseRequest, ctx: RequestContext, route: CompiledRoute
@@ -153,6 +155,8 @@ class Forwarder:
         ctx = request[CONTEXT_KEY]
         route = ctx.route
         assert route is not None and route.pool is not None
+        if route.websocket and self.websocket is not None and is_websocket_upgrade(request):
+            return await self.websocket(request)
         headers = self.upstream_headers(request, ctx, route)
         path_qs = route.upstream_path(ctx.path)
         if ctx.query:
@@ -284,6 +288,19 @@ class Forwarder:
                 for observer, token in observed:
                     observer.attempt_finished(token, status, error)
 
+    def _response_headers(
+        self,
+        response: web.StreamResponse,
+        ctx: RequestContext,
+        route: CompiledRoute,
+        upstream: ClientResponse,
+    ) -> None:
+        headers = response.headers
+        self.policy.copy_downstream(upstream.headers, headers, route.response_remove)
+        for name, value in route.response_set:
+            headers[name] = value
+        headers["X-Request-Id"] = ctx.request_id
+
     async def _relay(
         self,
         request: web.BaseRequest,
@@ -291,10 +308,6 @@ class Forwarder:
         route: CompiledRoute,
         upstream: ClientResponse,
     ) -> web.StreamResponse:
-        headers = self.policy.downstream_headers(upstream.headers, route.response_remove)
-        for name, value in route.response_set:
-            headers[name] = value
-        headers["X-Request-Id"] = ctx.request_id
         status = upstream.status
         length = upstream.content_length
         no_body = request.method == "HEAD" or status in (204, 304) or 100 <= status < 200
@@ -307,12 +320,13 @@ class Forwarder:
                     502,
                     f"The upstream of route {route.name!r} broke off its answer ({_reason(exc)}).",
                 ) from None
-            # No headers= here: Response would copy them into a new CIMultiDict.
+            # Headers go straight into the response's own multidict (headers= would copy).
             small = web.Response(status=status, reason=upstream.reason, body=payload)
-            small.headers.extend(headers)
+            self._response_headers(small, ctx, route, upstream)
             return small
 
-        response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
+        response = web.StreamResponse(status=status, reason=upstream.reason)
+        self._response_headers(response, ctx, route, upstream)
         await response.prepare(request)
         if no_body:
             await response.write_eof()
@@ -331,6 +345,14 @@ class Forwarder:
             return response
         await response.write_eof()
         return response
+
+
+def is_websocket_upgrade(request: web.BaseRequest) -> bool:
+    headers = request.headers
+    upgrade = headers.get("Upgrade")
+    if upgrade is None or upgrade.strip().lower() != "websocket":
+        return False
+    return "upgrade" in headers.get("Connection", "").lower()
 
 
 def _abort(request: web.BaseRequest) -> None:

@@ -160,17 +160,36 @@ class HeaderPolicy:
     def downstream_headers(
         self, upstream: CIMultiDictProxy[str], remove: frozenset[str]
     ) -> CIMultiDict[str]:
+        headers: CIMultiDict[str] = CIMultiDict()
+        self.copy_downstream(upstream, headers, remove)
+        return headers
+
+    def copy_downstream(
+        self, upstream: CIMultiDictProxy[str], into: CIMultiDict[str], remove: frozenset[str]
+    ) -> None:
+        """Add the upstream's response headers to ``into``, minus hop-by-hop ones."""
         drop = self.response_drop
         connection = joined(upstream, "Connection")
         if connection is not None:
-            drop = drop | connection_tokens(connection)
+            drop = drop | _connection_tokens_cached(connection)
         if remove:
             drop = drop | remove
-        headers: CIMultiDict[str] = CIMultiDict()
         for name, value in upstream.items():
             if name.lower() not in drop:
-                headers.add(name, value)
-        return headers
+                into.add(name, value)
+
+
+_TOKEN_CACHE: dict[str, frozenset[str]] = {}
+
+
+def _connection_tokens_cached(value: str) -> frozenset[str]:
+    # Upstreams answer the same few values ("keep-alive") on every response.
+    tokens = _TOKEN_CACHE.get(value)
+    if tokens is None:
+        if len(_TOKEN_CACHE) > 256:
+            _TOKEN_CACHE.clear()
+        tokens = _TOKEN_CACHE[value] = connection_tokens(value)
+    return tokens
 
 
 def forwarded_element(client: str, host: str, proto: str) -> str:

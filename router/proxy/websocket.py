@@ -39,14 +39,6 @@ _HANDSHAKE_HEADERS = frozenset(
 )
 
 
-def is_websocket_upgrade(request: web.BaseRequest) -> bool:
-    headers = request.headers
-    upgrade = headers.get("Upgrade")
-    if upgrade is None or upgrade.strip().lower() != "websocket":
-        return False
-    return "upgrade" in headers.get("Connection", "").lower()
-
-
 async def proxy_websocket(forwarder: Forwarder, request: web.BaseRequest) -> web.StreamResponse:
     ctx = request[CONTEXT_KEY]
     route = ctx.route
