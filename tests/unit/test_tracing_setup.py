@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from pydantic import ValidationError
 
 from router_plugins.tracing.config import TracingConfig
-from router_plugins.tracing.propagation import Pseudonyms, TrustedPeers
+from router_plugins.tracing.propagation import Pseudonyms
 from router_plugins.tracing.setup import (
     build_exporter,
     build_processor,
@@ -67,15 +67,6 @@ def test_pseudonyms_are_keyed_and_stable() -> None:
     assert one.of("alice") == Pseudonyms(b"k1").of("alice")
     assert one.of("alice") != other.of("alice")
     assert len(one.of("alice")) == 22  # 128 bits, base64url
-
-
-def test_trusted_peers() -> None:
-    peers = TrustedPeers(["10.0.0.0/8"])
-    assert peers.trusts("10.1.2.3")
-    assert peers.trusts("::ffff:10.1.2.3")
-    assert not peers.trusts("192.168.0.1")
-    assert not peers.trusts("garbage")
-    assert not TrustedPeers([]).trusts("10.1.2.3")
 
 
 def test_the_routers_root_decision_is_the_sdks() -> None:

@@ -28,6 +28,7 @@ from router.api import CONTEXT_KEY, Handler, Middleware, Plugin, PluginServices
 from router.api.context import ResponseHook
 from router.buildinfo import build_commit
 from router.config.loader import ConfigError, ConfigIssue
+from router.errors import wants_json
 from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
 from router_plugins.provenance.config import ProvenanceConfig
 from router_plugins.provenance.fields import Record, RecordCache
@@ -50,11 +51,6 @@ from router_plugins.provenance.source import SourceWatcher
 __all__ = ["KEYS_PATH", "PAGE_PATH", "ProvenanceConfig", "ProvenancePlugin"]
 
 logger = logging.getLogger("commons_router.plugin.provenance")
-
-
-def _wants_json(request: web.BaseRequest) -> bool:
-    accept = request.headers.get("Accept", "")
-    return "json" in accept and "text/html" not in accept
 
 
 class ProvenancePlugin(Plugin[ProvenanceConfig]):
@@ -263,7 +259,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
         }
-        if _wants_json(request):
+        if wants_json(request):
             document = {
                 "host": ctx.host,
                 "route": name,

@@ -34,6 +34,7 @@ from yarl import URL
 
 from router import __version__
 from router.api import CONTEXT_KEY, Handler, Middleware, Plugin, PluginServices, RequestContext
+from router.proxy.headers import TrustedPeers
 from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
 from router_plugins.tracing.attributes import (
     CodeVersionAttributes,
@@ -46,7 +47,6 @@ from router_plugins.tracing.propagation import (
     PROPAGATION_HEADERS,
     W3C_FORMATS,
     Pseudonyms,
-    TrustedPeers,
     W3CBaggage,
     build_propagator,
     clear_propagation_headers,
@@ -194,7 +194,7 @@ class TracingPlugin(Plugin[TracingConfig]):
             inbound = has_propagation_headers(headers.keys())
             if not inbound:
                 parent = _EMPTY
-            elif trusted.trusts(peer):
+            elif trusted.trusts(peer or ""):
                 parent = without_keys(propagator.extract(headers), reserved)
             else:
                 # SECURITY: a new trace at the edge; the caller's id is only a link, its

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 from collections.abc import Iterable, Sequence
 from urllib.parse import quote
 
@@ -30,8 +29,6 @@ from opentelemetry.propagators.textmap import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from router_plugins.tracing.config import Propagator
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Every header any supported format uses: cleared from upstream requests before ours are
 # written, so a client's values never reach a backend next to (or instead of) ours.
@@ -85,34 +82,6 @@ def build_propagator(names: Sequence[Propagator]) -> TextMapPropagator:
         "jaeger": JaegerPropagator,
     }
     return CompositePropagator([factories[name]() for name in names])
-
-
-class TrustedPeers:
-    __slots__ = ("_cache", "_networks")
-
-    def __init__(self, cidrs: Iterable[str]) -> None:
-        self._networks: tuple[Network, ...] = tuple(
-            ipaddress.ip_network(c, strict=False) for c in cidrs
-        )
-        self._cache: dict[str, bool] = {}
-
-    def trusts(self, peer: str | None) -> bool:
-        if not self._networks or not peer:
-            return False
-        known = self._cache.get(peer)
-        if known is not None:
-            return known
-        try:
-            address = ipaddress.ip_address(peer.split("%", 1)[0])
-        except ValueError:
-            trusted = False
-        else:
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
-            trusted = any(address in network for network in self._networks)
-        if len(self._cache) < 4096:
-            self._cache[peer] = trusted
-        return trusted
 
 
 def without_keys(context: Context, keys: frozenset[str]) -> Context:
