@@ -13,6 +13,7 @@ from router_plugins.provenance.fields import RecordCache, build_record
 from router_plugins.provenance.signing import (
     Signer,
     load_private_key,
+    params_suffix,
     public_jwk,
     sf_string,
     signature_base,
@@ -40,9 +41,8 @@ def test_rfc9421_ed25519_example_is_reproduced_exactly() -> None:
         ('"content-type"', "application/json"),
         ('"content-length"', "18"),
     ]
-    params = signature_params(
-        [c for c, _ in components], 1618884473, "test-key-ed25519", None, None
-    )
+    suffix = params_suffix("test-key-ed25519", None, None)
+    params = signature_params([c for c, _ in components], 1618884473, suffix)
     assert params == (
         '("date" "@method" "@path" "@authority" "content-type" "content-length")'
         ';created=1618884473;keyid="test-key-ed25519"'

@@ -67,16 +67,19 @@ def sf_string(value: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def signature_params(
-    component_ids: Sequence[str], created: int, keyid: str, alg: str | None, tag: str | None
-) -> str:
-    """The ``@signature-params`` value: covered components and parameters, in this order."""
-    params = f"({' '.join(component_ids)});created={created};keyid={sf_string(keyid)}"
+def params_suffix(keyid: str, alg: str | None, tag: str | None) -> str:
+    """The parameters after ``created``, the same for every signature of one key."""
+    suffix = f";keyid={sf_string(keyid)}"
     if alg is not None:
-        params += f";alg={sf_string(alg)}"
+        suffix += f";alg={sf_string(alg)}"
     if tag is not None:
-        params += f";tag={sf_string(tag)}"
-    return params
+        suffix += f";tag={sf_string(tag)}"
+    return suffix
+
+
+def signature_params(component_ids: Sequence[str], created: int, suffix: str) -> str:
+    """The ``@signature-params`` value: covered components, ``created``, then ``suffix``."""
+    return f"({' '.join(component_ids)});created={created}{suffix}"
 
 
 def signature_base(components: Sequence[tuple[str, str]], params: str) -> bytes:
@@ -99,16 +102,12 @@ class Signer:
         self._key = key
         self._label = label
         self.keyid = public_jwk(key.public_key())["kid"]
-        # Everything after "created=<n>" is the same for every response.
-        self._suffix = (
-            f";keyid={sf_string(self.keyid)};alg={sf_string(ALGORITHM)};tag={sf_string(tag)}"
-        )
+        self._suffix = params_suffix(self.keyid, ALGORITHM, tag)
         self._prefix = f"{label}="
 
     def sign(self, components: Sequence[tuple[str, str]], created: int) -> tuple[str, str]:
         """``(Signature-Input, Signature)`` header values for these components."""
-        ids = " ".join(component_id for component_id, _ in components)
-        params = f"({ids});created={created}{self._suffix}"
+        params = signature_params([c for c, _ in components], created, self._suffix)
         signature = self._key.sign(signature_base(components, params))
         return (
             self._prefix + params,

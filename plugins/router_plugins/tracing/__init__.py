@@ -149,7 +149,7 @@ class TracingPlugin(Plugin[TracingConfig]):
         logger.info(
             "tracing: exporter %s%s, sampling %.4g, propagators %s",
             self.config.exporter,
-            f" to {self.config.collector() or 'the OTEL_EXPORTER_OTLP_* default'}"
+            f" to {self.config.endpoint or 'the OTEL_EXPORTER_OTLP_* default'}"
             if self.config.exporter.startswith("otlp")
             else "",
             self.config.sampling_ratio,

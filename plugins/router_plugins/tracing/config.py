@@ -107,7 +107,3 @@ class TracingConfig(Model):
             raise ValueError("endpoint must be an http:// or https:// URL")
         return self
 
-    def collector(self) -> str | None:
-        """The configured collector; None: the exporter's default (``OTEL_EXPORTER_OTLP_*``
-        environment variables, else localhost)."""
-        return self.endpoint

@@ -66,7 +66,7 @@ def build_exporter(config: TracingConfig) -> SpanExporter | None:
             OTLPSpanExporter as GrpcExporter,
         )
 
-        endpoint = config.collector()
+        endpoint = config.endpoint
         return GrpcExporter(
             endpoint=endpoint,
             insecure=endpoint.startswith("http://") if endpoint else None,
@@ -76,7 +76,7 @@ def build_exporter(config: TracingConfig) -> SpanExporter | None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter(
-        endpoint=config.collector(), headers=dict(config.headers), timeout=config.export_timeout
+        endpoint=config.endpoint, headers=dict(config.headers), timeout=config.export_timeout
     )
 
 
