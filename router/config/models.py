@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any, Literal
 
@@ -16,7 +15,7 @@ from pydantic import (
 )
 from yarl import URL
 
-from router.config.types import ByteCount, Duration, HostPort
+from router.config.types import ByteCount, Duration, HostPort, check_cidrs
 
 _ROUTE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HOST_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -247,12 +246,7 @@ class Config(Model):
     @field_validator("trusted_proxies")
     @classmethod
     def _check_cidrs(cls, value: list[str]) -> list[str]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"invalid CIDR {cidr!r}") from None
-        return value
+        return check_cidrs(value)
 
     @field_validator("routes", "plugins")
     @classmethod

@@ -120,3 +120,13 @@ HostPort = Annotated[
     PlainSerializer(str),
     WithJsonSchema({"type": "string", "description": "HOST:PORT, IPv6 in brackets"}),
 ]
+
+
+def check_cidrs(value: list[str]) -> list[str]:
+    """Validate a list of CIDRs (``10.0.0.0/8``, ``::1/128``, or a bare address)."""
+    for cidr in value:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"invalid CIDR {cidr!r}") from None
+    return value

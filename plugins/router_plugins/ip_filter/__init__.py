@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from router.api import Handler, Middleware, Plugin, RouterHTTPError, context_of
 from router.config.models import Route
+from router.config.types import check_cidrs
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -30,12 +31,7 @@ class IpRules(BaseModel):
     @field_validator("allow", "deny")
     @classmethod
     def _check(cls, value: list[str]) -> list[str]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"invalid CIDR {cidr!r}") from None
-        return value
+        return check_cidrs(value)
 
 
 class IpFilterConfig(IpRules):
