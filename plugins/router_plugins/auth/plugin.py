@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -41,11 +42,17 @@ from router_plugins.auth.policy import Policy
 from router_plugins.auth.refresh import Refresher
 from router_plugins.auth.tokens import JwtVerifier, TokenError, TrustedIssuer
 from router_plugins.auth.web import clean_header_value, is_browser, redirect
-from router_plugins.sessions import SESSIONS, SessionService, StoreUnavailable
+from router_plugins.sessions import SESSIONS, Session, SessionService, StoreUnavailable
 
 logger = logging.getLogger("commons_router.auth")
 
 _KNOWN_LIMIT = 10_000
+# Parsed ``Cookie`` headers (session id, what goes upstream): a browser sends the same
+# header on every request. Bounded in entries and in the length of a header it keeps.
+_COOKIE_MEMO_LIMIT = 2_048
+_COOKIE_MEMO_MAX_LEN = 2_048
+_KEEP = ""
+"""Marker in the cookie memo: the header goes upstream unchanged."""
 AUTH_PATH = "/.commons-router/auth"
 JWKS_PATH = "/.well-known/commons-router/jwks.json"
 SESSION_DOWN = "Your session cannot be checked right now (the session store is unreachable)."
@@ -77,6 +84,12 @@ class AuthPlugin(Plugin[AuthConfig]):
         self.login: LoginHandlers | None = None
         self._policies: dict[str, Policy] = {}
         self._known: dict[str, tuple[object, Identity]] = {}
+        # Verified bearer tokens: token -> (identity, exp). A hit is one dict lookup and a
+        # clock read; an entry never outlives the token's ``exp``.
+        self._tokens: dict[str, tuple[Identity, float]] = {}
+        # Raw Cookie header -> (session id or None, upstream Cookie: _KEEP, None to remove,
+        # or the header without the session cookies).
+        self._cookies: dict[str, tuple[str | None, str | None]] = {}
         self._discovery: asyncio.Task[None] | None = None
         self._default = Policy(config.default)
         headers = config.identity_headers
@@ -214,30 +227,91 @@ class AuthPlugin(Plugin[AuthConfig]):
                 return None
 
             async def public(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
-                self._strip_session_cookie(request, context_of(request))
+                raw = request.headers.get("Cookie")
+                if raw:
+                    self._forward_cookie(context_of(request), self._cookie_parts(raw)[1])
                 return await handler(request)
 
             return public
         route_name = route.name
         settings = policy.settings
         keep_authorization = settings.pass_authorization
+        required = policy.required
+        by_bearer = "bearer" in settings.methods
+        by_session = "session" in settings.methods
+        # Decisions and upstream headers per identity, computed once per (identity, route)
+        # and tied to this route's policy object, so a reloaded route table decides afresh.
+        memo_key = ("route", route_name)
+
+        def upstream_for(identity: Identity) -> tuple[bool, dict[str, str | None]] | None:
+            """(permitted, headers for the backend); None when they must be built per
+            request (a signed assertion carries its own time)."""
+            if self.signer is not None and settings.assertion:
+                return None
+            memo: tuple[Policy, bool, dict[str, str | None]] | None = identity.memo.get(memo_key)
+            if memo is not None and memo[0] is policy:
+                return memo[1], memo[2]
+            headers: dict[str, str | None] = {}
+            if not keep_authorization:
+                # The backend learns who the user is from the router, not the token.
+                headers["Authorization"] = None
+            headers.update(self._identity_headers(identity, settings, route_name))
+            permitted = policy.permits(identity)
+            identity.memo[memo_key] = (policy, permitted, headers)
+            return permitted, headers
 
         async def authenticate(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
             ctx = context_of(request)
-            identity = await self._identify(request, ctx, policy)
+            incoming = request.headers
+            raw_cookie = incoming.get("Cookie")
+            identity: Identity | None = None
+            found = False
+            # Fast paths: a token verified or a session read lately by this process.
+            authorization = incoming.get("Authorization")
+            if by_bearer and authorization and authorization[:7].lower() == "bearer ":
+                if self.bearer is not None:
+                    hit = self._tokens.get(authorization[7:].strip())
+                    if hit is not None and hit[1] > time.time():
+                        identity = hit[0]
+                        found = True
+            elif by_session and raw_cookie and self.sessions is not None:
+                session_id = self._cookie_parts(raw_cookie)[0]
+                if session_id:
+                    session = self.sessions.store.cached(session_id)
+                    if session is not None and (
+                        self.refresher is None or not self.refresher.due(session)
+                    ):
+                        identity = self._identity_of(session)
+                        found = True
+            if not found:
+                identity = await self._identify(request, ctx, policy)
             if identity is None:
-                if policy.required:
+                if required:
                     return self._unauthenticated(request, ctx)
-            elif not policy.permits(identity):
-                raise RouterHTTPError(403, self._denied(identity))
-            self._strip_session_cookie(request, ctx)
-            if identity is not None:
+                if raw_cookie:
+                    self._forward_cookie(ctx, self._cookie_parts(raw_cookie)[1])
+                return await handler(request)
+            known = upstream_for(identity)
+            if known is None:
+                if not policy.permits(identity):
+                    raise RouterHTTPError(403, self._denied(identity))
+                if raw_cookie:
+                    self._forward_cookie(ctx, self._cookie_parts(raw_cookie)[1])
                 if not keep_authorization:
-                    # The backend learns who the user is from the router, not the token.
                     ctx.remove_upstream_header("Authorization")
                 for name, value in self._identity_headers(identity, settings, route_name).items():
                     ctx.add_upstream_header(name, value)
-                ctx.add_log_field("user", identity.user)
+            else:
+                if not known[0]:
+                    raise RouterHTTPError(403, self._denied(identity))
+                if raw_cookie:
+                    self._forward_cookie(ctx, self._cookie_parts(raw_cookie)[1])
+                extra = ctx.upstream_headers
+                if extra is None:
+                    ctx.upstream_headers = dict(known[1])
+                else:
+                    extra.update(known[1])
+            ctx.add_log_field("user", identity.user)
             return await handler(request)
 
         return authenticate
@@ -268,9 +342,15 @@ class AuthPlugin(Plugin[AuthConfig]):
             raise RouterHTTPError(
                 503, "The token issuer's keys cannot be fetched right now."
             ) from None
-        return self._remember(
+        identity = self._remember(
             token, claims, lambda: Identity.from_claims(claims, source="bearer", access_token=token)
         )
+        exp = claims.get("exp")
+        if isinstance(exp, int | float) and not isinstance(exp, bool):
+            if len(self._tokens) >= _KNOWN_LIMIT:
+                self._tokens.clear()
+            self._tokens[token] = (identity, float(exp))
+        return identity
 
     async def _session_identity(
         self, request: web.BaseRequest, *, required: bool = True
@@ -294,10 +374,13 @@ class AuthPlugin(Plugin[AuthConfig]):
             raise RouterHTTPError(503, IDP_DOWN) from None
         if session is None:
             return None
+        return self._identity_of(session)
+
+    def _identity_of(self, session: Session) -> Identity:
         found = session
         groups_claim = self.config.oidc.groups_claim if self.config.oidc else "groups"
         return self._remember(
-            session.key,
+            session.id,
             session,
             lambda: Identity.from_claims(
                 {**found.claims, "iss": found.issuer},
@@ -336,25 +419,39 @@ class AuthPlugin(Plugin[AuthConfig]):
     def _denied(identity: Identity) -> str:
         return f"You are signed in as {identity.user}, who may not open this page."
 
-    def _strip_session_cookie(self, request: web.BaseRequest, ctx: RequestContext) -> None:
-        """SECURITY: backends never see the session id (it would let them act as the user)."""
+    def _cookie_parts(self, raw: str) -> tuple[str | None, str | None]:
+        """The session id in a ``Cookie`` header and the header the backend may see
+        (``_KEEP``: unchanged; None: none at all), memoized per header value."""
+        parts = self._cookies.get(raw)
+        if parts is not None:
+            return parts
         if self.sessions is None:
-            return
-        raw = request.headers.get("Cookie")
-        if not raw:
-            return
-        prefix = self.sessions.cookie.name
-        if prefix not in raw:
-            return
-        kept = [
-            part.strip()
-            for part in raw.split(";")
-            if part.strip() and not part.strip().startswith(prefix)
-        ]
-        if kept:
-            ctx.add_upstream_header("Cookie", "; ".join(kept))
-        else:
+            return None, _KEEP
+        cookie = self.sessions.cookie
+        prefix = cookie.name
+        upstream: str | None = _KEEP
+        if prefix in raw:
+            # SECURITY: backends never see the session id (it would let them act as the
+            # user), nor the login-flow cookies that share its name as a prefix.
+            kept = [
+                part.strip()
+                for part in raw.split(";")
+                if part.strip() and not part.strip().startswith(prefix)
+            ]
+            upstream = "; ".join(kept) if kept else None
+        parts = (cookie.value_in(raw), upstream)
+        if len(raw) <= _COOKIE_MEMO_MAX_LEN:
+            if len(self._cookies) >= _COOKIE_MEMO_LIMIT:
+                self._cookies.clear()
+            self._cookies[raw] = parts
+        return parts
+
+    @staticmethod
+    def _forward_cookie(ctx: RequestContext, upstream: str | None) -> None:
+        if upstream is None:
             ctx.remove_upstream_header("Cookie")
+        elif upstream:  # _KEEP is empty: the client's header goes as it is
+            ctx.add_upstream_header("Cookie", upstream)
 
     def _identity_headers(
         self, identity: Identity, settings: RouteAuth, route: str

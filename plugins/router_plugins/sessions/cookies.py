@@ -24,8 +24,11 @@ class CookieSettings:
     def read(self, request: web.BaseRequest, name: str | None = None) -> str | None:
         """The cookie's value, or None. The first of several with that name wins (browsers
         send the most specific first)."""
+        return self.value_in(request.headers.get("Cookie"), name)
+
+    def value_in(self, raw: str | None, name: str | None = None) -> str | None:
+        """The cookie's value in a raw ``Cookie`` header, or None (see :meth:`read`)."""
         wanted = name or self.name
-        raw = request.headers.get("Cookie")
         if not raw or wanted not in raw:
             return None
         # A plain split is enough for our own cookies (URL-safe values) and much cheaper

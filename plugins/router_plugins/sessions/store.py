@@ -47,7 +47,11 @@ class SessionStore:
         self.lifetime = lifetime
         self._prefix = prefix
         self._cache_ttl = cache_ttl
+        # Keyed by the cookie value itself (this process's memory already holds the ids of
+        # the sessions it caches), so a hit costs one dict lookup and no SHA-256; the
+        # reverse map lets back-channel logout, which knows only digests, evict entries.
         self._cache: dict[str, tuple[Session, float]] = {}
+        self._cached_ids: dict[str, str] = {}
         self._loading: dict[str, asyncio.Future[Session | None]] = {}
 
     # --- names ------------------------------------------------------------------------
@@ -120,17 +124,27 @@ class SessionStore:
         """
         if not session_id or len(session_id) > 128:
             return None
-        hashed = digest(session_id)
         if not cached:
-            return await self._load(session_id, hashed)
-        hit = self._cache.get(hashed)
-        if hit is not None:
-            if hit[1] > time.monotonic() and not hit[0].expired():
-                return hit[0]
-            del self._cache[hashed]
+            return await self._load(session_id, digest(session_id))
+        session = self.cached(session_id)
+        if session is not None:
+            return session
+        hashed = digest(session_id)
         # When a cached session runs out under load, one read serves every concurrent
         # request of that session: no herd of identical reads (and Redis connections).
         return await single_flight(self._loading, hashed, lambda: self._load(session_id, hashed))
+
+    def cached(self, session_id: str) -> Session | None:
+        """The session this process read for ``session_id`` less than ``cache_ttl`` ago and
+        that has not ended since, or None: no backend read, no crypto (one dict lookup)."""
+        hit = self._cache.get(session_id)
+        if hit is None:
+            return None
+        session = hit[0]
+        if hit[1] > time.monotonic() and time.time() < session.expires:
+            return session
+        self._forget(hit[0].key)
+        return None
 
     async def _load(self, session_id: str, hashed: str) -> Session | None:
         key = self._session_key(hashed)
@@ -150,7 +164,10 @@ class SessionStore:
         if self._cache_ttl > 0:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
-            self._cache[hashed] = (session, time.monotonic() + self._cache_ttl)
+                self._cached_ids.clear()
+            self._forget(hashed)
+            self._cache[session_id] = (session, time.monotonic() + self._cache_ttl)
+            self._cached_ids[hashed] = session_id
         return session
 
     async def delete(self, session_id: str) -> None:
@@ -173,7 +190,9 @@ class SessionStore:
         return len(hashes)
 
     def _forget(self, hashed: str) -> None:
-        self._cache.pop(hashed, None)
+        session_id = self._cached_ids.pop(hashed, None)
+        if session_id is not None:
+            self._cache.pop(session_id, None)
 
     # --- login flows ------------------------------------------------------------------
     async def put_flow(self, state: str, data: dict[str, Any], ttl: float) -> None:
