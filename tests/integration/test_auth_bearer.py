@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -554,3 +556,23 @@ async def test_scope_claim_is_matched_word_by_word(
         assert (await call(client, router, "/scoped", issuer.token(scope="w r")))[0] == 200
         assert (await call(client, router, "/scoped", issuer.token(scope="w rr")))[0] == 403
         assert (await call(client, router, "/scoped", issuer.token()))[0] == 403
+
+
+async def test_a_cached_token_does_not_outlive_its_exp(
+    issuer: Issuer, backend: Backend, client: ClientSession
+) -> None:
+    cfg = config(issuer, backend)
+    cfg["plugins"][0]["config"]["bearer"]["issuers"][0]["leeway"] = "0s"
+    async with run_router(cfg) as router:
+        token = issuer.token(exp=int(time.time()) + 2)
+        for _ in range(3):  # verified once, then answered from the cache
+            status, body, _ = await call(client, router, "/x", token)
+            assert status == 200
+            assert seen_headers(body)["x-forwarded-user"] == "alice"
+        await asyncio.sleep(
+            max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"] - time.time())
+            + 0.1
+        )
+        status, _, headers = await call(client, router, "/x", token)
+        assert status == 401
+        assert 'error="invalid_token"' in headers["WWW-Authenticate"]

@@ -277,3 +277,31 @@ async def test_dead_redis_raises_store_unavailable_and_recovers() -> None:
     finally:
         await backend.close()
         server.close()
+
+
+async def test_cache_is_evicted_by_back_channel_logout(backend: Backend) -> None:
+    store = store_on(backend)
+    store._cache_ttl = 60
+    session = await store.create({"sub": "a"}, issuer="https://idp.test", sid="idp-1")
+    assert await store.get(session.id) is not None
+    assert store.cached(session.id) is not None
+    assert await store.delete_for("https://idp.test", sid="idp-1") == 1
+    assert store.cached(session.id) is None
+    assert await store.get(session.id) is None
+
+
+async def test_cached_session_is_short_lived_and_never_outlives_the_session(
+    backend: Backend,
+) -> None:
+    store = store_on(backend)
+    store._cache_ttl = 60
+    session = await store.create({"sub": "a"})
+    loaded = await store.get(session.id)
+    assert loaded is not None and store.cached(session.id) is loaded
+    loaded.expires = 0  # the session's absolute lifetime ran out
+    assert store.cached(session.id) is None
+    store._cache_ttl = 0.05
+    again = await store.get(session.id)
+    assert again is not None and store.cached(session.id) is again
+    await asyncio.sleep(0.1)
+    assert store.cached(session.id) is None  # past the cache TTL: the store is asked again
