@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -57,8 +58,6 @@ def routes_document(state: AdminState) -> dict[str, Any]:
 
 
 def _now() -> float:
-    import asyncio
-
     return asyncio.get_running_loop().time()
 
 

@@ -19,7 +19,7 @@ from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, 
 
 from router.admin import AdminState, build_admin_app
 from router.api.plugin import Handler, Middleware, Plugin, PluginServices
-from router.api.provider import Provider
+from router.api.provider import Provider, ProviderUpdate
 from router.builtin.echo import EchoHandler
 from router.builtin.unavailable import unavailable
 from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
@@ -34,7 +34,14 @@ from router.proxy.forward import Forwarder
 from router.proxy.headers import DEFAULT_IDENTITY_HEADERS, HeaderPolicy, TrustedPeers
 from router.proxy.upstream import EndpointRegistry
 from router.proxy.websocket import proxy_websocket
-from router.registry import PluginClass, PluginSpec, discover_plugins, resolve_plugins, validate_all
+from router.registry import (
+    PluginClass,
+    PluginSpec,
+    discover_plugins,
+    resolve_plugins,
+    route_plugin_configs,
+    validate_all,
+)
 from router.routing.compiler import RouteCompiler, isolate
 from router.routing.file_provider import FileProvider
 from router.routing.watcher import RouteWatcher
@@ -175,8 +182,6 @@ class RouterRuntime:
             watcher.publish(self.file_provider.initial_update())
             providers.append(self.file_provider)
         else:
-            from router.api.provider import ProviderUpdate
-
             watcher.publish(ProviderUpdate("file", tuple(config.routes)))
         for _, plugin in self.plugins:
             providers.extend(plugin.providers())
@@ -278,8 +283,6 @@ class RouterRuntime:
     def _validate_reload(self, loaded: LoadedConfig) -> list[ConfigIssue]:
         # Route plugin blocks are checked against the plugins running now: the plugin list
         # itself only changes on restart.
-        from router.registry import route_plugin_configs
-
         specs = [spec for spec, _ in self.plugins]
         issues: list[ConfigIssue] = []
         for index, route in enumerate(loaded.config.routes):

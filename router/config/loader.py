@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from router.config.models import Config
+from router.config.models import Config, duplicate_names
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -167,8 +167,6 @@ def issues_from_validation(
 def _raw_duplicates(data: Any, line_map: LineMap) -> list[ConfigIssue]:
     # Pydantic skips list-level validators when an item is invalid; duplicates are still
     # worth reporting alongside the item errors.
-    from router.config.models import duplicate_names
-
     issues = []
     for field_name in ("routes", "plugins"):
         entries = data.get(field_name) if isinstance(data, dict) else None
