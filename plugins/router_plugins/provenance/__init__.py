@@ -16,7 +16,7 @@ import base64
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import orjson
@@ -136,10 +136,14 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
             version = self.source.version
         return self.records.get(route, version)
 
+    def _record_of(self) -> Callable[[str | None, Mapping[str, str] | None], Record]:
+        """The per-request record lookup (the cache's own, without a source directory)."""
+        return self._record if self.source is not None else self.records.get
+
     def global_middleware(self) -> Middleware:
         trace = self.services.lookup(TRACE_RESPONSE)
         hook = self._make_hook(trace)
-        record_of = self._record
+        record_of = self._record_of()
 
         async def provenance(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
             ctx = request[CONTEXT_KEY]
@@ -165,8 +169,20 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
         digest_limit = self.config.content_digest.max_size
         digest = self.config.content_digest.enabled
         only_requested = self.config.sign == "requested"
-        record_of = self._record
+        record_of = self._record_of()
         now = time.time
+        # The covered component ids for each combination of optional components
+        # (traceresponse, content-digest), joined once.
+        ids: dict[tuple[bool, bool], str] = {}
+        for traced in (False, True):
+            for digested in (False, True):
+                covered = ['"@status"', header_id, '"x-request-id"']
+                if traced:
+                    covered.append('"traceresponse"')
+                if digested:
+                    covered.append('"content-digest"')
+                covered += ['"@method";req', '"@authority";req', '"@path";req']
+                ids[traced, digested] = " ".join(covered)
 
         def add_provenance(request: web.BaseRequest, response: web.StreamResponse) -> None:
             ctx = request[CONTEXT_KEY]
@@ -182,27 +198,35 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
                 if "Signature-Input" in headers or "Signature" in headers:
                     strip_label(headers, label)
                 return
-            headers["X-Request-Id"] = ctx.request_id
-            components = [
-                ('"@status"', str(response.status)),
-                (header_id, record.header),
-                ('"x-request-id"', ctx.request_id),
-            ]
+            request_id = ctx.request_id
+            headers["X-Request-Id"] = request_id
+            # The RFC 9421 signature base, component lines in the order of ``ids``.
+            lines = (
+                f'"@status": {response.status}\n{header_id}: {record.header}\n'
+                f'"x-request-id": {request_id}\n'
+            )
+            traced = False
             if trace is not None:
                 value = trace.traceresponse(request)
                 if value:
                     headers["traceresponse"] = value
-                    components.append(('"traceresponse"', value))
-            if digest and request.method != "HEAD" and isinstance(response, web.Response):
+                    lines += f'"traceresponse": {value}\n'
+                    traced = True
+            method = request.method
+            digested = False
+            if digest and method != "HEAD" and isinstance(response, web.Response):
                 body = response.body
                 if isinstance(body, bytes | bytearray) and len(body) <= digest_limit:
                     value = f"sha-256=:{base64.b64encode(hashlib.sha256(body).digest()).decode()}:"
                     headers["Content-Digest"] = value
-                    components.append(('"content-digest"', value))
-            components.append(('"@method";req', request.method))
-            components.append(('"@authority";req', request_authority(request, ctx.scheme)))
-            components.append(('"@path";req', request_path(request, ctx.path)))
-            signature_input, signature = signer.sign(components, int(now()))
+                    lines += f'"content-digest": {value}\n'
+                    digested = True
+            lines += (
+                f'"@method";req: {method}\n'
+                f'"@authority";req: {request_authority(request, ctx.scheme)}\n'
+                f'"@path";req: {request_path(request, ctx.path)}\n'
+            )
+            signature_input, signature = signer.sign_lines(ids[traced, digested], lines, int(now()))
             if "Signature-Input" in headers or "Signature" in headers:
                 merge_signatures(headers, label, signature_input, signature)
             else:

@@ -66,15 +66,25 @@ class RecordCache:
     """Records by route and endpoint version object (version maps are replaced, never
     changed, so identity is a safe key while the cache holds a reference)."""
 
-    __slots__ = ("_entries", "_published", "_router_commit", "_router_version")
+    __slots__ = ("_entries", "_last", "_published", "_router_commit", "_router_version")
 
     def __init__(self, router_version: str, router_commit: str, published: Sequence[str]) -> None:
         self._router_version = router_version
         self._router_commit = router_commit
         self._published = tuple(published)
         self._entries: dict[tuple[str | None, int], tuple[Any, Record]] = {}
+        self._last: tuple[str | None, Any, Record] | None = None
+        """The latest record asked for: most requests ask for the same one again."""
 
     def get(self, route: str | None, version: Mapping[str, str] | None) -> Record:
+        last = self._last
+        if last is not None and last[1] is version and last[0] == route:
+            return last[2]
+        record = self._lookup(route, version)
+        self._last = (route, version, record)
+        return record
+
+    def _lookup(self, route: str | None, version: Mapping[str, str] | None) -> Record:
         key = (route, id(version))
         entry = self._entries.get(key)
         if entry is not None and entry[0] is version:

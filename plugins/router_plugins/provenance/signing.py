@@ -105,6 +105,14 @@ class Signer:
         self._suffix = params_suffix(self.keyid, ALGORITHM, tag)
         self._prefix = f"{label}="
 
+    def sign_lines(self, component_ids: str, lines: str, created: int) -> tuple[str, str]:
+        """Like :meth:`sign`, with the covered ids already joined by spaces and the
+        component lines already written (each ``id: value`` followed by a newline)."""
+        params = f"({component_ids});created={created}{self._suffix}"
+        signature = self._key.sign(f'{lines}"@signature-params": {params}'.encode("ascii"))
+        prefix = self._prefix
+        return prefix + params, f"{prefix}:{base64.b64encode(signature).decode('ascii')}:"
+
     def sign(self, components: Sequence[tuple[str, str]], created: int) -> tuple[str, str]:
         """``(Signature-Input, Signature)`` header values for these components."""
         params = signature_params([c for c, _ in components], created, self._suffix)

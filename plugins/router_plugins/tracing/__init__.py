@@ -77,14 +77,26 @@ _UNRECORDED = TraceFlags(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 class RequestTrace:
     """The server span of one request and the context upstream calls continue."""
 
-    __slots__ = ("context", "inbound", "span", "traceresponse")
+    __slots__ = ("_context", "inbound", "parent", "recording", "span", "traceresponse")
 
-    def __init__(self, span: Span, context: Context, traceresponse: str, inbound: bool) -> None:
+    def __init__(
+        self, span: Span, parent: Context, traceresponse: str, inbound: bool, recording: bool
+    ) -> None:
         self.span = span
-        self.context = context
+        self.parent = parent
+        self._context: Context | None = None
         self.traceresponse = traceresponse
         self.inbound = inbound
         """The client sent propagation headers (to clear from upstream requests)."""
+        self.recording = recording
+
+    @property
+    def context(self) -> Context:
+        """The parent context with the server span in it (made when first needed)."""
+        context = self._context
+        if context is None:
+            context = self._context = set_span_in_context(self.span, self.parent)
+        return context
 
 
 TRACE_KEY: web.RequestKey[RequestTrace] = web.RequestKey("commons_router_trace", RequestTrace)
@@ -113,6 +125,10 @@ class TracingPlugin(Plugin[TracingConfig]):
         self.code_attributes = CodeVersionAttributes()
         self._endpoints: dict[str, dict[str, Any]] = {}
         self._sends_baggage = bool({"baggage", "jaeger"} & set(config.propagators))
+        self._user_pairs = (
+            (users.user_field, users.user_key),
+            (users.account_field, users.account_key),
+        )
         # Only W3C formats: unrecorded requests get their headers written directly (the
         # traceparent is the traceresponse value), not through the generic propagators.
         self._w3c_baggage: W3CBaggage | None = None
@@ -180,6 +196,7 @@ class TracingPlugin(Plugin[TracingConfig]):
         code_attributes = self.code_attributes
         ids = self.ids
         bound = root_sampling_bound(self.config.sampling_ratio)
+        unrecorded_flags = f"{int(_UNRECORDED):02x}"
 
         def add_traceresponse(request: web.BaseRequest, response: web.StreamResponse) -> None:
             state = request.get(TRACE_KEY)
@@ -189,12 +206,11 @@ class TracingPlugin(Plugin[TracingConfig]):
         async def tracing(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
             ctx = request[CONTEXT_KEY]
             headers = request.headers
-            peer = request.remote
             links: list[Link] | None = None
-            inbound = has_propagation_headers(headers.keys())
+            inbound = has_propagation_headers(headers)
             if not inbound:
                 parent = _EMPTY
-            elif trusted.trusts(peer or ""):
+            elif trusted.trusts(request.remote or ""):
                 parent = without_keys(propagator.extract(headers), reserved)
             else:
                 # SECURITY: a new trace at the edge; the caller's id is only a link, its
@@ -212,9 +228,21 @@ class TracingPlugin(Plugin[TracingConfig]):
                     ids.preset = root_id  # the SDK starts it with this id: same decision
                 else:
                     # What the SDK would make, without its cost: most requests go here.
-                    span = NonRecordingSpan(
-                        SpanContext(root_id, ids.generate_span_id(), False, _UNRECORDED)
+                    span_id = ids.generate_span_id()
+                    trace_id = format(root_id, "032x")
+                    request[TRACE_KEY] = RequestTrace(
+                        NonRecordingSpan(SpanContext(root_id, span_id, False, _UNRECORDED)),
+                        parent,
+                        f"00-{trace_id}-{span_id:016x}-{unrecorded_flags}",
+                        inbound,
+                        False,
                     )
+                    ctx.add_log_field("trace_id", trace_id)
+                    if send_traceresponse:
+                        ctx.on_response(add_traceresponse)
+                    if "Upgrade" in headers:
+                        self._propagate_through_upgrade(request, ctx, request[TRACE_KEY].context)
+                    return await handler(request)
             if span is None:
                 span = tracer.start_span(
                     method if route is None else f"{method} {route.spec.path}",
@@ -225,17 +253,18 @@ class TracingPlugin(Plugin[TracingConfig]):
                 ids.preset = 0  # used by now; never let it leak to another trace
             span_context = span.get_span_context()
             trace_id = format(span_context.trace_id, "032x")
+            recording = span.is_recording()
             state = RequestTrace(
                 span,
-                set_span_in_context(span, parent),
+                parent,
                 f"00-{trace_id}-{span_context.span_id:016x}-{int(span_context.trace_flags):02x}",
                 inbound,
+                recording,
             )
             request[TRACE_KEY] = state
             ctx.add_log_field("trace_id", trace_id)
             if send_traceresponse:
                 ctx.on_response(add_traceresponse)
-            recording = span.is_recording()
             if recording:
                 span.set_attributes(server_attributes(request, ctx, record_query))
             if "Upgrade" in headers:
@@ -291,7 +320,7 @@ class TracingPlugin(Plugin[TracingConfig]):
         if state.inbound:
             clear_propagation_headers(headers)
         ctx = request[CONTEXT_KEY]
-        if not state.span.is_recording():
+        if not state.recording:
             # Nothing of this trace is recorded: a client span would only be a new id, so
             # the upstream continues the (unrecorded) server span directly.
             if self._w3c_baggage is None:
@@ -333,7 +362,7 @@ class TracingPlugin(Plugin[TracingConfig]):
                 headers["tracestate"] = trace_state.to_header()
         if self._w3c_baggage is _NO_BAGGAGE:
             return
-        if state.inbound or ctx.log_fields:
+        if state.inbound or self._has_user(ctx):
             assert self._w3c_baggage is not None
             self._w3c_baggage.inject(headers, context=self._with_user(ctx, state.context))
 
@@ -345,6 +374,17 @@ class TracingPlugin(Plugin[TracingConfig]):
             self._endpoints[endpoint_url] = known
         return known
 
+    def _has_user(self, ctx: RequestContext) -> bool:
+        """Whether :meth:`_with_user` would add anything to the baggage."""
+        fields = ctx.log_fields
+        if self.pseudonyms is None or not fields or not self._sends_baggage:
+            return False
+        for field, _key in self._user_pairs:
+            value = fields.get(field)
+            if value is not None and value != "":
+                return True
+        return False
+
     def _with_user(self, ctx: RequestContext, context: Context) -> Context:
         """Add the authenticated user's (pseudonymous) ids to the baggage sent upstream."""
         pseudonyms = self.pseudonyms
@@ -352,8 +392,7 @@ class TracingPlugin(Plugin[TracingConfig]):
         if pseudonyms is None or not fields or not self._sends_baggage:
             return context
         users = self.config.user_baggage
-        pairs = ((users.user_field, users.user_key), (users.account_field, users.account_key))
-        for field, key in pairs:
+        for field, key in self._user_pairs:
             value = fields.get(field)
             if value is None or value == "":
                 continue
