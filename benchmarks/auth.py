@@ -23,7 +23,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -308,28 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     args = parser.parse_args(argv)
-    tools = bench.check_tools()
-    if tools is None:
-        return 1
-    nginx, wrk = tools
-    workdir = Path(tempfile.mkdtemp(prefix="commons-router-auth-bench-"))
-    workdir.chmod(0o711)
-    try:
-        document = run_all(args, nginx, wrk, workdir)
-    except bench.BenchError as exc:
-        print(f"benchmarks/auth.py: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("benchmarks/auth.py: interrupted", file=sys.stderr)
-        return 2
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"results written to {args.json}")
-    return 0
-
+    return bench.execute(
+        "benchmarks/auth.py",
+        "commons-router-auth-bench-",
+        lambda nginx, wrk, workdir: run_all(args, nginx, wrk, workdir),
+        args.json,
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -287,28 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     args = parser.parse_args(argv)
-    tools = bench.check_tools()
-    if tools is None:
-        return 1
-    nginx, wrk = tools
-    workdir = Path(tempfile.mkdtemp(prefix="commons-router-features-"))
-    workdir.chmod(0o711)
-    try:
-        document = run_all(args, nginx, wrk, workdir)
-    except bench.BenchError as exc:
-        print(f"benchmarks/features.py: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("benchmarks/features.py: interrupted", file=sys.stderr)
-        return 2
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"results written to {args.json}")
-    return 0
-
+    return bench.execute(
+        "benchmarks/features.py",
+        "commons-router-features-",
+        lambda nginx, wrk, workdir: run_all(args, nginx, wrk, workdir),
+        args.json,
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -768,27 +768,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     args = parser.parse_args(argv)
 
+    return execute(
+        "benchmarks/run.py",
+        "commons-router-bench-",
+        lambda nginx, wrk, workdir: run_all(args, nginx, wrk, workdir),
+        args.json,
+    )
+
+def execute(
+    script: str,
+    prefix: str,
+    run: Callable[[str, str, Path], dict[str, Any]],
+    json_path: Path | None,
+) -> int:
+    """The common frame of every benchmark: tools, a scratch directory, errors, JSON.
+
+    Returns the exit status: 0 when it ran, 1 when nginx or wrk is missing, 2 when a
+    target failed to start or a measurement broke.
+    """
     tools = check_tools()
     if tools is None:
         return 1
     nginx, wrk = tools
-    workdir = Path(tempfile.mkdtemp(prefix="commons-router-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     # nginx workers started by root run as an unprivileged user: let them reach www/.
     workdir.chmod(0o711)
     try:
-        document = run_all(args, nginx, wrk, workdir)
+        document = run(nginx, wrk, workdir)
     except BenchError as exc:
-        print(f"benchmarks/run.py: {exc}", file=sys.stderr)
+        print(f"{script}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("benchmarks/run.py: interrupted", file=sys.stderr)
+        print(f"{script}: interrupted", file=sys.stderr)
         return 2
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"results written to {args.json}")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"results written to {json_path}")
     return 0
 
 
