@@ -16,7 +16,7 @@ ENV COMMONS_ROUTER_BUILD_COMMIT=${BUILD_COMMIT} \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels commons-router \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin router
-COPY config/examples/minimal.yaml /etc/commons-router/config.yaml
+COPY config/examples/container.yaml /etc/commons-router/config.yaml
 LABEL org.opencontainers.image.source="https://github.com/commons-router/commons-router" \
       org.opencontainers.image.revision="${BUILD_COMMIT}"
 USER 10001:10001
