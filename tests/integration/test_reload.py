@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 from pathlib import Path
@@ -214,6 +215,33 @@ async def test_file_change_reloads_without_a_signal(
         assert await metric(client, setup.admin, FAILED) == 1
         assert await metric(client, setup.admin, OK) == 2
         assert await routed_to(client, setup.public + "/w/3") is None
+
+
+async def test_same_size_edit_with_the_same_mtime_is_seen(
+    tmp_path: Path, backend: Backend, client: ClientSession
+) -> None:
+    setup = Setup(tmp_path, backend, file_provider={"watch": True, "interval": 0.1})
+    setup.rewrite([setup.route("app", "/aaa", backend)])
+    with started(["serve", "--config", str(setup.path)], tmp_path) as router:
+        await router.wait_ready(client, setup.admin)
+        assert await routed_to(client, setup.public + "/aaa/1") == "/aaa/1"
+        before = setup.path.stat()
+        text = setup.path.read_text(encoding="utf-8")
+        assert text.count("/aaa") == 1
+        with setup.path.open("r+", encoding="utf-8") as handle:
+            handle.write(text.replace("/aaa", "/bbb"))
+        os.utime(setup.path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = setup.path.stat()
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+            before.st_ino,
+            before.st_size,
+            before.st_mtime_ns,
+        )
+        await eventually(
+            lambda: _equals(routed_to(client, setup.public + "/bbb/1"), "/bbb/1"),
+            message="the same-size edit applied",
+        )
+        assert router.popen.poll() is None
 
 
 def _warning_lines(router: RouterProcess) -> list[str]:
