@@ -301,11 +301,7 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per body")
-    parser.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    bench.add_common_arguments(parser, duration=5.0, warmup=1.0)
     args = parser.parse_args(argv)
     return bench.execute(
         "benchmarks/auth.py",
@@ -313,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda nginx, wrk, workdir: run_all(args, nginx, wrk, workdir),
         args.json,
     )
+
 
 if __name__ == "__main__":
     sys.exit(main())

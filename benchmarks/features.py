@@ -174,21 +174,12 @@ def measure(
         data = bench.run_wrk(wrk, url, args.duration, args.connections, script, placement)
         used = cpu_seconds(pid) - before
         requests = int(data["requests"])
-        errors = sum(int(data[k]) for k in ("connect", "read", "write", "timeout"))
-        result = bench.Result(
-            target=target,
-            body=body,
-            path=path,
-            requests_per_s=requests / (data["duration_us"] / 1e6),
-            p50_ms=data["p50_us"] / 1000,
-            p90_ms=data["p90_us"] / 1000,
-            p99_ms=data["p99_us"] / 1000,
-            max_ms=data["max_us"] / 1000,
-            requests=requests,
-            non_2xx=int(data["status"]),
-            socket_errors=errors,
-            bytes_per_response=data["bytes"] / requests if requests else 0.0,
-            extra={"cpu_us_per_request": used / requests * 1e6 if requests else 0.0},
+        result = bench.Result.from_wrk(
+            target,
+            body,
+            path,
+            data,
+            {"cpu_us_per_request": used / requests * 1e6 if requests else 0.0},
         )
         print(
             f"  {target:<30} {body:>7}  {result.requests_per_s:>9,.0f} req/s  "
@@ -278,12 +269,8 @@ def report(rounds: list[list[bench.Result]], args: argparse.Namespace) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per body")
-    parser.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    bench.add_common_arguments(parser, duration=5.0, warmup=1.0)
     parser.add_argument("--rounds", type=int, default=3, help="baseline/target rounds (median)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     args = parser.parse_args(argv)
     return bench.execute(
         "benchmarks/features.py",
@@ -291,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda nginx, wrk, workdir: run_all(args, nginx, wrk, workdir),
         args.json,
     )
+
 
 if __name__ == "__main__":
     sys.exit(main())

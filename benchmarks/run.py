@@ -92,6 +92,44 @@ class Result:
     def errors(self) -> int:
         return self.non_2xx + self.socket_errors
 
+    @classmethod
+    def from_wrk(
+        cls,
+        target: str,
+        body: str,
+        path: str,
+        data: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+    ) -> Result:
+        """One row from the numbers wrk's ``done()`` hook reported."""
+        requests = int(data["requests"])
+        return cls(
+            target=target,
+            body=body,
+            path=path,
+            requests_per_s=requests / (data["duration_us"] / 1e6),
+            p50_ms=data["p50_us"] / 1000,
+            p90_ms=data["p90_us"] / 1000,
+            p99_ms=data["p99_us"] / 1000,
+            max_ms=data["max_us"] / 1000,
+            requests=requests,
+            non_2xx=int(data["status"]),
+            socket_errors=sum(int(data[k]) for k in ("connect", "read", "write", "timeout")),
+            bytes_per_response=data["bytes"] / requests if requests else 0.0,
+            extra=extra or {},
+        )
+
+
+def add_common_arguments(
+    parser: argparse.ArgumentParser, *, duration: float, warmup: float
+) -> None:
+    """The options every benchmark takes."""
+    parser.add_argument("--duration", type=float, default=duration, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=warmup, help="seconds of warm-up per body")
+    parser.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+
 
 # -- environment -----------------------------------------------------------------------
 
@@ -390,22 +428,8 @@ def measure(
         if args.warmup > 0:
             run_wrk(wrk, url, args.warmup, args.connections, script, placement)
         data = run_wrk(wrk, url, args.duration, args.connections, script, placement)
-        requests = int(data["requests"])
-        socket_errors = sum(int(data[k]) for k in ("connect", "read", "write", "timeout"))
-        result = Result(
-            target=target,
-            body=body,
-            path=path,
-            requests_per_s=requests / (data["duration_us"] / 1e6),
-            p50_ms=data["p50_us"] / 1000,
-            p90_ms=data["p90_us"] / 1000,
-            p99_ms=data["p99_us"] / 1000,
-            max_ms=data["max_us"] / 1000,
-            requests=requests,
-            non_2xx=int(data["status"]),
-            socket_errors=socket_errors,
-            bytes_per_response=data["bytes"] / requests if requests else 0.0,
-        )
+        result = Result.from_wrk(target, body, path, data)
+        requests = result.requests
         if requests and result.bytes_per_response < size:
             raise BenchError(
                 f"{target} {path}: {result.bytes_per_response:.0f} bytes per response, "
@@ -506,23 +530,10 @@ def cpu_seconds(pid: int) -> float:
 def slice_result(
     target: Target, body: str, path: str, size: int, data: dict[str, Any], cpu: float
 ) -> Result:
-    requests = int(data["requests"])
-    result = Result(
-        target=target.label,
-        body=body,
-        path=path,
-        requests_per_s=requests / (data["duration_us"] / 1e6),
-        p50_ms=data["p50_us"] / 1000,
-        p90_ms=data["p90_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-        max_ms=data["max_us"] / 1000,
-        requests=requests,
-        non_2xx=int(data["status"]),
-        socket_errors=sum(int(data[k]) for k in ("connect", "read", "write", "timeout")),
-        bytes_per_response=data["bytes"] / requests if requests else 0.0,
-        extra={"duration_s": data["duration_us"] / 1e6, "cpu_s": cpu},
+    result = Result.from_wrk(
+        target.label, body, path, data, {"duration_s": data["duration_us"] / 1e6, "cpu_s": cpu}
     )
-    if requests and result.bytes_per_response < size:
+    if result.requests and result.bytes_per_response < size:
         raise BenchError(
             f"{target.label} {path}: {result.bytes_per_response:.0f} bytes per response, "
             f"less than the {size}-byte body"
@@ -758,14 +769,10 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    add_common_arguments(parser, duration=10.0, warmup=2.0)
     parser.add_argument(
         "--rounds", type=int, default=5, help="slices per measurement, targets interleaved"
     )
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per body")
-    parser.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     args = parser.parse_args(argv)
 
     return execute(
@@ -774,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda nginx, wrk, workdir: run_all(args, nginx, wrk, workdir),
         args.json,
     )
+
 
 def execute(
     script: str,
