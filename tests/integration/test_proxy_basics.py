@@ -22,6 +22,8 @@ async def test_proxies_get_and_logs_it(backend: Backend, client: ClientSession) 
         assert names["x-request-id"] == request_id
         assert names["x-forwarded-for"] == "127.0.0.1"
         assert names["x-forwarded-proto"] == "http"
+        # The port actually bound, also when the listener asked for port 0.
+        assert names["x-forwarded-port"] == str(router.port)
         assert names["host"] == f"127.0.0.1:{router.port}"
         log = await router.access_log()
         assert log[-1]["request_id"] == request_id
