@@ -157,13 +157,6 @@ class HeaderPolicy:
             headers.add(name, value)
         return headers
 
-    def downstream_headers(
-        self, upstream: CIMultiDictProxy[str], remove: frozenset[str]
-    ) -> CIMultiDict[str]:
-        headers: CIMultiDict[str] = CIMultiDict()
-        self.copy_downstream(upstream, headers, remove)
-        return headers
-
     def copy_downstream(
         self, upstream: CIMultiDictProxy[str], into: CIMultiDict[str], remove: frozenset[str]
     ) -> None:
