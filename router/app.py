@@ -30,6 +30,7 @@ from router.http.protocol import GuardedServer
 from router.http.request import request_factory
 from router.observability.accesslog import AccessLog
 from router.observability.metrics import Metrics
+from router.proxy.client import UpstreamClient
 from router.proxy.forward import Forwarder
 from router.proxy.headers import DEFAULT_IDENTITY_HEADERS, HeaderPolicy, TrustedPeers
 from router.proxy.upstream import EndpointRegistry
@@ -143,7 +144,10 @@ class RouterRuntime:
         host, port = split_host_port(config.listener.listen)
         ssl_context = _ssl_context(config)
         scheme = "https" if ssl_context is not None else "http"
+        upstream_client = UpstreamClient()
+        self.stack.push_async_callback(upstream_client.close)
         forwarder = Forwarder(
+            upstream_client,
             session,
             HeaderPolicy((*DEFAULT_IDENTITY_HEADERS, *services.protected_headers)),
             trusted,

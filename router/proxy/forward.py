@@ -6,23 +6,22 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from aiohttp import (
-    ClientConnectionError,
-    ClientConnectorError,
-    ClientOSError,
-    ClientPayloadError,
-    ClientResponse,
-    ClientResponseError,
-    ClientSession,
-    ServerDisconnectedError,
-    web,
-)
+from aiohttp import ClientSession, web
 from multidict import CIMultiDict
 
 from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
 from router.api.plugin import Handler, UpstreamObserver
 from router.observability.metrics import Metrics
+from router.proxy.client import (
+    ConnectFailed,
+    Disconnected,
+    InvalidRequest,
+    RequestBodyFailed,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+)
 from router.proxy.headers import HeaderPolicy, TrustedPeers, forwarded_element, joined
 from router.proxy.upstream import EndpointState
 from router.routing.compiled import CompiledRoute
@@ -82,18 +81,12 @@ async def limited_body(
         yield chunk
 
 
-def _client_body_error(exc: BaseException) -> ClientBodyError | None:
-    # aiohttp reports a failed request body as a connection error caused by it.
-    if isinstance(exc, ClientBodyError):
-        return exc
-    return exc.__cause__ if isinstance(exc.__cause__, ClientBodyError) else None
-
-
 class Forwarder:
     """The terminal handler of every upstream route."""
 
     def __init__(
         self,
+        client: UpstreamClient,
         session: ClientSession,
         policy: HeaderPolicy,
         trusted: TrustedPeers,
@@ -102,7 +95,9 @@ class Forwarder:
         observers: tuple[UpstreamObserver, ...] = (),
         body_timeout: float = 30.0,
     ) -> None:
+        self.client = client
         self.session = session
+        """For WebSocket upgrades."""
         self.policy = policy
         self.trusted = trusted
         self.metrics = metrics
@@ -195,7 +190,9 @@ class Forwarder:
                 )
             ctx.endpoint = endpoint
             try:
-                return await self._attempt(request, ctx, route, endpoint, path_qs, headers, body)
+                return await self._attempt(
+                    request, ctx, route, endpoint, path_qs, headers, body, may_retry
+                )
             except _AttemptFailed as exc:
                 failure = exc
                 route.metrics.upstream_error(exc.kind)
@@ -221,6 +218,7 @@ class Forwarder:
         path_qs: str,
         headers: CIMultiDict[str],
         body: bytes | AsyncIterator[bytes] | None,
+        may_resend: bool,
     ) -> web.StreamResponse:
         endpoint.outstanding += 1
         observed = (
@@ -232,27 +230,23 @@ class Forwarder:
         error: str | None = None
         try:
             try:
-                upstream = await self.session.request(
+                upstream = await self.client.request(
+                    endpoint.address,
                     request.method,
-                    endpoint.target(path_qs),
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    timeout=route.timeout,
+                    endpoint.prefix + path_qs,
+                    headers.items(),
+                    body,
+                    route.timeouts,
+                    has_host=route.keep_host and "Host" in headers,
+                    has_length="Content-Length" in headers,
+                    may_resend=may_resend,
                 )
-            except ClientBodyError as exc:
-                error = exc.kind
-                raise _body_error(exc, route) from None
-            except (ClientConnectorError, ServerDisconnectedError) as exc:
-                body_error = _client_body_error(exc)
-                if body_error is not None:
-                    error = body_error.kind
-                    raise _body_error(body_error, route) from None
+            except (ConnectFailed, Disconnected) as exc:
                 error = "connect"
                 raise _AttemptFailed(
                     "connect",
                     502,
-                    f"The upstream of route {route.name!r} could not be reached ({_reason(exc)}).",
+                    f"The upstream of route {route.name!r} could not be reached ({exc}).",
                     retryable=True,
                 ) from None
             except TimeoutError:
@@ -263,17 +257,24 @@ class Forwarder:
                     f"The upstream of route {route.name!r} did not answer in time.",
                     retryable=False,
                 ) from None
-            except (ClientResponseError, ClientOSError, ClientConnectionError) as exc:
-                body_error = _client_body_error(exc)
-                if body_error is not None:
-                    error = body_error.kind
-                    raise _body_error(body_error, route) from None
+            except RequestBodyFailed as exc:
+                body_error = exc.__cause__
+                if not isinstance(body_error, ClientBodyError):
+                    body_error = ClientBodyError()
+                error = body_error.kind
+                raise _body_error(body_error, route) from None
+            except InvalidRequest as exc:
+                error = "request"
+                logger.warning("request on route %s not forwarded: %s", route.name, exc)
+                raise RouterHTTPError(
+                    500, f"The request could not be forwarded on route {route.name!r}."
+                ) from None
+            except UpstreamError as exc:
                 error = "protocol"
                 raise _AttemptFailed(
                     "protocol",
                     502,
-                    f"The upstream of route {route.name!r} sent an invalid response "
-                    f"({_reason(exc)}).",
+                    f"The upstream of route {route.name!r} sent an invalid response ({exc}).",
                     retryable=False,
                 ) from None
             status = upstream.status
@@ -293,10 +294,12 @@ class Forwarder:
         response: web.StreamResponse,
         ctx: RequestContext,
         route: CompiledRoute,
-        upstream: ClientResponse,
+        upstream: UpstreamResponse,
     ) -> None:
         headers = response.headers
-        self.policy.copy_downstream(upstream.headers, headers, route.response_remove)
+        self.policy.copy_downstream(
+            upstream.headers, upstream.connection, headers, route.response_remove
+        )
         for name, value in route.response_set:
             headers[name] = value
         headers["X-Request-Id"] = ctx.request_id
@@ -306,15 +309,15 @@ class Forwarder:
         request: web.BaseRequest,
         ctx: RequestContext,
         route: CompiledRoute,
-        upstream: ClientResponse,
+        upstream: UpstreamResponse,
     ) -> web.StreamResponse:
         status = upstream.status
         length = upstream.content_length
-        no_body = request.method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        no_body = request.method == "HEAD" or status in (204, 304)
         if not no_body and length is not None and length <= SMALL_BODY:
             try:
                 payload = await upstream.read()
-            except (ClientPayloadError, ClientConnectionError, TimeoutError) as exc:
+            except (UpstreamError, TimeoutError) as exc:
                 route.metrics.upstream_error("body")
                 raise RouterHTTPError(
                     502,
@@ -332,9 +335,9 @@ class Forwarder:
             await response.write_eof()
             return response
         try:
-            async for chunk in upstream.content.iter_chunked(STREAM_CHUNK):
+            while chunk := await upstream.next_chunk():
                 await response.write(chunk)
-        except (ClientPayloadError, ClientConnectionError, TimeoutError) as exc:
+        except (UpstreamError, TimeoutError) as exc:
             # Headers are out: the only honest signal left is to cut the connection, so
             # the client sees a truncated response rather than a complete-looking one.
             route.metrics.upstream_error("body")

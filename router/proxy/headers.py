@@ -12,7 +12,7 @@ forwarding headers of a trusted proxy are read whole, never only their first lin
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -158,16 +158,20 @@ class HeaderPolicy:
         return headers
 
     def copy_downstream(
-        self, upstream: CIMultiDictProxy[str], into: CIMultiDict[str], remove: frozenset[str]
+        self,
+        upstream: Sequence[tuple[str, str]],
+        connection: str | None,
+        into: CIMultiDict[str],
+        remove: frozenset[str],
     ) -> None:
-        """Add the upstream's response headers to ``into``, minus hop-by-hop ones."""
+        """Add the upstream's response headers to ``into``, minus hop-by-hop ones and the
+        ones its ``Connection`` header names."""
         drop = self.response_drop
-        connection = joined(upstream, "Connection")
         if connection is not None:
             drop = drop | _connection_tokens_cached(connection)
         if remove:
             drop = drop | remove
-        for name, value in upstream.items():
+        for name, value in upstream:
             if name.lower() not in drop:
                 into.add(name, value)
 

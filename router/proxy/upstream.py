@@ -9,12 +9,14 @@ from types import MappingProxyType
 from yarl import URL
 
 from router.config.models import Endpoint
+from router.proxy.client import Origin
 
 
 class EndpointState:
     """One upstream endpoint and its health. Kept across route-table swaps by URL."""
 
     __slots__ = (
+        "address",
         "ejected_until",
         "failures",
         "origin",
@@ -30,6 +32,8 @@ class EndpointState:
         self.origin = str(parsed.origin())
         self.prefix = parsed.raw_path.rstrip("/")
         """Path the endpoint is mounted under; prepended to forwarded paths."""
+        assert parsed.host is not None and parsed.port is not None
+        self.address = Origin(parsed.scheme, parsed.host, parsed.port)
         self.version: Mapping[str, str] = MappingProxyType(dict(version))
         self.failures = 0
         self.ejected_until = 0.0

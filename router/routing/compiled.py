@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from aiohttp import ClientTimeout
-
 from router.api.plugin import Handler
 from router.config.models import Route
 from router.observability.metrics import RouteMetrics
+from router.proxy.client import UpstreamTimeouts
 from router.proxy.headers import canonical_header
 from router.proxy.upstream import UpstreamPool
 
@@ -27,7 +26,7 @@ class CompiledRoute:
         "retries",
         "spec",
         "strip_prefix",
-        "timeout",
+        "timeouts",
         "websocket",
     )
 
@@ -54,10 +53,8 @@ class CompiledRoute:
         self.keep_host = spec.preserve_host
         self.retries = spec.retries
         self.websocket = spec.websocket
-        self.timeout = ClientTimeout(
-            total=spec.timeouts.total,
-            sock_connect=spec.timeouts.connect,
-            sock_read=spec.timeouts.read,
+        self.timeouts = UpstreamTimeouts(
+            connect=spec.timeouts.connect, read=spec.timeouts.read, total=spec.timeouts.total
         )
         self.request_remove = frozenset(
             canonical_header(name) for name in spec.request_headers.remove
