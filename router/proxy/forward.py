@@ -13,17 +13,17 @@ from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
 from router.api.plugin import Handler, UpstreamObserver
 from router.observability.metrics import Metrics
-from router.proxy.client import (
+from router.proxy.client import UpstreamClient
+from router.proxy.connection import UpstreamResponse
+from router.proxy.headers import HeaderPolicy, TrustedPeers, forwarded_element, joined
+from router.proxy.upstream import EndpointState
+from router.proxy.wire import (
     ConnectFailed,
     Disconnected,
     InvalidRequest,
     RequestBodyFailed,
-    UpstreamClient,
     UpstreamError,
-    UpstreamResponse,
 )
-from router.proxy.headers import HeaderPolicy, TrustedPeers, forwarded_element, joined
-from router.proxy.upstream import EndpointState
 from router.routing.compiled import CompiledRoute
 
 logger = logging.getLogger("commons_router.proxy")

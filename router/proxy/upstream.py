@@ -9,7 +9,7 @@ from types import MappingProxyType
 from yarl import URL
 
 from router.config.models import Endpoint
-from router.proxy.client import Origin
+from router.proxy.wire import Origin
 
 
 class EndpointState:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from router.api.plugin import Handler
 from router.config.models import Route
 from router.observability.metrics import RouteMetrics
-from router.proxy.client import UpstreamTimeouts
 from router.proxy.headers import canonical_header
 from router.proxy.upstream import UpstreamPool
+from router.proxy.wire import UpstreamTimeouts
 
 
 class CompiledRoute:

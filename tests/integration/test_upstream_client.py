@@ -18,7 +18,8 @@ import pytest
 from aiohttp import ClientPayloadError, ClientSession, web
 
 from router.api import Handler, Middleware, NoConfig, Plugin, context_of
-from router.proxy.client import Origin, UpstreamClient, UpstreamTimeouts
+from router.proxy.client import UpstreamClient
+from router.proxy.wire import Origin, UpstreamTimeouts
 from router.testing import run_router
 from tests.support.tls import self_signed
 

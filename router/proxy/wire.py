@@ -1,0 +1,89 @@
+"""What the upstream client puts on the wire and the errors it reports.
+
+SECURITY: a header name or value carrying CR or LF (say, a claim a plugin copied into an
+identity header) would let its author write their own headers or a second request; such a
+request is refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class UpstreamError(Exception):
+    """Forwarding to an endpoint failed; ``str()`` says how, for the error page."""
+
+
+class ConnectFailed(UpstreamError):
+    """No connection could be opened; nothing was sent."""
+
+
+class Disconnected(UpstreamError):
+    """The endpoint closed the connection before the response head was complete."""
+
+
+class ProtocolViolation(UpstreamError):
+    """The endpoint's answer is not valid HTTP/1.1."""
+
+
+class BodyBroken(UpstreamError):
+    """The response body broke off before its end."""
+
+
+class RequestBodyFailed(UpstreamError):
+    """Reading the client's request body failed; the cause is in ``__cause__``."""
+
+
+class InvalidRequest(UpstreamError):
+    """The request cannot be written as HTTP/1.1 (CR or LF in a header, say)."""
+
+
+class UpstreamTimeouts:
+    """Connect, idle read and total deadlines of one route, in seconds (None: no limit)."""
+
+    __slots__ = ("connect", "read", "total")
+
+    def __init__(self, connect: float | None, read: float | None, total: float | None) -> None:
+        self.connect = connect
+        self.read = read
+        self.total = total
+
+
+class Origin:
+    """Where to connect for one upstream endpoint, and what to call it in ``Host``."""
+
+    __slots__ = ("host", "host_header", "key", "port", "tls")
+
+    def __init__(self, scheme: str, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.tls = scheme == "https"
+        default_port = 443 if self.tls else 80
+        bracketed = f"[{host}]" if ":" in host else host
+        self.host_header = bracketed if port == default_port else f"{bracketed}:{port}"
+        self.key = f"{scheme}://{bracketed}:{port}"
+
+
+def request_head(
+    method: str,
+    target: str,
+    headers: Iterable[tuple[str, str]],
+    host: str | None,
+    framing: str | None,
+) -> bytes:
+    """The serialized request line and headers; ``framing`` is a Content-Length or
+    Transfer-Encoding line to add, ``host`` a Host line to add."""
+    lines = [f"{method} {target} HTTP/1.1"]
+    if host is not None:
+        lines.append(f"Host: {host}")
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    if framing is not None:
+        lines.append(framing)
+    lines.append("\r\n")
+    head = "\r\n".join(lines)
+    # One CR and one LF per line break we wrote: anything more came from a name or value.
+    if head.count("\n") != len(lines) or head.count("\r") != len(lines):
+        raise InvalidRequest("a request header contains a line break")
+    if " " in target:
+        raise InvalidRequest("the request target contains a space")
+    return head.encode("utf-8", "surrogateescape")
