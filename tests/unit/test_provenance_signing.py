@@ -7,6 +7,7 @@ import base64
 
 import http_sf
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from http_message_signatures import InvalidSignature
 
 from router_plugins.provenance.fields import RecordCache, build_record
@@ -51,6 +52,18 @@ def test_rfc9421_ed25519_example_is_reproduced_exactly() -> None:
     assert base.decode().splitlines()[-1] == f'"@signature-params": {params}'
     signature = load_private_key(RFC_KEY).sign(base)
     assert base64.b64encode(signature).decode() == RFC_SIGNATURE
+
+
+def test_signer_gives_the_bytes_openssl_gives() -> None:
+    # The Signer signs with libsodium; Ed25519 is deterministic, so it must match OpenSSL
+    # (through cryptography) byte for byte, on the RFC's key and on a fresh one.
+    components = [('"@method"', "GET"), ('"@path"', "/foo")]
+    for key in (load_private_key(RFC_KEY), Ed25519PrivateKey.generate()):
+        signer = Signer(key, "prov", "commons-router")
+        signature_input, signature = signer.sign(components, 1618884473)
+        params = signature_input.removeprefix("prov=")
+        expected = key.sign(signature_base(components, params))
+        assert signature == f"prov=:{base64.b64encode(expected).decode()}:"
 
 
 def test_jwk_thumbprint_follows_rfc7638() -> None:

@@ -5,6 +5,11 @@ instead of through a general-purpose library: that library parses and re-seriali
 message and costs ~290 µs per response, this ~35 µs (almost all of it Ed25519). The output
 is checked against the RFC's own Ed25519 example (appendix B.2.6) and verified by the
 ``http-message-signatures`` library in the tests and in ``commons-router inspect``.
+
+Signatures are made by libsodium (PyNaCl), which signs in ~60% of the time OpenSSL takes
+through ``cryptography`` (19 µs against 32 µs on the benchmark machine); Ed25519 is
+deterministic, so both give the same bytes (a test holds them to it). Keys are still loaded
+and published with ``cryptography``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Sequence
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
 
 ALGORITHM = "ed25519"
 
@@ -96,27 +102,37 @@ def signature_base(components: Sequence[tuple[str, str]], params: str) -> bytes:
 class Signer:
     """Signs component lists with one key; reusable across requests."""
 
-    __slots__ = ("_key", "_label", "_prefix", "_suffix", "keyid")
+    __slots__ = ("_label", "_prefix", "_secret", "_suffix", "keyid")
 
     def __init__(self, key: Ed25519PrivateKey, label: str, tag: str) -> None:
-        self._key = key
+        seed = key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        self._secret = crypto_sign_seed_keypair(seed)[1]
+        """libsodium's 64-byte secret key (seed and public key)."""
         self._label = label
         self.keyid = public_jwk(key.public_key())["kid"]
         self._suffix = params_suffix(self.keyid, ALGORITHM, tag)
         self._prefix = f"{label}="
 
+    def _sign(self, message: bytes) -> bytes:
+        # crypto_sign returns the signature followed by the message.
+        return crypto_sign(message, self._secret)[:64]
+
     def sign_lines(self, component_ids: str, lines: str, created: int) -> tuple[str, str]:
         """Like :meth:`sign`, with the covered ids already joined by spaces and the
         component lines already written (each ``id: value`` followed by a newline)."""
         params = f"({component_ids});created={created}{self._suffix}"
-        signature = self._key.sign(f'{lines}"@signature-params": {params}'.encode("ascii"))
+        signature = self._sign(f'{lines}"@signature-params": {params}'.encode("ascii"))
         prefix = self._prefix
         return prefix + params, f"{prefix}:{base64.b64encode(signature).decode('ascii')}:"
 
     def sign(self, components: Sequence[tuple[str, str]], created: int) -> tuple[str, str]:
         """``(Signature-Input, Signature)`` header values for these components."""
         params = signature_params([c for c, _ in components], created, self._suffix)
-        signature = self._key.sign(signature_base(components, params))
+        signature = self._sign(signature_base(components, params))
         return (
             self._prefix + params,
             f"{self._prefix}:{base64.b64encode(signature).decode('ascii')}:",
