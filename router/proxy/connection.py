@@ -166,8 +166,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
-        # Deadlines: one timer per exchange, moved lazily on activity.
+        # Deadlines of the exchange in progress (see _on_timer).
+        self._timing = False
         self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = 0.0
         self._read_timeout: float | None = None
         self._total_deadline: float | None = None
         self._last_activity = 0.0
@@ -184,7 +186,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._abort()
             return
         self._received_any = True
-        if self._timer is not None:
+        if self._timing:
             self._last_activity = self.loop.time()
         try:
             self._parser.feed_data(data)
@@ -290,7 +292,7 @@ class UpstreamConnection(asyncio.Protocol):
                 else b"keep-alive" in connection
             )
             self._parser = httptools.HttpResponseParser(self)
-            self._cancel_timer()
+            self._timing = False
             response._finish()
         self._settle_head(response)
 
@@ -307,7 +309,7 @@ class UpstreamConnection(asyncio.Protocol):
         if response is None or response._complete:
             return
         self._keep_alive = self._parser.should_keep_alive()
-        self._cancel_timer()
+        self._timing = False
         response._finish()
 
     # -- one exchange ------------------------------------------------------------------
@@ -367,7 +369,7 @@ class UpstreamConnection(asyncio.Protocol):
                 transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
             else:
                 transport.write(chunk)
-            if self._timer is not None:
+            if self._timing:
                 self._last_activity = self.loop.time()
             if self._write_paused:
                 self._drain_waiter = self.loop.create_future()
@@ -384,7 +386,7 @@ class UpstreamConnection(asyncio.Protocol):
             clean = False
         if self._body_error is not None:
             clean = False
-        self._cancel_timer()
+        self._timing = False
         self._response = None
         self._busy = False
         if clean and self._keep_alive and not self.closed:
@@ -457,10 +459,17 @@ class UpstreamConnection(asyncio.Protocol):
         if read is None and total is None:
             return
         now = self.loop.time()
+        self._timing = True
         self._last_activity = now
         self._read_timeout = read
         self._total_deadline = None if total is None else now + total
-        self._timer = self.loop.call_at(self._deadline(), self._on_timer)
+        deadline = self._deadline()
+        timer = self._timer
+        if timer is None or deadline < self._armed_at:
+            if timer is not None:
+                timer.cancel()
+            self._armed_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _deadline(self) -> float:
         read, total = self._read_timeout, self._total_deadline
@@ -471,13 +480,19 @@ class UpstreamConnection(asyncio.Protocol):
         return idle if total is None or idle < total else total
 
     def _on_timer(self) -> None:
-        # Activity only moves ``_last_activity``; the timer re-arms itself when it fires
-        # early, so a busy exchange costs one timer, not one per received chunk.
+        # The timer outlives exchanges: starting and ending one only flips ``_timing``
+        # and activity only moves ``_last_activity``. It re-arms itself when it fires
+        # early, so keep-alive traffic costs about one timer per connection per read
+        # timeout, not one (plus a cancel) per exchange.
+        self._timer = None
+        if not self._timing:
+            return
         deadline = self._deadline()
         if self.loop.time() < deadline:
+            self._armed_at = deadline
             self._timer = self.loop.call_at(deadline, self._on_timer)
             return
-        self._timer = None
+        self._timing = False
         self._fail_exchange(TimeoutError())
 
     def _cancel_timer(self) -> None:

@@ -76,7 +76,7 @@ def request_head(
     lines = [f"{method} {target} HTTP/1.1"]
     if host is not None:
         lines.append(f"Host: {host}")
-    lines.extend(f"{name}: {value}" for name, value in headers)
+    lines.extend(map(": ".join, headers))
     if framing is not None:
         lines.append(framing)
     lines.append("\r\n")

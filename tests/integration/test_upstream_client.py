@@ -273,6 +273,27 @@ async def test_read_timeout_while_waiting_for_the_head_is_504(client: ClientSess
             assert response.status == 504
 
 
+async def test_read_timeout_holds_on_a_reused_connection(client: ClientSession) -> None:
+    async def answer(head: bytes, _: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if b" /slow " in head:
+            await asyncio.sleep(2)
+            return False
+        writer.write(OK_HEAD + b"ok")
+        return True
+
+    async with ScriptedEndpoint(answer) as endpoint:
+        config = route_to(endpoint.url, timeouts={"read": "300ms"})
+        async with run_router(config) as router:
+            for pause in (0.0, 0.5):
+                # Right after a quick exchange (its deadline still pending) and after the
+                # connection sat idle past it: a silent endpoint still times out.
+                await (await client.get(router.url + "/fast")).read()
+                await asyncio.sleep(pause)
+                async with client.get(router.url + "/slow") as response:
+                    assert response.status == 504
+    assert endpoint.connections == 2
+
+
 async def test_idle_connections_are_closed_after_the_keepalive_timeout() -> None:
     closed = asyncio.Event()
 
