@@ -270,7 +270,7 @@ def report(rounds: list[list[bench.Result]], args: argparse.Namespace) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     bench.add_common_arguments(parser, duration=5.0, warmup=1.0)
-    parser.add_argument("--rounds", type=int, default=3, help="baseline/target rounds (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="baseline/target rounds (median)")
     args = parser.parse_args(argv)
     return bench.execute(
         "benchmarks/features.py",
