@@ -31,7 +31,6 @@ logger = logging.getLogger("commons_router.proxy")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 SMALL_BODY = 64 * 1024
 """Bodies up to this size (with a known length) are read whole: fewer writes, same memory."""
-STREAM_CHUNK = 64 * 1024
 
 
 class ClientBodyError(Exception):
