@@ -234,19 +234,9 @@ def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> di
         ]
         for index, (label, plugins, target_script) in enumerate(targets):
             name = f"router-{index}"
-            config = bench.write_router_config(workdir, name, upstream, 1)
-            settings = json.loads(config.read_text())
-            settings["plugins"] = plugins
-            config.write_text(json.dumps(settings, indent=2))
-            url = "http://" + settings["listener"]["listen"]
-            cmd = [
-                *placement.prefix(placement.server_cpu),
-                *bench.router_command(),
-                "serve",
-                "--config",
-                str(config),
-            ]
-            ready = "http://" + settings["admin"]["listen"] + "/readyz"
+            cmd, url, ready = bench.router_with_plugins(
+                workdir, name, upstream, plugins, placement
+            )
             with bench.target_process(procs, name, cmd, ready) as proc:
                 results += measure_with_cpu(
                     wrk, label, url, args, target_script, placement, proc.pid, cpu

@@ -26,7 +26,6 @@ on a shared machine req/s swings with whatever else runs. Exit status as for run
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -126,19 +125,9 @@ def one_round(
 
     for index, (label, plugins) in enumerate(plugin_sets(upstream + "/", key_file)):
         name = f"router-{index}"
-        config = bench.write_router_config(workdir, name, upstream, 1)
-        settings = json.loads(config.read_text())
-        settings["plugins"] = plugins
-        config.write_text(json.dumps(settings, indent=2))
-        url = "http://" + settings["listener"]["listen"]
-        cmd = [
-            *placement.prefix(placement.server_cpu),
-            *bench.router_command(),
-            "serve",
-            "--config",
-            str(config),
-        ]
-        ready = "http://" + settings["admin"]["listen"] + "/readyz"
+        cmd, url, ready = bench.router_with_plugins(
+            workdir, name, upstream, plugins, placement
+        )
         with bench.target_process(procs, name, cmd, ready) as proc:
             bench.verify_bodies(url, label, expect_request_id=True)
             results += measure(wrk, label, url, args, script, placement, proc.pid)

@@ -474,6 +474,26 @@ def write_router_config(workdir: Path, name: str, upstream: str, workers: int) -
     return path
 
 
+def router_with_plugins(
+    workdir: Path, name: str, upstream: str, plugins: list[dict[str, Any]], placement: Placement
+) -> tuple[list[str], str, str]:
+    """A one-worker router with ``plugins``, pinned to the server CPU: its command, its
+    URL and its readiness URL."""
+    config = write_router_config(workdir, name, upstream, 1)
+    settings = json.loads(config.read_text())
+    settings["plugins"] = plugins
+    config.write_text(json.dumps(settings, indent=2))
+    cmd = [
+        *placement.prefix(placement.server_cpu),
+        *router_command(),
+        "serve",
+        "--config",
+        str(config),
+    ]
+    listen, admin = settings["listener"]["listen"], settings["admin"]["listen"]
+    return cmd, f"http://{listen}", f"http://{admin}/readyz"
+
+
 def count_lines(path: Path) -> int:
     if not path.exists():
         return 0
