@@ -478,3 +478,34 @@ async def test_traceresponse_can_be_turned_off(backend: Backend, client: ClientS
             assert response.status == 200
             assert "traceresponse" not in response.headers
             assert "traceresponse" not in response.headers["Signature-Input"]
+
+
+@pytest.mark.parametrize("propagator", ["b3", "tracecontext"])
+async def test_unrecorded_roots_reach_websocket_upstreams_with_the_traceresponse_ids(
+    client: ClientSession, propagator: str
+) -> None:
+    from router.testing import run_backend
+
+    app = web.Application()
+    app.router.add_get("/ws", headers_over_websocket)
+    async with run_backend(app) as ws_backend:
+        settings = {
+            "plugins": [
+                {
+                    "name": "tracing",
+                    "config": {"sampling_ratio": 0.0, "propagators": [propagator]},
+                }
+            ],
+            "routes": [{"name": "ws", "upstreams": [{"url": ws_backend.url}]}],
+        }
+        async with run_router(settings, plugins=PLUGINS) as router:
+            async with client.ws_connect(router.url + "/ws") as ws:
+                traceresponse = ws._response.headers["traceresponse"]
+                seen = await ws.receive_json()
+    assert spans(SpanKind.SERVER) == []
+    _, trace_id, span_id, flags = traceresponse.split("-")
+    assert int(flags, 16) & 1 == 0
+    if propagator == "b3":
+        assert seen["b3"].split("-")[:3] == [trace_id, span_id, "0"]
+    else:
+        assert seen["traceparent"] == traceresponse

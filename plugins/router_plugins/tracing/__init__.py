@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,11 +55,11 @@ from router_plugins.tracing.propagation import (
     without_keys,
 )
 from router_plugins.tracing.setup import (
+    TRACE_ID_LIMIT,
     PresetIds,
     build_exporter,
     build_processor,
     build_provider,
-    root_is_sampled,
     root_sampling_bound,
 )
 
@@ -77,18 +78,36 @@ _UNRECORDED = TraceFlags(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 class RequestTrace:
     """The server span of one request and the context upstream calls continue."""
 
-    __slots__ = ("_context", "inbound", "parent", "recording", "span", "traceresponse")
+    __slots__ = ("_context", "_span", "_span_id", "inbound", "parent", "recording", "traceresponse")
 
     def __init__(
-        self, span: Span, parent: Context, traceresponse: str, inbound: bool, recording: bool
+        self,
+        span: Span | None,
+        parent: Context,
+        traceresponse: str,
+        inbound: bool,
+        recording: bool,
+        span_id: int = 0,
     ) -> None:
-        self.span = span
+        self._span = span
+        self._span_id = span_id
+        """Of an unrecorded root whose span object is not made yet (``span`` makes it)."""
         self.parent = parent
         self._context: Context | None = None
         self.traceresponse = traceresponse
         self.inbound = inbound
         """The client sent propagation headers (to clear from upstream requests)."""
         self.recording = recording
+
+    @property
+    def span(self) -> Span:
+        span = self._span
+        if span is None:
+            trace_id = int(self.traceresponse[3:35], 16)
+            span = self._span = NonRecordingSpan(
+                SpanContext(trace_id, self._span_id, False, _UNRECORDED)
+            )
+        return span
 
     @property
     def context(self) -> Context:
@@ -104,8 +123,10 @@ TRACE_KEY: web.RequestKey[RequestTrace] = web.RequestKey("commons_router_trace",
 
 class _Responder(TraceResponse):
     def traceresponse(self, request: web.BaseRequest) -> str | None:
-        state = request.get(TRACE_KEY)
-        return state.traceresponse if state is not None else None
+        try:
+            return request[TRACE_KEY].traceresponse
+        except KeyError:  # a request the tracing middleware did not see
+            return None
 
 
 class TracingPlugin(Plugin[TracingConfig]):
@@ -129,6 +150,7 @@ class TracingPlugin(Plugin[TracingConfig]):
             (users.user_field, users.user_key),
             (users.account_field, users.account_key),
         )
+        self._user_fields = frozenset(field for field, _key in self._user_pairs)
         # Only W3C formats: unrecorded requests get their headers written directly (the
         # traceparent is the traceresponse value), not through the generic propagators.
         self._w3c_baggage: W3CBaggage | None = None
@@ -197,11 +219,11 @@ class TracingPlugin(Plugin[TracingConfig]):
         ids = self.ids
         bound = root_sampling_bound(self.config.sampling_ratio)
         unrecorded_flags = f"{int(_UNRECORDED):02x}"
+        # The SDK's RandomIdGenerator draws from the same generator.
+        getrandbits = random.getrandbits
 
         def add_traceresponse(request: web.BaseRequest, response: web.StreamResponse) -> None:
-            state = request.get(TRACE_KEY)
-            if state is not None:
-                response.headers["traceresponse"] = state.traceresponse
+            response.headers["traceresponse"] = request[TRACE_KEY].traceresponse
 
         async def tracing(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
             ctx = request[CONTEXT_KEY]
@@ -223,25 +245,27 @@ class TracingPlugin(Plugin[TracingConfig]):
             method = request.method
             span: Span | None = None
             if parent is _EMPTY or not get_current_span(parent).get_span_context().is_valid:
-                root_id = ids.generate_trace_id()
-                if root_is_sampled(root_id, bound):
+                root_id = getrandbits(128) or ids.generate_trace_id()
+                # TraceIdRatioBased's rule (root_is_sampled), inline: this runs per request.
+                if root_id & TRACE_ID_LIMIT < bound:
                     ids.preset = root_id  # the SDK starts it with this id: same decision
                 else:
                     # What the SDK would make, without its cost: most requests go here.
-                    span_id = ids.generate_span_id()
-                    trace_id = format(root_id, "032x")
-                    request[TRACE_KEY] = RequestTrace(
-                        NonRecordingSpan(SpanContext(root_id, span_id, False, _UNRECORDED)),
+                    span_id = getrandbits(64) or ids.generate_span_id()
+                    state = RequestTrace(
+                        None,
                         parent,
-                        f"00-{trace_id}-{span_id:016x}-{unrecorded_flags}",
+                        f"00-{root_id:032x}-{span_id:016x}-{unrecorded_flags}",
                         inbound,
                         False,
+                        span_id,
                     )
-                    ctx.add_log_field("trace_id", trace_id)
+                    request[TRACE_KEY] = state
+                    ctx.add_log_field("trace_id", state.traceresponse[3:35])
                     if send_traceresponse:
                         ctx.on_response(add_traceresponse)
                     if "Upgrade" in headers:
-                        self._propagate_through_upgrade(request, ctx, request[TRACE_KEY].context)
+                        self._propagate_through_upgrade(request, ctx, state.context)
                     return await handler(request)
             if span is None:
                 span = tracer.start_span(
@@ -312,8 +336,11 @@ class TracingPlugin(Plugin[TracingConfig]):
     def attempt_started(
         self, request: web.BaseRequest, endpoint_url: str, headers: CIMultiDict[str]
     ) -> object:
-        state = request.get(TRACE_KEY)
         tracer = self.tracer
+        try:
+            state = request[TRACE_KEY]
+        except KeyError:
+            state = None
         if state is None or tracer is None:
             clear_propagation_headers(headers)
             return None
@@ -377,7 +404,12 @@ class TracingPlugin(Plugin[TracingConfig]):
     def _has_user(self, ctx: RequestContext) -> bool:
         """Whether :meth:`_with_user` would add anything to the baggage."""
         fields = ctx.log_fields
-        if self.pseudonyms is None or not fields or not self._sends_baggage:
+        if (
+            self.pseudonyms is None
+            or not fields
+            or not self._sends_baggage
+            or self._user_fields.isdisjoint(fields)
+        ):
             return False
         for field, _key in self._user_pairs:
             value = fields.get(field)
