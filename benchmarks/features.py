@@ -1,10 +1,10 @@
 """Cost of tracing and provenance signing, as ratios to the same run's plain aiohttp proxy.
 
-    .venv/bin/python benchmarks/features.py [--duration 5] [--warmup 1] [--rounds 3]
+    .venv/bin/python benchmarks/features.py [--duration 2] [--warmup 1] [--rounds 5]
                                             [--json FILE]
 
-Reuses benchmarks/run.py (nginx upstream, wrk, CPU placement, process handling). Each
-round measures, one after the other, with ``wrk -t1 -c64`` and both bodies:
+Reuses benchmarks/run.py (nginx upstream, wrk, CPU placement, process handling). All
+targets run at once, pinned to the server CPU and idle until loaded:
 
 * benchmarks/baseline_proxy.py (plain aiohttp + uvloop proxy: the baseline),
 * commons-router, one worker, no plugins,
@@ -15,12 +15,15 @@ round measures, one after the other, with ``wrk -t1 -c64`` and both bodies:
 * + tracing 0.01 and provenance with ``sign: requested`` (header only; wrk asks for no
   signature).
 
-Spans are exported to nginx (which answers 200 to the OTLP POSTs), so the export thread's
-work counts. For each target it prints req/s and the CPU time the target process used per
-request (all its threads), each as a ratio to the same round's baseline, as the median over
-rounds and (for CPU) the least-disturbed round. CPU per request is what decides the verdict:
-on a shared machine req/s swings with whatever else runs. Exit status as for run.py: 0 ran,
-1 tools missing, 2 a target failed.
+Each round loads them in turn with ``wrk -t1 -c64`` for ``--duration`` seconds, with a
+baseline slice before every target and one after the last (B T1 B T2 ... B), for each body.
+A target's ratio in a round is its slice over the mean of the two baseline slices around
+it, so a drift in whatever else the machine runs cancels out; the figure reported (and the
+verdict) is the median over rounds. Ratios are given by req/s and by the CPU time the
+target process used per request (all its threads). Spans are exported to nginx (which
+answers 200 to the OTLP POSTs), so the export thread's work counts; after a tracing slice
+the run waits a second for the exporter to send what it queued. Exit status as for run.py:
+0 ran, 1 tools missing, 2 a target failed.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -41,6 +45,7 @@ sys.path.insert(0, str(HERE))
 import run as bench  # noqa: E402
 
 TARGET_RATIO = 0.8
+SETTLE_S = 1.0
 BASELINE = "aiohttp baseline"
 EVERYTHING = "tracing 0.01 + prov signed"
 
@@ -77,38 +82,98 @@ def write_key(workdir: Path) -> Path:
     return path
 
 
+@dataclass
+class Slice:
+    requests_per_s: float
+    cpu_us_per_request: float
+    result: bench.Result
+
+
 def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> dict[str, Any]:
     placement = bench.Placement(not args.no_pin)
     script = workdir / "report.lua"
     script.write_text(bench.WRK_DONE_SCRIPT)
     procs = bench.Processes(workdir)
-    rounds: list[list[bench.Result]] = []
+    series: dict[str, dict[str, list[Slice]]] = {}
+    paired: dict[str, dict[str, list[tuple[float, float]]]] = {}
     try:
         upstream = bench.start_nginx(procs, nginx, workdir, placement)
-        print(f"upstream nginx at {upstream}; {placement.describe()}", flush=True)
-        key_file = write_key(workdir)
-        for number in range(1, args.rounds + 1):
-            print(f"round {number} of {args.rounds}", flush=True)
-            rounds.append(
-                one_round(args, wrk, workdir, procs, placement, script, upstream, key_file)
+        targets = start_targets(procs, workdir, placement, upstream, write_key(workdir))
+        print(
+            f"upstream nginx at {upstream}; {placement.describe()}; {args.rounds} rounds of "
+            f"{args.duration:g} s slices, a baseline slice around every target",
+            flush=True,
+        )
+
+        def load(target: Target, body: str, path: str, seconds: float) -> Slice:
+            before = bench.cpu_seconds(target.pid)
+            data = bench.run_wrk(
+                wrk, target.url + path, seconds, args.connections, script, placement
             )
+            used = bench.cpu_seconds(target.pid) - before
+            result = bench.Result.from_wrk(target.label, body, path, data)
+            cpu = used / result.requests * 1e6 if result.requests else 0.0
+            result.extra["cpu_us_per_request"] = cpu
+            if target.exports_spans:
+                time.sleep(SETTLE_S)  # the exporter sends what this slice queued
+            return Slice(result.requests_per_s, cpu, result)
+
+        baseline = targets[0]
+        for body, path, _size in bench.BODIES:
+            if args.warmup > 0:
+                for target in targets:
+                    load(target, body, path, args.warmup)
+            slices: dict[str, list[Slice]] = {target.label: [] for target in targets}
+            pairs: dict[str, list[tuple[float, float]]] = {t.label: [] for t in targets[1:]}
+            for number in range(1, args.rounds + 1):
+                before = load(baseline, body, path, args.duration)
+                slices[BASELINE].append(before)
+                shown = []
+                for target in targets[1:]:
+                    current = load(target, body, path, args.duration)
+                    after = load(baseline, body, path, args.duration)
+                    slices[target.label].append(current)
+                    slices[BASELINE].append(after)
+                    pair = paired_ratios(before, current, after)
+                    pairs[target.label].append(pair)
+                    shown.append(f"{pair[0]:.2f}")
+                    before = after
+                print(f"  {body:>6} round {number}/{args.rounds}: {' '.join(shown)}", flush=True)
+            series[body] = slices
+            paired[body] = pairs
+        for name, proc in procs.procs.items():
+            if proc.poll() is not None:
+                raise bench.BenchError(f"{name} died during the run:\n{procs.log_tail(name)}")
     finally:
         procs.stop_all()
-    return report(rounds, args)
+    return report(series, paired, args)
 
 
-def one_round(
-    args: argparse.Namespace,
-    wrk: str,
-    workdir: Path,
+def paired_ratios(before: Slice, current: Slice, after: Slice) -> tuple[float, float]:
+    """A target slice against the mean of the baseline slices around it: (req/s, CPU)."""
+    base_speed = (before.requests_per_s + after.requests_per_s) / 2
+    base_cpu = (before.cpu_us_per_request + after.cpu_us_per_request) / 2
+    speed = current.requests_per_s / base_speed if base_speed else 0.0
+    cpu = base_cpu / current.cpu_us_per_request if current.cpu_us_per_request else 0.0
+    return speed, cpu
+
+
+@dataclass
+class Target:
+    label: str
+    url: str
+    pid: int
+    exports_spans: bool
+
+
+def start_targets(
     procs: bench.Processes,
+    workdir: Path,
     placement: bench.Placement,
-    script: Path,
     upstream: str,
     key_file: Path,
-) -> list[bench.Result]:
-    """The baseline, then every plugin set, measured back to back (one ratio each)."""
-    results: list[bench.Result] = []
+) -> list[Target]:
+    """The baseline first, then one router per plugin set, all running at once."""
     port = bench.free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [
@@ -120,136 +185,80 @@ def one_round(
         "--upstream",
         upstream,
     ]
-    with bench.target_process(procs, "baseline", cmd, url + "/") as proc:
-        results += measure(wrk, BASELINE, url, args, script, placement, proc.pid)
-
+    procs.start("baseline", cmd)
+    bench.wait_ready(procs, "baseline", url + "/")
+    bench.verify_bodies(url, BASELINE, expect_request_id=False)
+    targets = [Target(BASELINE, url, procs.procs["baseline"].pid, False)]
     for index, (label, plugins) in enumerate(plugin_sets(upstream + "/", key_file)):
         name = f"router-{index}"
-        cmd, url, ready = bench.router_with_plugins(
-            workdir, name, upstream, plugins, placement
-        )
-        with bench.target_process(procs, name, cmd, ready) as proc:
-            bench.verify_bodies(url, label, expect_request_id=True)
-            results += measure(wrk, label, url, args, script, placement, proc.pid)
-    return results
+        cmd, url, ready = bench.router_with_plugins(workdir, name, upstream, plugins, placement)
+        procs.start(name, cmd)
+        bench.wait_ready(procs, name, ready)
+        bench.verify_bodies(url, label, expect_request_id=True)
+        tracing = any(plugin["name"] == "tracing" for plugin in plugins)
+        targets.append(Target(label, url, procs.procs[name].pid, tracing))
+    return targets
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads) a process has used so far."""
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
-def measure(
-    wrk: str,
-    target: str,
-    base_url: str,
+def report(
+    series: dict[str, dict[str, list[Slice]]],
+    paired: dict[str, dict[str, list[tuple[float, float]]]],
     args: argparse.Namespace,
-    script: Path,
-    placement: bench.Placement,
-    pid: int,
-) -> list[bench.Result]:
-    """Like run.py's measure, plus the target's CPU time per request during the run.
-
-    CPU time per request hardly depends on what else the machine runs (unlike req/s), so
-    its ratio is the steadier measure of a feature's cost on a shared machine.
-    """
-    results = []
-    for body, path, _size in bench.BODIES:
-        url = base_url + path
-        if args.warmup > 0:
-            bench.run_wrk(wrk, url, args.warmup, args.connections, script, placement)
-        before = cpu_seconds(pid)
-        data = bench.run_wrk(wrk, url, args.duration, args.connections, script, placement)
-        used = cpu_seconds(pid) - before
-        requests = int(data["requests"])
-        result = bench.Result.from_wrk(
-            target,
-            body,
-            path,
-            data,
-            {"cpu_us_per_request": used / requests * 1e6 if requests else 0.0},
-        )
-        print(
-            f"  {target:<30} {body:>7}  {result.requests_per_s:>9,.0f} req/s  "
-            f"{result.extra['cpu_us_per_request']:6.1f} CPU µs/req  errors {result.errors}",
-            flush=True,
-        )
-        results.append(result)
-    return results
-
-
-def report(rounds: list[list[bench.Result]], args: argparse.Namespace) -> dict[str, Any]:
-    """Per round, each target's req/s over that round's baseline; the median over rounds."""
+) -> dict[str, Any]:
+    """Per target: median req/s and CPU per request, and the medians of its paired ratios."""
     print()
     header = (
         f"{'body':<7} {'target':<30} {'req/s':>7} {'ratio':>6} {'CPU µs/req':>10} "
-        f"{'CPU ratio':>9} {'best CPU':>8} {'ratio':>6}  req/s ratio per round"
+        f"{'CPU ratio':>9}  req/s ratio per round"
     )
     print(header)
     print("-" * len(header))
     ratios: dict[str, dict[str, float]] = {}
     cpu_table: dict[str, dict[str, dict[str, float]]] = {}
-    for body, _, _ in bench.BODIES:
-        targets = [r.target for r in rounds[0] if r.body == body]
-        for target in targets:
-            per_round, speeds, cpu, cpu_ratios = [], [], [], []
-            for results in rounds:
-                rows = {r.target: r for r in results if r.body == body}
-                base, row = rows[BASELINE], rows[target]
-                speeds.append(row.requests_per_s)
-                per_round.append(
-                    row.requests_per_s / base.requests_per_s if base.requests_per_s else 0
-                )
-                cpu.append(row.extra["cpu_us_per_request"])
-                cpu_ratios.append(
-                    base.extra["cpu_us_per_request"] / row.extra["cpu_us_per_request"]
-                    if row.extra["cpu_us_per_request"]
-                    else 0
-                )
-            ratio = statistics.median(per_round)
-            cpu_ratio = statistics.median(cpu_ratios)
-            # The least CPU a target needed in any round is the least disturbed figure.
-            best_base = min(
-                r.extra["cpu_us_per_request"]
-                for results in rounds
-                for r in results
-                if r.body == body and r.target == BASELINE
-            )
-            best_ratio = best_base / min(cpu) if min(cpu) else 0.0
+    for body, slices in series.items():
+        for target, rows in slices.items():
+            pairs = paired[body].get(target, [(1.0, 1.0)])
+            ratio = statistics.median(speed for speed, _ in pairs)
+            cpu_ratio = statistics.median(cpu for _, cpu in pairs)
+            cpu = statistics.median(row.cpu_us_per_request for row in rows)
+            speed = statistics.median(row.requests_per_s for row in rows)
             ratios.setdefault(body, {})[target] = round(ratio, 3)
             cpu_table.setdefault(body, {})[target] = {
-                "cpu_us_per_request": round(statistics.median(cpu), 1),
+                "cpu_us_per_request": round(cpu, 1),
                 "cpu_ratio": round(cpu_ratio, 3),
-                "best_cpu_us_per_request": round(min(cpu), 1),
-                "best_cpu_ratio": round(best_ratio, 3),
             }
-            shown = " ".join(f"{value:.2f}" for value in per_round)
+            shown = " ".join(f"{s:.2f}" for s, _ in pairs) if target != BASELINE else ""
             print(
-                f"{body:<7} {target:<30} {statistics.median(speeds):>7,.0f} {ratio:>6.2f} "
-                f"{statistics.median(cpu):>10.1f} {cpu_ratio:>9.2f} {min(cpu):>8.1f} "
-                f"{best_ratio:>6.2f}  {shown}"
+                f"{body:<7} {target:<30} {speed:>7,.0f} {ratio:>6.2f} {cpu:>10.1f} "
+                f"{cpu_ratio:>9.2f}  {shown}"
             )
-        everything = ratios.get(body, {}).get(EVERYTHING, 0.0)
-        everything_cpu = cpu_table.get(body, {}).get(EVERYTHING, {}).get("best_cpu_ratio", 0.0)
-        # Judged by CPU per request: req/s swings with whatever else the machine runs.
-        verdict = "PASS" if everything_cpu >= TARGET_RATIO else "FAIL"
+        everything = ratios[body].get(EVERYTHING, 0.0)
+        everything_cpu = cpu_table[body].get(EVERYTHING, {}).get("cpu_ratio", 0.0)
+        verdict = "PASS" if everything >= TARGET_RATIO else "FAIL"
         print(
-            f"{body:<7} everything on / baseline = {everything:.2f} req/s, "
-            f"{everything_cpu:.2f} by best CPU per request (target >= 0.8): {verdict}"
+            f"{body:<7} everything on / baseline = {everything:.2f} by req/s, "
+            f"{everything_cpu:.2f} by CPU per request (target >= {TARGET_RATIO}): {verdict}"
         )
         print()
-    errors = sum(r.errors for results in rounds for r in results)
+    errors = sum(
+        row.result.errors for slices in series.values() for rows in slices.values() for row in rows
+    )
     if errors:
         print(f"WARNING: {errors} errors during the measurements")
     return {
         "settings": {
-            "duration_s": args.duration,
+            "slice_s": args.duration,
             "warmup_s": args.warmup,
             "connections": args.connections,
             "rounds": args.rounds,
         },
-        "rounds": [[{**r.__dict__, "errors": r.errors} for r in results] for results in rounds],
+        "slices": {
+            body: {
+                target: [{**row.result.__dict__, "errors": row.result.errors} for row in rows]
+                for target, rows in slices.items()
+            }
+            for body, slices in series.items()
+        },
         "ratio_to_baseline": ratios,
         "cpu_per_request": cpu_table,
         "errors": errors,
@@ -258,7 +267,7 @@ def report(rounds: list[list[bench.Result]], args: argparse.Namespace) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    bench.add_common_arguments(parser, duration=5.0, warmup=1.0)
+    bench.add_common_arguments(parser, duration=2.0, warmup=1.0)
     parser.add_argument("--rounds", type=int, default=5, help="baseline/target rounds (median)")
     args = parser.parse_args(argv)
     return bench.execute(
