@@ -50,8 +50,13 @@ BASELINE = "aiohttp baseline"
 EVERYTHING = "tracing 0.01 + prov signed"
 
 
-def plugin_sets(collector: str, key_file: Path) -> list[tuple[str, list[dict[str, Any]]]]:
+def plugin_sets(collector: str | None, key_file: Path) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Each target's label and plugins; spans go to ``collector`` over OTLP/HTTP (None:
+    recorded, not exported)."""
+
     def tracing(ratio: float) -> dict[str, Any]:
+        if collector is None:
+            return {"name": "tracing", "config": {"sampling_ratio": ratio, "exporter": "none"}}
         return {
             "name": "tracing",
             "config": {"sampling_ratio": ratio, "exporter": "otlp_http", "endpoint": collector},
