@@ -174,17 +174,8 @@ def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> di
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         jwks_url = start_jwks(procs, workdir, key)
 
-        port = bench.free_port()
-        url = f"http://127.0.0.1:{port}"
-        cmd = [
-            *placement.prefix(placement.server_cpu),
-            sys.executable,
-            str(HERE / "baseline_proxy.py"),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--upstream",
-            upstream,
-        ]
+        cmd, url = bench.baseline_command(upstream)
+        cmd = [*placement.prefix(placement.server_cpu), *cmd]
         with bench.target_process(procs, "baseline", cmd, url + "/") as proc:
             results += measure_with_cpu(wrk, BASELINE, url, args, script, placement, proc.pid, cpu)
 

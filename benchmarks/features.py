@@ -179,18 +179,8 @@ def start_targets(
     key_file: Path,
 ) -> list[Target]:
     """The baseline first, then one router per plugin set, all running at once."""
-    port = bench.free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        *placement.prefix(placement.server_cpu),
-        sys.executable,
-        str(HERE / "baseline_proxy.py"),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--upstream",
-        upstream,
-    ]
-    procs.start("baseline", cmd)
+    cmd, url = bench.baseline_command(upstream)
+    procs.start("baseline", [*placement.prefix(placement.server_cpu), *cmd])
     bench.wait_ready(procs, "baseline", url + "/")
     bench.verify_bodies(url, BASELINE, expect_request_id=False)
     targets = [Target(BASELINE, url, procs.procs["baseline"].pid, False)]

@@ -97,24 +97,8 @@ def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> di
     try:
         upstream = bench.start_nginx(procs, nginx, workdir, placement)
         prefix = placement.prefix(placement.server_cpu)
-        port = bench.free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        targets = [
-            (
-                features.BASELINE,
-                "baseline",
-                [
-                    sys.executable,
-                    str(HERE / "baseline_proxy.py"),
-                    "--listen",
-                    f"127.0.0.1:{port}",
-                    "--upstream",
-                    upstream,
-                ],
-                base_url,
-                base_url + "/",
-            )
-        ]
+        base_cmd, base_url = bench.baseline_command(upstream)
+        targets = [(features.BASELINE, "baseline", base_cmd, base_url, base_url + "/")]
         key_file = features.write_key(workdir)
         for index, (label, plugins) in enumerate(features.plugin_sets(None, key_file)):
             name = f"router-{index}"

@@ -447,6 +447,20 @@ def measure(
 # -- targets ---------------------------------------------------------------------------
 
 
+def baseline_command(upstream: str) -> tuple[list[str], str]:
+    """The plain aiohttp baseline proxy on a free port: its command (not pinned), its URL."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        str(HERE / "baseline_proxy.py"),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--upstream",
+        upstream,
+    ]
+    return cmd, f"http://127.0.0.1:{port}"
+
+
 def router_command() -> list[str]:
     script = Path(sys.executable).parent / "commons-router"
     if script.exists():
@@ -601,18 +615,8 @@ def start_targets(
     """nginx, the baseline and both routers, all running at once (idle until measured)."""
     upstream = start_nginx(procs, nginx, workdir, placement)
     targets = [Target("nginx (direct)", upstream, procs.procs["nginx"].pid, None, is_nginx=True)]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        *placement.prefix(placement.server_cpu),
-        sys.executable,
-        str(HERE / "baseline_proxy.py"),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--upstream",
-        upstream,
-    ]
-    procs.start("baseline", cmd)
+    cmd, url = baseline_command(upstream)
+    procs.start("baseline", [*placement.prefix(placement.server_cpu), *cmd])
     wait_ready(procs, "baseline", url + "/")
     verify_bodies(url, BASELINE, expect_request_id=False)
     targets.append(Target(BASELINE, url, procs.procs["baseline"].pid, placement.server_cpu))
