@@ -11,11 +11,12 @@ the count is switched on (``callgrind_control -i on``), ``wrk`` loads the target
 Spans are recorded but not exported: export runs on a timer, so at valgrind's much slower
 request rate its cost would be spread over far fewer requests than in a real run.
 
-Unlike req/s and CPU time these counts do not move with whatever else the machine runs
-(the same binary, inputs and environment give the same count), so they tell what each
-feature costs even on a noisy machine. They leave out the kernel's share (socket system
-calls, about half of a small proxied request) and differences in instructions per cycle
-(the Ed25519 arithmetic runs many more per cycle than the Python interpreter does), so
+Unlike req/s and CPU time these counts do not follow whatever else the machine runs (only
+the number of requests over which periodic work is spread changes; two runs agreed within
+1.4 %), so they tell what each feature costs even on a noisy machine. They leave out the
+kernel's share (socket system calls, about half of a small proxied request) and differences
+in instructions per cycle (the Ed25519 arithmetic runs many more per cycle than the Python
+interpreter does), so
 they are a cost breakdown, not a throughput forecast. Needs valgrind, nginx and wrk.
 Exit status as for run.py.
 """
