@@ -16,9 +16,8 @@ the number of requests over which periodic work is spread changes; two runs agre
 1.4 %), so they tell what each feature costs even on a noisy machine. They leave out the
 kernel's share (socket system calls, about half of a small proxied request) and differences
 in instructions per cycle (the Ed25519 arithmetic runs many more per cycle than the Python
-interpreter does), so
-they are a cost breakdown, not a throughput forecast. Needs valgrind, nginx and wrk.
-Exit status as for run.py.
+interpreter does), so they are a cost breakdown, not a throughput forecast. Needs valgrind,
+nginx and wrk. Exit status as for run.py.
 """
 
 from __future__ import annotations
