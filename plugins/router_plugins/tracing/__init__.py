@@ -55,11 +55,11 @@ from router_plugins.tracing.propagation import (
     without_keys,
 )
 from router_plugins.tracing.setup import (
-    TRACE_ID_LIMIT,
     PresetIds,
     build_exporter,
     build_processor,
     build_provider,
+    root_is_sampled,
     root_sampling_bound,
 )
 
@@ -246,8 +246,7 @@ class TracingPlugin(Plugin[TracingConfig]):
             span: Span | None = None
             if parent is _EMPTY or not get_current_span(parent).get_span_context().is_valid:
                 root_id = getrandbits(128) or ids.generate_trace_id()
-                # TraceIdRatioBased's rule (root_is_sampled), inline: this runs per request.
-                if root_id & TRACE_ID_LIMIT < bound:
+                if root_is_sampled(root_id, bound):
                     ids.preset = root_id  # the SDK starts it with this id: same decision
                 else:
                     # What the SDK would make, without its cost: most requests go here.

@@ -113,13 +113,12 @@ def root_sampling_bound(ratio: float) -> int:
     return TraceIdRatioBased.get_bound_for_rate(ratio)
 
 
-TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
+_TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
 
 
 def root_is_sampled(trace_id: int, bound: int) -> bool:
-    """The decision ``TraceIdRatioBased`` makes for a root span with this trace id (the
-    tracing middleware applies the same expression inline)."""
-    return trace_id & TRACE_ID_LIMIT < bound
+    """The decision ``TraceIdRatioBased`` makes for a root span with this trace id."""
+    return trace_id & _TRACE_ID_LIMIT < bound
 
 
 def build_provider(
