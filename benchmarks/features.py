@@ -87,19 +87,12 @@ def write_key(workdir: Path) -> Path:
     return path
 
 
-@dataclass
-class Slice:
-    requests_per_s: float
-    cpu_us_per_request: float
-    result: bench.Result
-
-
 def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> dict[str, Any]:
     placement = bench.Placement(not args.no_pin)
     script = workdir / "report.lua"
     script.write_text(bench.WRK_DONE_SCRIPT)
     procs = bench.Processes(workdir)
-    series: dict[str, dict[str, list[Slice]]] = {}
+    series: dict[str, dict[str, list[bench.Result]]] = {}
     paired: dict[str, dict[str, list[tuple[float, float]]]] = {}
     try:
         upstream = bench.start_nginx(procs, nginx, workdir, placement)
@@ -110,25 +103,26 @@ def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> di
             flush=True,
         )
 
-        def load(target: Target, body: str, path: str, seconds: float) -> Slice:
+        def load(target: Target, body: str, path: str, seconds: float) -> bench.Result:
             before = bench.cpu_seconds(target.pid)
             data = bench.run_wrk(
                 wrk, target.url + path, seconds, args.connections, script, placement
             )
             used = bench.cpu_seconds(target.pid) - before
             result = bench.Result.from_wrk(target.label, body, path, data)
-            cpu = used / result.requests * 1e6 if result.requests else 0.0
-            result.extra["cpu_us_per_request"] = cpu
+            result.extra["cpu_us_per_request"] = (
+                used / result.requests * 1e6 if result.requests else 0.0
+            )
             if target.exports_spans:
                 time.sleep(SETTLE_S)  # the exporter sends what this slice queued
-            return Slice(result.requests_per_s, cpu, result)
+            return result
 
         baseline = targets[0]
         for body, path, _size in bench.BODIES:
             if args.warmup > 0:
                 for target in targets:
                     load(target, body, path, args.warmup)
-            slices: dict[str, list[Slice]] = {target.label: [] for target in targets}
+            slices: dict[str, list[bench.Result]] = {target.label: [] for target in targets}
             pairs: dict[str, list[tuple[float, float]]] = {t.label: [] for t in targets[1:]}
             for number in range(1, args.rounds + 1):
                 before = load(baseline, body, path, args.duration)
@@ -154,12 +148,19 @@ def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> di
     return report(series, paired, args)
 
 
-def paired_ratios(before: Slice, current: Slice, after: Slice) -> tuple[float, float]:
+def cpu_of(result: bench.Result) -> float:
+    """CPU µs per request of one slice (set by ``load``)."""
+    return float(result.extra["cpu_us_per_request"])
+
+
+def paired_ratios(
+    before: bench.Result, current: bench.Result, after: bench.Result
+) -> tuple[float, float]:
     """A target slice against the mean of the baseline slices around it: (req/s, CPU)."""
     base_speed = (before.requests_per_s + after.requests_per_s) / 2
-    base_cpu = (before.cpu_us_per_request + after.cpu_us_per_request) / 2
+    base_cpu = (cpu_of(before) + cpu_of(after)) / 2
     speed = current.requests_per_s / base_speed if base_speed else 0.0
-    cpu = base_cpu / current.cpu_us_per_request if current.cpu_us_per_request else 0.0
+    cpu = base_cpu / cpu_of(current) if cpu_of(current) else 0.0
     return speed, cpu
 
 
@@ -196,7 +197,7 @@ def start_targets(
 
 
 def report(
-    series: dict[str, dict[str, list[Slice]]],
+    series: dict[str, dict[str, list[bench.Result]]],
     paired: dict[str, dict[str, list[tuple[float, float]]]],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
@@ -215,7 +216,7 @@ def report(
             pairs = paired[body].get(target, [(1.0, 1.0)])
             ratio = statistics.median(speed for speed, _ in pairs)
             cpu_ratio = statistics.median(cpu for _, cpu in pairs)
-            cpu = statistics.median(row.cpu_us_per_request for row in rows)
+            cpu = statistics.median(cpu_of(row) for row in rows)
             speed = statistics.median(row.requests_per_s for row in rows)
             ratios.setdefault(body, {})[target] = round(ratio, 3)
             cpu_table.setdefault(body, {})[target] = {
@@ -236,7 +237,7 @@ def report(
         )
         print()
     errors = sum(
-        row.result.errors for slices in series.values() for rows in slices.values() for row in rows
+        row.errors for slices in series.values() for rows in slices.values() for row in rows
     )
     if errors:
         print(f"WARNING: {errors} errors during the measurements")
@@ -249,7 +250,7 @@ def report(
         },
         "slices": {
             body: {
-                target: [{**row.result.__dict__, "errors": row.result.errors} for row in rows]
+                target: [{**row.__dict__, "errors": row.errors} for row in rows]
                 for target, rows in slices.items()
             }
             for body, slices in series.items()
