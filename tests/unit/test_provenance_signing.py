@@ -57,13 +57,17 @@ def test_rfc9421_ed25519_example_is_reproduced_exactly() -> None:
 def test_signer_gives_the_bytes_openssl_gives() -> None:
     # The Signer signs with libsodium; Ed25519 is deterministic, so it must match OpenSSL
     # (through cryptography) byte for byte, on the RFC's key and on a fresh one.
-    components = [('"@method"', "GET"), ('"@path"', "/foo")]
+    # The long path outgrows the signer's output buffer; the short one after it is signed
+    # in the grown buffer, with the long message's bytes still behind it.
+    short = [('"@method"', "GET"), ('"@path"', "/foo")]
+    long = [('"@method"', "GET"), ('"@path"', "/" + "a" * 20_000)]
     for key in (load_private_key(RFC_KEY), Ed25519PrivateKey.generate()):
         signer = Signer(key, "prov", "commons-router")
-        signature_input, signature = signer.sign(components, 1618884473)
-        params = signature_input.removeprefix("prov=")
-        expected = key.sign(signature_base(components, params))
-        assert signature == f"prov=:{base64.b64encode(expected).decode()}:"
+        for components in (short, long, short):
+            signature_input, signature = signer.sign(components, 1618884473)
+            params = signature_input.removeprefix("prov=")
+            expected = key.sign(signature_base(components, params))
+            assert signature == f"prov=:{base64.b64encode(expected).decode()}:"
 
 
 def test_jwk_thumbprint_follows_rfc7638() -> None:
