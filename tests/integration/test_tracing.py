@@ -6,6 +6,8 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import random
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -468,6 +470,22 @@ async def test_trusted_unrecorded_context_is_passed_on_whole(
     assert upstream["traceparent"] == response["traceresponse"]
     assert upstream["tracestate"] == W3C_TRACESTATE
     assert parse_baggage(upstream["baggage"]) == parse_baggage(W3C_BAGGAGE)
+
+
+async def test_unrecorded_trace_ids_do_not_come_from_pythons_random(
+    backend: Backend, client: ClientSession
+) -> None:
+    # Python's Mersenne Twister can be predicted from its earlier outputs; the ids of
+    # unrecorded traces are drawn from the OS generator, so its state does not decide them.
+    async with run_router(config(backend, sampling_ratio=0.0), plugins=PLUGINS) as router:
+        seen = []
+        for _ in range(2):
+            random.seed(7)
+            upstream, response = await upstream_headers(client, router)
+            assert upstream["traceparent"] == response["traceresponse"]
+            seen.append(response["traceresponse"])
+    assert seen[0] != seen[1]
+    assert all(re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[02]", value) for value in seen)
 
 
 async def test_traceresponse_can_be_turned_off(backend: Backend, client: ClientSession) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +35,7 @@ from yarl import URL
 from router import __version__
 from router.api import CONTEXT_KEY, Handler, Middleware, Plugin, PluginServices, RequestContext
 from router.proxy.headers import TrustedPeers
+from router.randomness import RANDOM_HEX
 from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
 from router_plugins.tracing.attributes import (
     CodeVersionAttributes,
@@ -73,12 +73,14 @@ _NO_BAGGAGE = W3CBaggage()
 """Marker: W3C trace context without W3C baggage."""
 # Flags of a root trace that is not recorded: the W3C level-2 "random trace id" bit only.
 _UNRECORDED = TraceFlags(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+_ZERO_TRACE_ID = "0" * 32
+_ZERO_SPAN_ID = "0" * 16
 
 
 class RequestTrace:
     """The server span of one request and the context upstream calls continue."""
 
-    __slots__ = ("_context", "_span", "_span_id", "inbound", "parent", "recording", "traceresponse")
+    __slots__ = ("_context", "_span", "inbound", "parent", "recording", "traceresponse")
 
     def __init__(
         self,
@@ -87,11 +89,9 @@ class RequestTrace:
         traceresponse: str,
         inbound: bool,
         recording: bool,
-        span_id: int = 0,
     ) -> None:
         self._span = span
-        self._span_id = span_id
-        """Of an unrecorded root whose span object is not made yet (``span`` makes it)."""
+        """None for an unrecorded root: :attr:`span` makes it from ``traceresponse``."""
         self.parent = parent
         self._context: Context | None = None
         self.traceresponse = traceresponse
@@ -103,9 +103,9 @@ class RequestTrace:
     def span(self) -> Span:
         span = self._span
         if span is None:
-            trace_id = int(self.traceresponse[3:35], 16)
+            value = self.traceresponse
             span = self._span = NonRecordingSpan(
-                SpanContext(trace_id, self._span_id, False, _UNRECORDED)
+                SpanContext(int(value[3:35], 16), int(value[36:52], 16), False, _UNRECORDED)
             )
         return span
 
@@ -219,8 +219,7 @@ class TracingPlugin(Plugin[TracingConfig]):
         ids = self.ids
         bound = root_sampling_bound(self.config.sampling_ratio)
         unrecorded_flags = f"{int(_UNRECORDED):02x}"
-        # The SDK's RandomIdGenerator draws from the same generator.
-        getrandbits = random.getrandbits
+        take_hex = RANDOM_HEX.take
 
         def add_traceresponse(request: web.BaseRequest, response: web.StreamResponse) -> None:
             response.headers["traceresponse"] = request[TRACE_KEY].traceresponse
@@ -245,22 +244,27 @@ class TracingPlugin(Plugin[TracingConfig]):
             method = request.method
             span: Span | None = None
             if parent is _EMPTY or not get_current_span(parent).get_span_context().is_valid:
-                root_id = getrandbits(128) or ids.generate_trace_id()
-                if root_is_sampled(root_id, bound):
-                    ids.preset = root_id  # the SDK starts it with this id: same decision
+                # A trace id (16 bytes) and a span id (8) as hex, from the OS generator:
+                # ids an observer of earlier ones cannot predict.
+                drawn = take_hex(24)
+                trace_hex, span_hex = drawn[:32], drawn[32:]
+                while trace_hex == _ZERO_TRACE_ID or span_hex == _ZERO_SPAN_ID:  # invalid ids
+                    drawn = take_hex(24)
+                    trace_hex, span_hex = drawn[:32], drawn[32:]
+                # The ratio rule reads the low 64 bits only.
+                if root_is_sampled(int(trace_hex[16:], 16), bound):
+                    ids.preset = int(trace_hex, 16)  # the SDK starts it with this id
                 else:
                     # What the SDK would make, without its cost: most requests go here.
-                    span_id = getrandbits(64) or ids.generate_span_id()
                     state = RequestTrace(
                         None,
                         parent,
-                        f"00-{root_id:032x}-{span_id:016x}-{unrecorded_flags}",
+                        f"00-{trace_hex}-{span_hex}-{unrecorded_flags}",
                         inbound,
                         False,
-                        span_id,
                     )
                     request[TRACE_KEY] = state
-                    ctx.add_log_field("trace_id", state.traceresponse[3:35])
+                    ctx.add_log_field("trace_id", trace_hex)
                     if send_traceresponse:
                         ctx.on_response(add_traceresponse)
                     if "Upgrade" in headers:
@@ -368,7 +372,8 @@ class TracingPlugin(Plugin[TracingConfig]):
         return span
 
     def attempt_finished(self, token: object, status: int | None, error: str | None) -> None:
-        if not isinstance(token, Span):
+        # None (nothing recorded) is the common case: skip the ABC isinstance check for it.
+        if token is None or not isinstance(token, Span):
             return
         if token.is_recording():
             if status is not None:
