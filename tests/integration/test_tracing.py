@@ -488,6 +488,33 @@ async def test_unrecorded_trace_ids_do_not_come_from_pythons_random(
     assert all(re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[02]", value) for value in seen)
 
 
+async def test_an_all_zero_trace_or_span_id_is_drawn_again(
+    backend: Backend, client: ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # W3C: all-zero ids are invalid. The pool hands out a zero trace id, then a zero span
+    # id, then random bytes: the router must skip the first two draws.
+    from router.randomness import RandomHex
+
+    real = RandomHex.take
+    draws = iter(["0" * 32 + "ab" * 8, "cd" * 16 + "0" * 16])
+
+    def take(self: RandomHex, nbytes: int) -> str:
+        if nbytes == 24:
+            drawn = next(draws, None)
+            if drawn is not None:
+                return drawn
+        return real(self, nbytes)
+
+    monkeypatch.setattr(RandomHex, "take", take)
+    async with run_router(config(backend, sampling_ratio=0.0), plugins=PLUGINS) as router:
+        upstream, response = await upstream_headers(client, router)
+    _, trace_id, span_id, _flags = response["traceresponse"].split("-")
+    assert next(draws, None) is None  # both bad draws were made
+    assert trace_id != "0" * 32 and span_id != "0" * 16
+    assert (trace_id, span_id) != ("cd" * 16, "0" * 16)
+    assert upstream["traceparent"] == response["traceresponse"]
+
+
 async def test_traceresponse_can_be_turned_off(backend: Backend, client: ClientSession) -> None:
     settings = config(backend, traceresponse=False)
     settings["plugins"].append({"name": "provenance", "config": {"sign": "always"}})
