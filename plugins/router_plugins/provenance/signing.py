@@ -116,7 +116,6 @@ class Signer:
     __slots__ = (
         "_capacity",
         "_label",
-        "_length",
         "_output",
         "_prefix",
         "_secret",
@@ -136,24 +135,20 @@ class Signer:
         self.keyid = public_jwk(key.public_key())["kid"]
         self._suffix = params_suffix(self.keyid, ALGORITHM, tag)
         self._prefix = f"{label}="
-        self._capacity = 0
-        self._output: Any = None
-        self._length = ffi.new("unsigned long long *")
-        self._grow(_INITIAL_CAPACITY)
-
-    def _grow(self, message_size: int) -> None:
-        self._capacity = max(message_size, 2 * self._capacity)
-        self._output = ffi.new("unsigned char[]", _SIGNATURE_BYTES + self._capacity)
+        self._capacity = _INITIAL_CAPACITY
+        self._output: Any = ffi.new("unsigned char[]", _SIGNATURE_BYTES + self._capacity)
 
     def _sign(self, message: bytes) -> bytes:
         # libsodium's crypto_sign writes the signature followed by a copy of the message;
         # calling it directly, into a buffer kept between requests, saves PyNaCl's wrapper
         # two allocations and a copy of the whole signed message per response.
+        # (The length it would report is not needed: NULL.)
         size = len(message)
         if size > self._capacity:
-            self._grow(size)
+            self._capacity = max(size, 2 * self._capacity)
+            self._output = ffi.new("unsigned char[]", _SIGNATURE_BYTES + self._capacity)
         output = self._output
-        if lib.crypto_sign(output, self._length, message, size, self._secret) != 0:
+        if lib.crypto_sign(output, ffi.NULL, message, size, self._secret) != 0:
             raise RuntimeError("libsodium failed to sign")
         signature: bytes = ffi.buffer(output, _SIGNATURE_BYTES)[:]
         return signature
