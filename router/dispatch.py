@@ -42,13 +42,9 @@ class TableHolder:
         self.generation += 1
 
 
-_ID_BYTES = 12
-_take_hex = RANDOM_HEX.take
-
-
 def new_request_id() -> str:
     """96 random bits as hex."""
-    return _take_hex(_ID_BYTES)
+    return RANDOM_HEX.take(12)
 
 
 class Dispatcher:
@@ -100,7 +96,7 @@ class Dispatcher:
             and _REQUEST_ID_CHARS.issuperset(incoming)
         ):
             return incoming
-        return _take_hex(_ID_BYTES)
+        return new_request_id()
 
     def install_plugins(self, entry: Handler, reserved: dict[str, Handler]) -> None:
         """Set the global plugin chain (ending at :meth:`route_request`) and the reserved paths."""
