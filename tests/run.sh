@@ -63,8 +63,13 @@ fi
 if [[ ! -x "$VENV/bin/python" ]]; then
     "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Exactly the locked versions (requirements/test.txt, hashes checked), then the project
+# itself without resolving anything again. Refresh the lock with requirements/lock.sh.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --require-hashes --no-deps -r requirements/test.txt
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --no-deps --no-build-isolation -e .
+"$VENV/bin/python" -m pip check
 
 echo "== ruff"
 "$VENV/bin/ruff" check router plugins tests benchmarks

@@ -60,7 +60,7 @@ class RedisBackend:
         ssl: bool = False,
     ) -> RedisBackend:
         kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             hosts,
             sentinel_kwargs={**kwargs, "password": sentinel_password, "ssl": ssl},
             **kwargs,
