@@ -44,10 +44,30 @@ def _host_port(value: str) -> str:
     return value
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, reading the build commit only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=str(kwargs.get("help", "")))
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(version_text())
+        parser.exit(EXIT_OK)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="commons-router",
         description="Authenticating edge router that shows which code served each request.",
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the version and build commit, and exit"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 

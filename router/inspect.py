@@ -325,9 +325,23 @@ _LABELS = {
     "pod": "pod",
     "namespace": "namespace",
     "route": "route",
-    "router": "router version",
-    "router-commit": "router commit",
+    "router": "version",
+    "router-commit": "commit",
+    "router-dirty": "uncommitted changes",
+    "router-image-digest": "image digest",
 }
+
+
+def _is_router_field(key: str) -> bool:
+    return key.startswith("router")
+
+
+def _field_lines(fields: list[tuple[str, Any]], width: int) -> list[str]:
+    lines = []
+    for key, value in fields:
+        shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+        lines.append(f"    {_LABELS.get(key, key):<{width}}  {shown}")
+    return lines
 
 
 def render_text(inspection: Inspection) -> str:
@@ -336,10 +350,14 @@ def render_text(inspection: Inspection) -> str:
     lines = [f"{inspection.url}  ->  {inspection.status}"]
     if inspection.provenance is not None:
         lines.append("provenance" + ("" if verified else " (NOT verified)") + ":")
-        width = max((len(_LABELS.get(k, k)) for k in inspection.provenance), default=0)
-        for key, value in inspection.provenance.items():
-            shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
-            lines.append(f"  {_LABELS.get(key, key):<{width}}  {shown}")
+        items = list(inspection.provenance.items())
+        width = max((len(_LABELS.get(k, k)) for k, _ in items), default=0)
+        app = [(k, v) for k, v in items if not _is_router_field(k)]
+        router = [(k, v) for k, v in items if _is_router_field(k)]
+        lines.append("  application code:")
+        lines.extend(_field_lines(app, width) or ["    (none published)"])
+        lines.append("  router code (commons-router):")
+        lines.extend(_field_lines(router, width) or ["    (none published)"])
     else:
         lines.append(f"provenance: none ({inspection.provenance_problem})")
     lines.append(f"request id: {inspection.request_id or '-'}")

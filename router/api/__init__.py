@@ -12,9 +12,12 @@ from router.api.plugin import (
     UpstreamObserver,
 )
 from router.api.provider import Provider, ProviderUpdate, Publish, RouteProblem
+from router.buildinfo import ROUTER_IMAGE, BuildInfo, RouterImage, build_info
 
 __all__ = [
     "CONTEXT_KEY",
+    "ROUTER_IMAGE",
+    "BuildInfo",
     "Handler",
     "Middleware",
     "NoConfig",
@@ -26,7 +29,9 @@ __all__ = [
     "RequestContext",
     "RouteProblem",
     "RouterHTTPError",
+    "RouterImage",
     "ServiceKey",
     "UpstreamObserver",
+    "build_info",
     "context_of",
 ]
