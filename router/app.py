@@ -99,6 +99,7 @@ class RouterRuntime:
         self.public_port = 0
         self.admin_port = 0
         self._public_runner: web.ServerRunner | None = None
+        self.access_log: AccessLog | None = None
 
     async def __aenter__(self) -> RouterRuntime:
         await self.start()
@@ -127,6 +128,7 @@ class RouterRuntime:
             access_log = AccessLog(config.access_log.path)
             access_log.start()
             self.stack.push_async_callback(access_log.stop)
+            self.access_log = self.metrics.access_log = access_log
 
         services = PluginServices(
             http=session,
@@ -208,6 +210,7 @@ class RouterRuntime:
             access_log=access_log,
             merge_slashes=config.paths.merge_slashes,
             reject_encoded_slash=config.paths.reject_encoded_slash,
+            log_query=config.access_log.query == "redacted",
         )
         dispatcher.install_plugins(*self._global_chain(dispatcher))
         limits = config.limits
@@ -339,6 +342,11 @@ class RouterRuntime:
                 logger.exception("provider %s failed; restarting in %.0fs", provider.name, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1: reopen the access log file (after logrotate moved it)."""
+        if self.access_log is not None:
+            self.access_log.reopen()
 
     def request_reload(self) -> None:
         if self.file_provider is not None:

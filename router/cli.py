@@ -188,7 +188,7 @@ def _serve(path: Path, worker_index: int | None, admin_socket: str | None) -> in
     except ConfigError as exc:
         report_invalid_config(exc)
         return EXIT_INVALID
-    configure_logging()
+    configure_logging(loaded.config.log.level, loaded.config.log.format)
     return serve(loaded, config_path=path, worker_index=worker_index, admin_unix_path=admin_socket)
 
 

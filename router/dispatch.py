@@ -54,6 +54,7 @@ class Dispatcher:
         "_loop_time",
         "access_log",
         "holder",
+        "log_query",
         "merge_slashes",
         "metrics",
         "reject_encoded_slash",
@@ -72,8 +73,10 @@ class Dispatcher:
         access_log: AccessLog | None,
         merge_slashes: bool,
         reject_encoded_slash: bool,
+        log_query: bool = True,
     ) -> None:
         self.holder = holder
+        self.log_query = log_query
         self.scheme = scheme
         self.trusted = trusted
         self.metrics = metrics
@@ -230,6 +233,7 @@ class Dispatcher:
         if access_log is None:
             return
         endpoint = ctx.endpoint
+        version = request.version
         record: dict[str, Any] = {
             "time": access_log.timestamp(),
             "request_id": ctx.request_id,
@@ -243,12 +247,36 @@ class Dispatcher:
             "bytes_in": request.content_length or 0,
             "bytes_out": _bytes_out(response),
             "duration_ms": round(duration * 1000, 3),
+            "network.protocol.version": f"{version.major}.{version.minor}",
         }
-        if endpoint is not None and endpoint.version:
-            record["code_version"] = dict(endpoint.version)
+        user_agent = request.headers.get("User-Agent")
+        if user_agent is not None:
+            record["user_agent.original"] = user_agent[:512]
+        if ctx.query and self.log_query:
+            record["url.query"] = redacted_query(ctx.query)
+        if endpoint is not None:
+            upstream_ms = round(ctx.upstream_time * 1000, 3)
+            record["upstream_duration_ms"] = upstream_ms
+            record["router_duration_ms"] = round(max(duration * 1000 - upstream_ms, 0.0), 3)
+            if endpoint.version:
+                record["code_version"] = dict(endpoint.version)
+        if ctx.resend_count:
+            record["http.request.resend_count"] = ctx.resend_count
+        if ctx.error_type is not None:
+            record["error.type"] = ctx.error_type
         if ctx.log_fields:
             record.update(ctx.log_fields)
         access_log.write(record)
+
+
+def redacted_query(query: str) -> str:
+    """The query with every value replaced by ``REDACTED`` (names kept): tokens, codes and
+    e-mail addresses travel in query strings and do not belong in a log."""
+    parts = []
+    for part in query[:2048].split("&"):
+        name, sep, _ = part.partition("=")
+        parts.append(f"{name}=REDACTED" if sep else name)
+    return "&".join(parts)
 
 
 def _bytes_out(response: web.StreamResponse | None) -> int:

@@ -19,17 +19,11 @@ import uvloop
 
 from router.app import RouterRuntime
 from router.config.loader import ConfigError, LoadedConfig
+from router.observability.logs import configure_logging
+
+__all__ = ["configure_logging", "serve"]
 
 logger = logging.getLogger("commons_router.server")
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def settle_garbage_collector() -> None:
@@ -56,6 +50,7 @@ async def run_until_signalled(runtime: RouterRuntime, *, supervised: bool = Fals
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, runtime.request_reload)
+    loop.add_signal_handler(signal.SIGUSR1, runtime.reopen_logs)
     await runtime.start()
     settle_garbage_collector()
     orphan_watch = (

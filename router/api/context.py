@@ -21,17 +21,20 @@ class RequestContext:
     __slots__ = (
         "client_ip",
         "endpoint",
+        "error_type",
         "host",
         "log_fields",
         "path",
         "query",
         "request_id",
+        "resend_count",
         "response_hooks",
         "route",
         "scheme",
         "start",
         "upgraded",
         "upstream_headers",
+        "upstream_time",
     )
 
     def __init__(
@@ -52,6 +55,12 @@ class RequestContext:
         self.response_hooks: list[ResponseHook] | None = None
         self.upgraded = False
         """True once the connection was switched to another protocol (WebSocket)."""
+        self.upstream_time = 0.0
+        """Seconds spent waiting for upstream endpoints (all attempts)."""
+        self.resend_count = 0
+        """Attempts after the first (retries on another endpoint)."""
+        self.error_type: str | None = None
+        """Why forwarding failed (``connect``, ``reset``, ``timeout`` ...), for the log."""
 
     def add_log_field(self, name: str, value: Any) -> None:
         """Add a field to this request's access-log line (e.g. ``user``, ``trace_id``)."""

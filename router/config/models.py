@@ -163,7 +163,17 @@ class Route(Model):
 class AccessLog(Model):
     enabled: bool = True
     path: str = "-"
-    """File to append JSON lines to; ``-`` is standard output."""
+    """File to append JSON lines to; ``-`` is standard output. Reopened on SIGUSR1."""
+    query: Literal["redacted", "omit"] = "redacted"
+    """Log the query string with every value replaced by ``REDACTED``, or not at all."""
+
+
+class Log(Model):
+    """The router's own messages on standard error (the access log is separate)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    """``json``: one object per line, after the OpenTelemetry log data model."""
 
 
 class Limits(Model):
@@ -232,6 +242,7 @@ class Config(Model):
     paths: PathPolicy = Field(default_factory=PathPolicy)
     drain: Drain = Field(default_factory=Drain)
     access_log: AccessLog = Field(default_factory=AccessLog)
+    log: Log = Field(default_factory=Log)
     file_provider: FileProvider = Field(default_factory=FileProvider)
     plugins: list[PluginEntry] = Field(default_factory=list)
     """Plugins to load, in the order their middleware wraps each request."""

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from router.observability.accesslog import AccessLog
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 NO_ROUTE = "(none)"
@@ -46,6 +50,7 @@ class Metrics:
         self.reloads: dict[str, int] = {"ok": 0, "failed": 0}
         self.ejections = 0
         self.plugin_errors: dict[str, int] = {}
+        self.access_log: AccessLog | None = None
 
     def route(self, name: str) -> RouteMetrics:
         metrics = self._routes.get(name)
@@ -113,3 +118,17 @@ class Metrics:
         yield "# TYPE commons_router_config_reloads_total counter\n"
         for result, count in sorted(self.reloads.items()):
             yield f'commons_router_config_reloads_total{{result="{result}"}} {count}\n'
+        access_log = self.access_log
+        if access_log is not None:
+            yield (
+                "# HELP commons_router_access_log_dropped_total "
+                "Access-log lines dropped because the writer fell behind.\n"
+            )
+            yield "# TYPE commons_router_access_log_dropped_total counter\n"
+            yield f"commons_router_access_log_dropped_total {access_log.dropped}\n"
+            yield (
+                "# HELP commons_router_access_log_write_errors_total "
+                "Access-log lines lost to failed writes.\n"
+            )
+            yield "# TYPE commons_router_access_log_write_errors_total counter\n"
+            yield f"commons_router_access_log_write_errors_total {access_log.write_errors}\n"

@@ -51,12 +51,16 @@ class BodyTimedOut(ClientBodyError):
 
 
 class _AttemptFailed(Exception):
-    def __init__(self, kind: str, status: int, message: str, retryable: bool) -> None:
+    def __init__(
+        self, kind: str, status: int, message: str, retryable: bool, detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
         self.message = message
         self.retryable = retryable
+        self.detail = detail or message
+        """What went wrong, with addresses: for the router's log only."""
 
 
 async def limited_body(
@@ -179,22 +183,32 @@ class Forwarder:
         tried: EndpointState | None = None
         attempts = 1 + (route.retries if may_retry else 0)
         failure: _AttemptFailed | None = None
-        for _ in range(attempts):
+        for attempt in range(attempts):
             endpoint = pool.pick(loop.time(), exclude=tried)
             if endpoint is None:
                 if failure is not None:
                     break
+                ctx.error_type = "no_healthy_endpoint"
                 raise RouterHTTPError(
                     503, f"No healthy upstream endpoint is available for route {route.name!r}."
                 )
             ctx.endpoint = endpoint
+            ctx.resend_count = attempt
             try:
                 return await self._attempt(
                     request, ctx, route, endpoint, path_qs, headers, body, may_retry
                 )
             except _AttemptFailed as exc:
                 failure = exc
+                ctx.error_type = exc.kind
                 route.metrics.upstream_error(exc.kind)
+                logger.warning(
+                    "route %s: endpoint %s failed (%s): %s",
+                    route.name,
+                    endpoint.url,
+                    exc.kind,
+                    exc.detail,
+                )
                 if pool.record_failure(endpoint, loop.time()):
                     self.metrics.ejections += 1
                     logger.warning(
@@ -227,6 +241,9 @@ class Forwarder:
         )
         status: int | None = None
         error: str | None = None
+        loop = self._loop
+        assert loop is not None
+        started = loop.time()
         try:
             try:
                 upstream = await self.client.request(
@@ -240,13 +257,24 @@ class Forwarder:
                     has_length="Content-Length" in headers,
                     may_resend=may_resend,
                 )
-            except (ConnectFailed, Disconnected) as exc:
+            except ConnectFailed as exc:
                 error = "connect"
                 raise _AttemptFailed(
                     "connect",
                     502,
                     f"The upstream of route {route.name!r} could not be reached ({exc}).",
                     retryable=True,
+                    detail=str(exc),
+                ) from None
+            except Disconnected as exc:
+                # Connected and sent, then the endpoint closed or reset the connection.
+                error = "reset"
+                raise _AttemptFailed(
+                    "reset",
+                    502,
+                    f"The upstream of route {route.name!r} could not be reached ({exc}).",
+                    retryable=True,
+                    detail=str(exc),
                 ) from None
             except TimeoutError:
                 error = "timeout"
@@ -260,10 +288,10 @@ class Forwarder:
                 body_error = exc.__cause__
                 if not isinstance(body_error, ClientBodyError):
                     body_error = ClientBodyError()
-                error = body_error.kind
+                error = ctx.error_type = body_error.kind
                 raise _body_error(body_error, route) from None
             except InvalidRequest as exc:
-                error = "request"
+                error = ctx.error_type = "request"
                 logger.warning("request on route %s not forwarded: %s", route.name, exc)
                 raise RouterHTTPError(
                     500, f"The request could not be forwarded on route {route.name!r}."
@@ -275,7 +303,10 @@ class Forwarder:
                     502,
                     f"The upstream of route {route.name!r} sent an invalid response ({exc}).",
                     retryable=False,
+                    detail=str(exc),
                 ) from None
+            finally:
+                ctx.upstream_time += loop.time() - started
             status = upstream.status
             try:
                 route.pool.record_success(endpoint)  # type: ignore[union-attr]
@@ -314,14 +345,23 @@ class Forwarder:
         length = upstream.content_length
         no_body = request.method == "HEAD" or status in (204, 304)
         if not no_body and length is not None and length <= SMALL_BODY:
+            loop = self._loop
+            assert loop is not None
+            started = loop.time()
             try:
                 payload = await upstream.read()
             except (UpstreamError, TimeoutError) as exc:
+                ctx.error_type = "body"
                 route.metrics.upstream_error("body")
+                logger.warning(
+                    "route %s: upstream broke off its answer: %s", route.name, _reason(exc)
+                )
                 raise RouterHTTPError(
                     502,
                     f"The upstream of route {route.name!r} broke off its answer ({_reason(exc)}).",
                 ) from None
+            finally:
+                ctx.upstream_time += loop.time() - started
             # Headers go straight into the response's own multidict (headers= would copy).
             small = web.Response(status=status, reason=upstream.reason, body=payload)
             self._response_headers(small, ctx, route, upstream)
@@ -339,6 +379,7 @@ class Forwarder:
         except (UpstreamError, TimeoutError) as exc:
             # Headers are out: the only honest signal left is to cut the connection, so
             # the client sees a truncated response rather than a complete-looking one.
+            ctx.error_type = "body"
             route.metrics.upstream_error("body")
             logger.warning(
                 "upstream of route %s broke off its answer: %s", route.name, _reason(exc)

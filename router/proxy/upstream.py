@@ -119,7 +119,12 @@ class UpstreamPool:
             state.failures = 0
 
     def record_failure(self, state: EndpointState, now: float) -> bool:
-        """Count a failure; returns True when this one ejected the endpoint."""
+        """Count a failure; returns True when this one ejected the endpoint.
+
+        Failures of requests that were already under way when the endpoint was ejected
+        do not count again: one dead endpoint is one ejection."""
+        if state.ejected_until > now:
+            return False
         state.failures += 1
         if state.failures >= self.max_failures:
             state.failures = 0
