@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from router.dispatch import TableHolder
-from router.observability.metrics import Metrics
+from router.observability.metrics import CONTENT_TYPE, Metrics
 from router.routing.watcher import RouteWatcher
 
 
@@ -85,10 +85,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[ADMIN_STATE]
     return web.Response(
-        text=state.metrics.render(),
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"X-Content-Type-Options": "nosniff"},
+        body=state.metrics.render().encode(),
+        headers={"Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"},
     )
 
 

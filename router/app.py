@@ -33,7 +33,7 @@ from router.observability.metrics import Metrics
 from router.proxy.client import UpstreamClient
 from router.proxy.forward import Forwarder
 from router.proxy.headers import DEFAULT_IDENTITY_HEADERS, HeaderPolicy, TrustedPeers
-from router.proxy.upstream import EndpointRegistry
+from router.proxy.upstream import EndpointRegistry, EndpointState
 from router.proxy.websocket import proxy_websocket
 from router.registry import (
     PluginClass,
@@ -225,6 +225,8 @@ class RouterRuntime:
             max_field_size=limits.max_header_size,
             max_headers=limits.max_headers,
         )
+        self.metrics.connections = lambda: len(server.connections)
+        self.metrics.endpoints = self._current_endpoints
         runner = web.ServerRunner(server, shutdown_timeout=config.drain.grace)
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
@@ -342,6 +344,14 @@ class RouterRuntime:
                 logger.exception("provider %s failed; restarting in %.0fs", provider.name, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
+
+    def _current_endpoints(self) -> list[EndpointState]:
+        return [
+            endpoint
+            for route in self.holder.table.routes
+            if route.pool is not None
+            for endpoint in route.pool.endpoints
+        ]
 
     def reopen_logs(self) -> None:
         """SIGUSR1: reopen the access log file (after logrotate moved it)."""

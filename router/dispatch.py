@@ -228,7 +228,11 @@ class Dispatcher:
         status: int,
     ) -> None:
         duration = self._loop_time() - ctx.start
-        (route.metrics if route is not None else self.metrics.unmatched).observe(status, duration)
+        bytes_in = request.content_length or 0
+        bytes_out = _bytes_out(response)
+        (route.metrics if route is not None else self.metrics.unmatched).observe(
+            request.method, status, duration, bytes_in, bytes_out
+        )
         access_log = self.access_log
         if access_log is None:
             return
@@ -244,8 +248,8 @@ class Dispatcher:
             "route": route.name if route is not None else None,
             "upstream": endpoint.url if endpoint is not None else None,
             "status": status,
-            "bytes_in": request.content_length or 0,
-            "bytes_out": _bytes_out(response),
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
             "duration_ms": round(duration * 1000, 3),
             "network.protocol.version": f"{version.major}.{version.minor}",
         }

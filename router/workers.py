@@ -2,8 +2,9 @@
 
 Each worker is ``commons-router serve --worker-index I`` binding the public port with
 SO_REUSEPORT and serving its admin app on a private Unix socket. The supervisor owns the
-admin listener: /healthz and /readyz ask every worker, /metrics sums the workers' counters,
-/routes shows worker 0's table.
+admin listener: /healthz and /readyz ask every worker, /metrics sums the workers' counters
+(and keeps what exited workers had counted, so counters never go backwards), /routes shows
+worker 0's table.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, UnixConnector, we
 
 from router.config.loader import LoadedConfig
 from router.config.types import split_host_port
+from router.observability.metrics import CONTENT_TYPE
 
 logger = logging.getLogger("commons_router.workers")
 
@@ -31,7 +33,22 @@ _ASK_TIMEOUT = ClientTimeout(total=5.0)
 # A worker that ran this long before dying is restarted at once, not after a back-off.
 _STABLE_AFTER = 60.0
 # Gauges that describe one process's state rather than an amount: merged with max, not sum.
-_MAX_SERIES = frozenset({"commons_router_route_table_generation"})
+_MAX_SERIES = frozenset(
+    {
+        "commons_router_route_table_generation",
+        "commons_router_build_info",
+        "commons_router_config_last_reload_success_timestamp_seconds",
+        "process_start_time_seconds",
+        "process_max_fds",
+    }
+)
+_MIN_SERIES = frozenset({"commons_router_config_last_reload_successful"})
+# Families whose samples only ever grow in one process: what a dead worker had counted is
+# kept, so merged counters never go backwards when a worker is restarted.
+_MONOTONIC_TYPES = frozenset({"counter", "histogram", "summary"})
+# How often the supervisor reads every worker's counters even when nobody asks: a worker
+# that dies loses at most this much of its counts.
+_REFRESH_INTERVAL = 5.0
 
 
 class Worker:
@@ -41,40 +58,81 @@ class Worker:
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self.restarts = 0
+        self.last_metrics = ""
+        """The last /metrics text this worker's current process answered."""
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
 
-def merge_metrics(texts: list[str]) -> str:
-    """Sum samples with the same name and labels; keep HELP/TYPE lines once."""
-    order: list[str] = []
-    values: dict[str, float] = {}
+class _Family:
+    __slots__ = ("help", "kind", "samples", "type")
+
+    def __init__(self) -> None:
+        self.help = ""
+        self.type = ""
+        self.kind = "untyped"
+        self.samples: dict[str, float] = {}
+
+
+def _families(texts: list[str]) -> dict[str, _Family]:
+    """Parse and merge: samples with the same name and labels are summed (max or min for
+    the state gauges above); every family keeps its lines together."""
+    families: dict[str, _Family] = {}
     for text in texts:
+        current: _Family | None = None
         for line in text.splitlines():
             if not line:
                 continue
-            if line.startswith("#"):
-                if line not in values and line not in order:
-                    order.append(line)
+            if line.startswith("# HELP ") or line.startswith("# TYPE "):
+                parts = line.split(" ", 3)
+                current = families.setdefault(parts[2], _Family())
+                if parts[1] == "HELP":
+                    current.help = current.help or line
+                else:
+                    current.type = current.type or line
+                    current.kind = parts[3].strip() if len(parts) > 3 else "untyped"
                 continue
-            series, _, value = line.rpartition(" ")
-            if series not in values:
-                order.append(series)
-                values[series] = float(value)
-            elif series.partition("{")[0] in _MAX_SERIES:
-                values[series] = max(values[series], float(value))
+            if line.startswith("#"):
+                continue
+            series, _, text_value = line.rpartition(" ")
+            name = series.partition("{")[0]
+            family = current if current is not None else families.setdefault(name, _Family())
+            value = float(text_value)
+            before = family.samples.get(series)
+            if before is None:
+                family.samples[series] = value
+            elif name in _MAX_SERIES:
+                family.samples[series] = max(before, value)
+            elif name in _MIN_SERIES:
+                family.samples[series] = min(before, value)
             else:
-                values[series] += float(value)
+                family.samples[series] = before + value
+    return families
+
+
+def _render(families: dict[str, _Family]) -> str:
     lines = []
-    for key in order:
-        if key.startswith("#"):
-            lines.append(key)
-        else:
-            total = values[key]
-            lines.append(f"{key} {int(total) if total.is_integer() else total}")
+    for family in families.values():
+        if family.help:
+            lines.append(family.help)
+        if family.type:
+            lines.append(family.type)
+        for series, total in family.samples.items():
+            lines.append(f"{series} {int(total) if total.is_integer() else total}")
     return "\n".join(lines) + "\n"
+
+
+def merge_metrics(texts: list[str]) -> str:
+    """Sum samples with the same name and labels; keep HELP/TYPE lines once."""
+    return _render(_families(texts))
+
+
+def monotonic_part(text: str) -> str:
+    """Only the counter, histogram and summary families of a /metrics text."""
+    families = _families([text])
+    return _render({k: f for k, f in families.items() if f.kind in _MONOTONIC_TYPES})
 
 
 class Supervisor:
@@ -88,6 +146,8 @@ class Supervisor:
         ]
         self.stopping = False
         self._stop = asyncio.Event()
+        self.retired_metrics = ""
+        """Counters of worker processes that have exited, summed."""
 
     async def _spawn(self, worker: Worker) -> None:
         worker.started_at = asyncio.get_running_loop().time()
@@ -110,6 +170,7 @@ class Supervisor:
             code = await worker.process.wait()
             if self.stopping:
                 return
+            self._retire(worker)
             ran = asyncio.get_running_loop().time() - worker.started_at
             worker.restarts = 0 if ran >= _STABLE_AFTER else worker.restarts + 1
             delay = 0.0 if worker.restarts == 0 else min(0.5 * 2.0 ** (worker.restarts - 1), 30.0)
@@ -122,6 +183,31 @@ class Supervisor:
             if self._stop.is_set():
                 # SIGTERM arrived while this worker was being started.
                 self._signal_workers(signal.SIGTERM)
+
+    def _retire(self, worker: Worker) -> None:
+        if worker.last_metrics:
+            retired = monotonic_part(worker.last_metrics)
+            self.retired_metrics = merge_metrics([self.retired_metrics, retired])
+            worker.last_metrics = ""
+
+    async def _read_metrics(self, worker: Worker) -> str:
+        """The worker's /metrics now, or what it answered last if it cannot answer now."""
+        process = worker.process
+        status, text = await self._ask(worker, "/metrics")
+        # Only an answer from the process that is running now: one from a process that
+        # exited meanwhile is already counted in the retired totals.
+        if status == 200 and worker.process is process and worker.alive:
+            worker.last_metrics = text
+        return worker.last_metrics
+
+    async def metrics_text(self) -> str:
+        texts = await asyncio.gather(*(self._read_metrics(w) for w in self.workers))
+        return merge_metrics([*texts, self.retired_metrics])
+
+    async def _refresh_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(_REFRESH_INTERVAL)
+            await asyncio.gather(*(self._read_metrics(w) for w in self.workers))
 
     async def _ask(self, worker: Worker, path: str) -> tuple[int, str]:
         if not worker.alive:
@@ -153,9 +239,11 @@ class Supervisor:
             return web.Response(text="ready\n")
 
         async def metrics(request: web.Request) -> web.Response:
-            answers = await asyncio.gather(*(self._ask(w, "/metrics") for w in self.workers))
-            texts = [text for status, text in answers if status == 200]
-            return web.Response(text=merge_metrics(texts), content_type="text/plain")
+            text = await self.metrics_text()
+            return web.Response(
+                body=text.encode(),
+                headers={"Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"},
+            )
 
         async def routes(request: web.Request) -> web.Response:
             status, text = await self._ask(self.workers[0], "/routes")
@@ -184,6 +272,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self._request_stop)
         loop.add_signal_handler(signal.SIGINT, self._request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._signal_workers, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGUSR1, self._signal_workers, signal.SIGUSR1)
         runner = web.AppRunner(self.admin_app(), access_log=None)
         await runner.setup()
         try:
@@ -192,10 +281,12 @@ class Supervisor:
             for worker in self.workers:
                 await self._spawn(worker)
             watchers = [asyncio.create_task(self._watch(w)) for w in self.workers]
+            refresh = asyncio.create_task(self._refresh_metrics())
             logger.info("supervising %d workers", len(self.workers))
             await self._stop.wait()
             self._signal_workers(signal.SIGTERM)
             await asyncio.gather(*watchers, return_exceptions=True)
+            refresh.cancel()
             return 0
         finally:
             self.stopping = True

@@ -33,7 +33,8 @@ _SEVERITY_NUMBERS = {
 }
 
 REPEAT_WINDOW = 10.0
-"""Identical warnings within this many seconds after the first are counted, not written."""
+REPEAT_BURST = 5
+"""Identical warnings beyond this many within the window are counted, not written."""
 
 
 def _severity_number(levelno: int) -> int:
@@ -95,18 +96,23 @@ class TextFormatter(logging.Formatter):
 
 
 class RepeatLimiter(logging.Filter):
-    """Write the first of a run of identical warnings, count the rest for
-    :data:`REPEAT_WINDOW` seconds, then write the next one with the count.
+    """Write the first :data:`REPEAT_BURST` of a run of identical warnings, count the rest
+    until :data:`REPEAT_WINDOW` seconds after the first, then write the next one with the
+    count of those left out.
 
     Identical means same logger, level and message template (``"session lookup failed:
     %s"``), whatever the arguments: a Redis outage must not write one line per request.
     """
 
-    def __init__(self, window: float = REPEAT_WINDOW, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, window: float = REPEAT_WINDOW, burst: int = REPEAT_BURST, clock: Any = time.monotonic
+    ) -> None:
         super().__init__()
         self.window = window
+        self.burst = burst
         self._clock = clock
-        self._runs: dict[tuple[str, int, str], tuple[float, int]] = {}
+        self._runs: dict[tuple[str, int, str], list[float]] = {}
+        """Template -> [window start, written, left out]."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
@@ -115,14 +121,17 @@ class RepeatLimiter(logging.Filter):
         now = self._clock()
         run = self._runs.get(key)
         if run is not None and now - run[0] < self.window:
-            self._runs[key] = (run[0], run[1] + 1)
+            if run[1] < self.burst:
+                run[1] += 1
+                return True
+            run[2] += 1
             return False
-        if run is not None and run[1]:
-            record.repeated = run[1]
+        if run is not None and run[2]:
+            record.repeated = int(run[2])
         if len(self._runs) > 1000:
             # Bounded: messages with endless distinct templates must not grow this.
             self._runs.clear()
-        self._runs[key] = (now, 0)
+        self._runs[key] = [now, 1, 0]
         return True
 
 

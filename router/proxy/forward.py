@@ -201,6 +201,7 @@ class Forwarder:
             except _AttemptFailed as exc:
                 failure = exc
                 ctx.error_type = exc.kind
+                endpoint.failed_attempts += 1
                 route.metrics.upstream_error(exc.kind)
                 logger.warning(
                     "route %s: endpoint %s failed (%s): %s",
@@ -234,6 +235,7 @@ class Forwarder:
         may_resend: bool,
     ) -> web.StreamResponse:
         endpoint.outstanding += 1
+        endpoint.attempts += 1
         observed = (
             [(o, o.attempt_started(request, endpoint.url, headers)) for o in self.observers]
             if self.observers

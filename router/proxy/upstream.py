@@ -17,7 +17,9 @@ class EndpointState:
 
     __slots__ = (
         "address",
+        "attempts",
         "ejected_until",
+        "failed_attempts",
         "failures",
         "origin",
         "outstanding",
@@ -36,6 +38,9 @@ class EndpointState:
         self.address = Origin(parsed.scheme, parsed.host, parsed.port)
         self.version: Mapping[str, str] = MappingProxyType(dict(version))
         self.failures = 0
+        """Consecutive failures (passive health)."""
+        self.attempts = 0
+        self.failed_attempts = 0
         self.ejected_until = 0.0
         self.outstanding = 0
 

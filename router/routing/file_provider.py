@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,6 +91,7 @@ class FileProvider:
                 raise ConfigError(str(self._path), issues)
         except ConfigError as exc:
             self._metrics.reloads["failed"] += 1
+            self._metrics.last_reload_ok = False
             logger.error(
                 "configuration reload failed; the current routes keep serving:\n%s",
                 exc.render(),
@@ -104,5 +106,7 @@ class FileProvider:
             )
         self._current = new
         self._metrics.reloads["ok"] += 1
+        self._metrics.last_reload_ok = True
+        self._metrics.last_reload = time.time()
         logger.info("configuration reloaded from %s", self._path)
         publish(ProviderUpdate(self.name, tuple(new.routes)))

@@ -57,7 +57,7 @@ def requests_total(metrics: str) -> int:
     return sum(
         int(value)
         for value in re.findall(
-            r'^commons_router_requests_total\{route="app",status="200"\} (\d+)$',
+            r'^commons_router_requests_total\{route="app",method="GET",code="200"\} (\d+)$',
             metrics,
             re.MULTILINE,
         )
