@@ -1,14 +1,25 @@
-"""The admin listener: /healthz, /readyz, /metrics, /routes. Never on the public port."""
+"""The admin listener: / (home page), /status, /healthz, /readyz, /metrics, /routes.
+Never on the public port."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from router.admin_page import (
+    PAGE_HEADERS,
+    RATE_WINDOW,
+    RateSampler,
+    active_plugins,
+    render_html,
+    route_entries,
+    router_section,
+)
 from router.dispatch import TableHolder
 from router.observability.metrics import CONTENT_TYPE, Metrics
 from router.routing.watcher import RouteWatcher
@@ -21,6 +32,9 @@ class AdminState:
         self.watcher = watcher
         self.draining = False
         self.started = False
+        self.rates = RateSampler(metrics)
+        self.global_plugins: tuple[str, ...] = ()
+        """Plugins whose middleware runs on every request (before routing)."""
 
 
 ADMIN_STATE = web.AppKey("admin_state", AdminState)
@@ -39,7 +53,7 @@ def routes_document(state: AdminState) -> dict[str, Any]:
                 "path_type": spec.path_type,
                 "builtin": spec.builtin,
                 "balancer": spec.balancer,
-                "plugins": list(spec.plugins),
+                "plugins": active_plugins(state.global_plugins, route),
                 "endpoints": [
                     {
                         "url": endpoint.url,
@@ -55,6 +69,41 @@ def routes_document(state: AdminState) -> dict[str, Any]:
         {"source": p.source, "route": p.route, "message": p.message} for p in state.watcher.problems
     ]
     return {"generation": state.holder.generation, "routes": routes, "problems": problems}
+
+
+def status_document(state: AdminState) -> dict[str, Any]:
+    """Everything the home page shows, as data."""
+    rates, span = state.rates.rates()
+    return {
+        "router": router_section(state.global_plugins),
+        "generation": state.holder.generation,
+        "rate_window_seconds": round(span if span > 0 else RATE_WINDOW, 1),
+        "routes": route_entries(state.holder.table.routes, rates, _now(), state.global_plugins),
+        "problems": [
+            {"source": p.source, "route": p.route, "message": p.message}
+            for p in state.watcher.problems
+        ],
+    }
+
+
+def wants_json(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def html_page(text: str) -> web.Response:
+    return web.Response(text=text, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
+
+
+async def home(request: web.Request) -> web.Response:
+    document = status_document(request.app[ADMIN_STATE])
+    if wants_json(request):
+        return _json(document)
+    return html_page(render_html(document))
+
+
+async def status(request: web.Request) -> web.Response:
+    return _json(status_document(request.app[ADMIN_STATE]))
 
 
 def _now() -> float:
@@ -99,6 +148,9 @@ def build_admin_app(
 ) -> web.Application:
     app = web.Application()
     app[ADMIN_STATE] = state
+    app.cleanup_ctx.append(_sample_rates)
+    app.router.add_get("/", home)
+    app.router.add_get("/status", status)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -106,3 +158,11 @@ def build_admin_app(
     if extra is not None:
         extra(app)
     return app
+
+
+async def _sample_rates(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[ADMIN_STATE].rates.run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -253,10 +253,14 @@ class RouterRuntime:
 
     def _global_chain(self, dispatcher: Dispatcher) -> tuple[Handler, dict[str, Handler]]:
         entry: Handler = dispatcher.route_request
-        for _, plugin in reversed(self.plugins):
+        global_plugins: list[str] = []
+        for spec, plugin in reversed(self.plugins):
             middleware = plugin.global_middleware()
             if middleware is not None:
                 entry = isolate(plugin, middleware, entry, self.metrics)
+                global_plugins.append(spec.name)
+        if self.admin_state is not None:
+            self.admin_state.global_plugins = tuple(reversed(global_plugins))
         reserved: dict[str, Handler] = {}
         owners: dict[str, str] = {}
         for _, plugin in self.plugins:

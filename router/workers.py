@@ -17,10 +17,14 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import orjson
 import uvloop
 from aiohttp import ClientError, ClientSession, ClientTimeout, UnixConnector, web
 
+from router.admin import html_page, wants_json
+from router.admin_page import merge_status, render_html
 from router.config.loader import LoadedConfig
 from router.config.types import split_host_port
 from router.observability.metrics import CONTENT_TYPE
@@ -58,6 +62,9 @@ class Worker:
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self.restarts = 0
+        """Quick restarts in a row (for the back-off)."""
+        self.restarted = 0
+        """Restarts since the supervisor started."""
         self.last_metrics = ""
         """The last /metrics text this worker's current process answered."""
 
@@ -180,6 +187,7 @@ class Supervisor:
             if self._stop.is_set():
                 return
             await self._spawn(worker)
+            worker.restarted += 1
             if self._stop.is_set():
                 # SIGTERM arrived while this worker was being started.
                 self._signal_workers(signal.SIGTERM)
@@ -203,6 +211,24 @@ class Supervisor:
     async def metrics_text(self) -> str:
         texts = await asyncio.gather(*(self._read_metrics(w) for w in self.workers))
         return merge_metrics([*texts, self.retired_metrics])
+
+    async def status_document(self) -> dict[str, Any]:
+        answers = await asyncio.gather(*(self._ask(w, "/status") for w in self.workers))
+        documents, workers = [], []
+        for worker, (code, text) in zip(self.workers, answers, strict=True):
+            document = _json_object(text) if code == 200 else None
+            if document is not None:
+                documents.append(document)
+            workers.append(
+                {
+                    "index": worker.index,
+                    "pid": worker.process.pid if worker.alive and worker.process else None,
+                    "answered": document is not None,
+                    "restarts": worker.restarted,
+                    "generation": document.get("generation") if document else None,
+                }
+            )
+        return merge_status(documents, workers)
 
     async def _refresh_metrics(self) -> None:
         while True:
@@ -246,10 +272,28 @@ class Supervisor:
             )
 
         async def routes(request: web.Request) -> web.Response:
-            status, text = await self._ask(self.workers[0], "/routes")
-            return web.Response(status=status, text=text, content_type="application/json")
+            # The first worker that answers; all of them are listed under "workers".
+            document = await self.status_document()
+            for worker in self.workers:
+                status, text = await self._ask(worker, "/routes")
+                answer = _json_object(text) if status == 200 else None
+                if answer is not None:
+                    answer["workers"] = document["workers"]
+                    return web.json_response(answer, dumps=_dumps)
+            return web.json_response({"workers": document["workers"]}, status=503, dumps=_dumps)
+
+        async def home(request: web.Request) -> web.Response:
+            document = await self.status_document()
+            if wants_json(request):
+                return web.json_response(document, dumps=_dumps)
+            return html_page(render_html(document))
+
+        async def status(request: web.Request) -> web.Response:
+            return web.json_response(await self.status_document(), dumps=_dumps)
 
         app = web.Application()
+        app.router.add_get("/", home)
+        app.router.add_get("/status", status)
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/readyz", readyz)
         app.router.add_get("/metrics", metrics)
@@ -293,6 +337,18 @@ class Supervisor:
             self._signal_workers(signal.SIGTERM)
             await runner.cleanup()
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 
 
 def supervise(loaded: LoadedConfig, *, config_path: Path | None) -> int:

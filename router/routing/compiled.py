@@ -44,6 +44,7 @@ class CompiledRoute:
         self.pool = pool
         self.metrics = metrics
         self.plugins = plugins
+        """Plugins whose middleware runs on this route, outermost first."""
         self.max_body_size = (
             spec.max_body_size if spec.max_body_size is not None else default_max_body
         )

@@ -111,11 +111,14 @@ class RouteCompiler:
         handler: Handler = (
             self._terminal_builtin[route.builtin] if route.builtin else self._terminal_proxy
         )
+        active: list[str] = []
         for spec, plugin in reversed(self._plugins):
             middleware = plugin.middleware(route, configs.get(spec.name))
             if middleware is not None:
                 handler = isolate(plugin, middleware, handler, self._metrics)
+                active.append(spec.name)
         compiled.handler = handler
+        compiled.plugins = tuple(reversed(active))
         return compiled
 
     def __call__(
