@@ -60,6 +60,58 @@ def check_config(loaded: LoadedConfig, available: dict[str, PluginClass] | None 
         raise ConfigError(loaded.source, issues)
 
 
+async def preflight(
+    loaded: LoadedConfig, available: dict[str, PluginClass] | None = None
+) -> None:
+    """The start-up checks of ``serve`` that need no port and no network (files readable,
+    keys and certificates parse), for ``check``. Raises :class:`ConfigError` with every
+    problem, located in the file."""
+    available = available if available is not None else discover_plugins()
+    specs, issues = resolve_plugins(loaded.config, available, loaded.line_map)
+    issues = [*issues, *_tls_issues(loaded.config)]
+    async with ClientSession() as http:
+        services = PluginServices(
+            http=http,
+            dev_mode=False,
+            logger=logging.getLogger("commons_router.plugin"),
+            router_config=loaded.config,
+        )
+        for spec in specs:
+            try:
+                await spec.cls(spec.config, services).preflight()
+            except ConfigError as exc:
+                issues.extend(exc.issues)
+    if issues:
+        raise locate_issues(ConfigError(loaded.source, issues), loaded)
+
+
+def locate_issues(error: ConfigError, loaded: LoadedConfig) -> ConfigError:
+    """The error with plugin problems placed at their entry (``plugins[2].config.key_file``)
+    and every problem given its line in the file."""
+    names = [entry.name for entry in loaded.config.plugins]
+    issues = []
+    for issue in error.issues:
+        location = issue.location
+        if len(location) >= 2 and location[0] == "plugins" and location[1] in names:
+            rest = location[2:]
+            if rest[:1] != ("config",):
+                rest = ("config", *rest)
+            location = ("plugins", names.index(str(location[1])), *rest)
+        line = issue.line if issue.line is not None else loaded.line_map.find(location)
+        issues.append(ConfigIssue(location, issue.message, line))
+    return ConfigError(loaded.source, issues)
+
+
+def _tls_issues(config: Config) -> list[ConfigIssue]:
+    try:
+        _ssl_context(config)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        files = f"{config.listener.tls_cert} and {config.listener.tls_key}"
+        return [ConfigIssue(("listener", "tls_cert"), f"cannot load {files}: {reason}")]
+    return []
+
+
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
     listener = config.listener
     if listener.tls_cert is None or listener.tls_key is None:

@@ -169,8 +169,13 @@ def report_invalid_config(exc: ConfigError) -> None:
 
 
 def _check(path: Path) -> int:
+    import asyncio
+
+    from router.app import preflight
+
     try:
         loaded = _load(path)
+        asyncio.run(preflight(loaded))
     except ConfigError as exc:
         print(render_config_error(exc), file=sys.stderr)
         count = len(exc.issues)

@@ -94,7 +94,11 @@ def resolve_plugins(
         try:
             plugin_config = cls.config_model.model_validate(entry.config)
         except ValidationError as exc:
-            issues.extend(issues_from_validation(exc, line_map, ("plugins", index, "config")))
+            issues.extend(
+                issues_from_validation(
+                    exc, line_map, ("plugins", index, "config"), cls.config_model
+                )
+            )
             continue
         specs.append(PluginSpec(entry.name, cls, plugin_config))
     return specs, issues
@@ -132,7 +136,7 @@ def route_plugin_configs(
         try:
             configs[name] = model.model_validate(raw)
         except ValidationError as exc:
-            issues.extend(issues_from_validation(exc, line_map, where))
+            issues.extend(issues_from_validation(exc, line_map, where, model))
     return configs, issues
 
 

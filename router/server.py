@@ -90,9 +90,10 @@ def serve(
     try:
         uvloop.run(run_until_signalled(runtime, supervised=worker_index is not None))
     except ConfigError as exc:
+        from router.app import locate_issues
         from router.cli import report_invalid_config
 
-        report_invalid_config(exc)
+        report_invalid_config(locate_issues(exc, loaded))
         return 1
     except OSError as exc:
         print(f"commons-router: cannot start: {exc}", file=sys.stderr)

@@ -131,6 +131,11 @@ class Plugin(Generic[C]):
     async def start(self) -> None:
         """Acquire resources (connections, background tasks)."""
 
+    async def preflight(self) -> None:
+        """What ``start`` would refuse, checked without connecting anywhere: files
+        readable, keys parse. ``commons-router check`` calls it (instead of ``start``);
+        raise :class:`ConfigError` with every problem."""
+
     async def stop(self) -> None:
         """Release what ``start`` acquired."""
 

@@ -7,8 +7,11 @@ so secrets need not be written into the file.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,8 +152,51 @@ def parse_yaml(
     return data, builder.line_map
 
 
+def _step(annotation: Any, part: str | int) -> Any:
+    """The type found at ``part`` inside ``annotation`` (a model, list, dict, optional)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _step(typing.get_args(annotation)[0], part)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _step(options[0], part) if len(options) == 1 else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field_info = annotation.model_fields.get(str(part))
+        return field_info.annotation if field_info is not None else None
+    args = typing.get_args(annotation)
+    if origin in (list, tuple) and isinstance(part, int) and args:
+        return args[0]
+    if origin is dict and isinstance(part, str) and len(args) == 2:
+        return args[1]
+    return None
+
+
+def _known_keys(model: type[BaseModel], location: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in location:
+        current = _step(current, part)
+        if current is None:
+            return []
+    origin = typing.get_origin(current)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(current) if a is not type(None)]
+        current = options[0] if len(options) == 1 else None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def did_you_mean(key: str, known: list[str]) -> str:
+    """`` (did you mean 'x'?)`` when a known key is close to ``key``, else ``""``."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def issues_from_validation(
-    error: ValidationError, line_map: LineMap, prefix: Location = ()
+    error: ValidationError,
+    line_map: LineMap,
+    prefix: Location = (),
+    model: type[BaseModel] | None = None,
 ) -> list[ConfigIssue]:
     issues = []
     for item in error.errors(include_url=False):
@@ -158,6 +204,9 @@ def issues_from_validation(
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
+            if model is not None and item["loc"]:
+                known = _known_keys(model, tuple(item["loc"][:-1]))
+                message += did_you_mean(str(item["loc"][-1]), known)
         elif message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
         issues.append(ConfigIssue(location, message, line_map.find(location)))
@@ -185,11 +234,65 @@ def validate_model(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        issues = issues_from_validation(exc, line_map, prefix)
+        issues = issues_from_validation(exc, line_map, prefix, model)
         if model is Config:
             known = {issue.message for issue in issues}
             issues += [i for i in _raw_duplicates(data, line_map) if i.message not in known]
         raise ConfigError(source, issues) from None
+
+
+ENV_PREFIX = "COMMONS_ROUTER_"
+"""``COMMONS_ROUTER_LOG__LEVEL=debug`` sets ``log.level``: ``__`` separates nested keys,
+numbers index lists (``COMMONS_ROUTER_ROUTES__0__RETRIES=2``); values are read as YAML
+(``true``, ``5``, ``["10.0.0.0/8"]``, ``'"quoted string"'``)."""
+
+
+def environment_overrides(
+    data: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[Location, str], list[ConfigIssue]]:
+    """Apply every ``COMMONS_ROUTER_<KEY>`` variable whose first part is a top-level key
+    (others, such as ``COMMONS_ROUTER_BUILD_COMMIT``, are not settings). The environment
+    wins over the file. Returns where each variable applied, and the problems."""
+    applied: dict[Location, str] = {}
+    issues: list[ConfigIssue] = []
+    for name, text in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if parts[0] not in Config.model_fields or not all(parts):
+            continue
+        location: Location = tuple(int(p) if p.isdigit() else p for p in parts)
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        problem = _set_at(data, location, value)
+        if problem is not None:
+            issues.append(ConfigIssue(location, f"{problem} (from {name})"))
+            continue
+        applied[location] = name
+    return applied, issues
+
+
+def _set_at(data: Any, location: Location, value: Any) -> str | None:
+    current = data
+    for depth, part in enumerate(location):
+        last = depth == len(location) - 1
+        if isinstance(part, int):
+            if not isinstance(current, list) or not 0 <= part < len(current):
+                return f"no list entry [{part}] to set"
+            if last:
+                current[part] = value
+                return None
+            current = current[part]
+            continue
+        if not isinstance(current, dict):
+            return f"cannot set {part!r}: not a mapping"
+        if last:
+            current[part] = value
+            return None
+        current = current.setdefault(part, {})
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +306,29 @@ def load_config_text(
     text: str, source: str = "<config>", environ: Mapping[str, str] | None = None
 ) -> LoadedConfig:
     data, line_map = parse_yaml(text, source, environ)
+    if data == {} and not text.strip().startswith("{"):
+        raise ConfigError(
+            source,
+            [ConfigIssue((), "the file is empty: a configuration needs at least a route", 1)],
+        )
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigIssue((), "the configuration must be a YAML mapping", 1)])
-    config = validate_model(Config, data, source, line_map)
+    applied, env_issues = environment_overrides(data, os.environ if environ is None else environ)
+    try:
+        config = validate_model(Config, data, source, line_map)
+    except ConfigError as exc:
+        issues = [_from_environment(issue, applied) for issue in exc.issues]
+        raise ConfigError(source, env_issues + issues) from None
+    if env_issues:
+        raise ConfigError(source, env_issues)
     return LoadedConfig(config, source, line_map)
+
+
+def _from_environment(issue: ConfigIssue, applied: dict[Location, str]) -> ConfigIssue:
+    for location, name in applied.items():
+        if issue.location[: len(location)] == location:
+            return ConfigIssue(issue.location, f"{issue.message} (from {name})")
+    return issue
 
 
 def load_config_file(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:

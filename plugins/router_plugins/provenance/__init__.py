@@ -79,17 +79,27 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
         self._jwks = b'{"keys":[]}'
         self._header_id = f'"{config.header.lower()}"'
 
+    async def preflight(self) -> None:
+        if self.config.sign != "never":
+            await self._signing_key()
+            self._retired_keys()
+
+    def _retired_keys(self) -> list[Ed25519PublicKey]:
+        keys = []
+        for index, pem in enumerate(self.config.retired_public_keys):
+            try:
+                keys.append(load_public_key(pem.encode()))
+            except ValueError as exc:
+                raise self._config_error(("retired_public_keys", index), str(exc)) from None
+        return keys
+
     async def start(self) -> None:
         config = self.config
         if config.sign != "never":
             key = await self._signing_key()
             self.signer = Signer(key, config.label, config.tag)
             self.public_keys.append(key.public_key())
-            for index, pem in enumerate(config.retired_public_keys):
-                try:
-                    self.public_keys.append(load_public_key(pem.encode()))
-                except ValueError as exc:
-                    raise self._config_error(("retired_public_keys", index), str(exc)) from None
+            self.public_keys.extend(self._retired_keys())
             jwks = {"keys": [public_jwk(key) for key in self.public_keys]}
             self._jwks = orjson.dumps(jwks, option=orjson.OPT_INDENT_2)
         if self.source is not None:

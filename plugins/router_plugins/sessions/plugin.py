@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -142,20 +144,40 @@ class SessionsPlugin(Plugin[SessionsConfig]):
         super().__init__(config, services)
         self.store: SessionStore | None = None
 
-    async def start(self) -> None:
-        config = self.config
-        if config.store == "memory" and self.services.router_config.workers > 1:
+    def _check_store(self) -> None:
+        workers = self.services.router_config.workers
+        if self.config.store == "memory" and workers > 1:
             raise ConfigError(
                 "plugins.sessions",
                 [
                     ConfigIssue(
                         ("plugins", "sessions", "store"),
-                        "the memory store would give each of the "
-                        f"{self.services.router_config.workers} workers its own sessions: "
-                        "use store 'redis' or workers: 1",
+                        f"the memory store would give each of the {workers} workers its own "
+                        "sessions: use store 'redis' or workers: 1",
                     )
                 ],
             )
+
+    async def preflight(self) -> None:
+        self._check_store()
+        redis = self.config.redis
+        if redis is not None and redis.tls_ca_file is not None:
+            try:
+                await asyncio.to_thread(Path(redis.tls_ca_file).read_bytes)
+            except OSError as exc:
+                raise ConfigError(
+                    "plugins.sessions",
+                    [
+                        ConfigIssue(
+                            ("plugins", "sessions", "redis", "tls_ca_file"),
+                            f"cannot read {redis.tls_ca_file}: {exc.strerror or exc}",
+                        )
+                    ],
+                ) from None
+
+    async def start(self) -> None:
+        config = self.config
+        self._check_store()
         keys = [parse_key(k.get_secret_value()) for k in config.encryption_keys]
         if not keys:
             # Memory only: sessions die with the process, so a per-process key is enough.
