@@ -1,4 +1,4 @@
-"""The ``commons-router`` command: serve | dev | check | version.
+"""The ``commons-router`` command: serve | dev | check | inspect | version | completion.
 
 Exit codes: 0 ok, 1 invalid input or configuration, 2 usage error.
 """
@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--header", default="Provenance", help="provenance header name")
 
     commands.add_parser("version", help="print the version and build commit")
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="e.g. source <(commons-router completion bash)",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
     return parser
 
 
@@ -131,6 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "version":
         print(version_text())
+        return EXIT_OK
+    if args.command == "completion":
+        from router.completion import script
+
+        sys.stdout.write(script(parser, args.shell))
         return EXIT_OK
     if args.command == "check":
         return _check(Path(args.config))
