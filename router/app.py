@@ -187,6 +187,7 @@ class RouterRuntime:
             dev_mode=self.dev_mode,
             logger=logging.getLogger("commons_router.plugin"),
             router_config=config,
+            metrics=self.metrics,
         )
         for spec in specs:
             plugin = spec.cls(spec.config, services)

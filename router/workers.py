@@ -40,6 +40,7 @@ _STABLE_AFTER = 60.0
 _MAX_SERIES = frozenset(
     {
         "commons_router_route_table_generation",
+        "commons_router_tls_certificate_expiry_timestamp_seconds",
         "commons_router_build_info",
         "commons_router_config_last_reload_success_timestamp_seconds",
         "process_start_time_seconds",

@@ -3,6 +3,7 @@
 from router.api.context import CONTEXT_KEY, RequestContext, context_of
 from router.api.errors import RouterHTTPError
 from router.api.plugin import (
+    Counter,
     Handler,
     Middleware,
     NoConfig,
@@ -18,6 +19,7 @@ __all__ = [
     "CONTEXT_KEY",
     "ROUTER_IMAGE",
     "BuildInfo",
+    "Counter",
     "Handler",
     "Middleware",
     "NoConfig",

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from router.api.provider import Provider
 from router.config.models import Config, Route
+from router.observability.metrics import LabeledCounter, Metrics
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 """Answers a request: the next plugin's middleware, or the route's upstream."""
@@ -57,7 +58,9 @@ class PluginServices:
         dev_mode: bool,
         logger: logging.Logger,
         router_config: Config,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self.http = http
         """Shared client session for outbound calls (IdP, JWKS, collectors)."""
         self.dev_mode = dev_mode
@@ -68,6 +71,13 @@ class PluginServices:
         self.protected_headers: list[str] = []
         self._services: dict[ServiceKey[Any], Any] = {}
         self.upstream_observers: list[UpstreamObserver] = []
+
+    def counter(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> Counter:
+        """A counter shown in ``/metrics`` as ``commons_router_<name>`` (``name`` ends in
+        ``_total``); ``inc(*label_values)`` adds one. Keep label values to a small set."""
+        if self._metrics is None:
+            return LabeledCounter(name, help_text, labels)
+        return self._metrics.counter(name, help_text, labels)
 
     def protect_header(self, name: str) -> None:
         """Always strip ``name`` from client requests (an identity header this plugin sets).
@@ -94,6 +104,12 @@ class PluginServices:
         if value is None:
             raise LookupError(f"no plugin provides {key.name!r}: enable one in 'plugins'")
         return value
+
+
+class Counter(Protocol):
+    """A monotonic count, by label values (see :meth:`PluginServices.counter`)."""
+
+    def inc(self, *label_values: str) -> None: ...
 
 
 class UpstreamObserver(Protocol):

@@ -7,6 +7,7 @@ counters, ``_total`` counters, base units (seconds, bytes), ``process_*`` and a
 
 from __future__ import annotations
 
+import re
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,9 @@ KNOWN_METHODS = frozenset(
 )
 OTHER_METHOD = "_OTHER"
 """Label for any other method (as OpenTelemetry does): clients cannot mint new series."""
+
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def _monotonic() -> float:
@@ -86,6 +90,34 @@ class RouteMetrics:
         self.upstream_errors[kind] = self.upstream_errors.get(kind, 0) + 1
 
 
+class LabeledCounter:
+    """A counter a plugin declared (``commons_router_<name>``), by label values."""
+
+    __slots__ = ("help", "labels", "name", "values")
+
+    def __init__(self, name: str, help_text: str, labels: tuple[str, ...]) -> None:
+        if not _NAME_RE.match(name) or not name.endswith("_total"):
+            raise ValueError(f"counter name {name!r}: lowercase, digits and '_', ending '_total'")
+        self.name = "commons_router_" + name
+        self.help = help_text
+        self.labels = labels
+        self.values: dict[tuple[str, ...], int] = {}
+
+    def inc(self, *label_values: str) -> None:
+        if len(label_values) != len(self.labels):
+            raise ValueError(f"{self.name} takes labels {self.labels}")
+        self.values[label_values] = self.values.get(label_values, 0) + 1
+
+    def lines(self) -> Iterator[str]:
+        yield f"# HELP {self.name} {self.help}\n# TYPE {self.name} counter\n"
+        for values, count in sorted(self.values.items()):
+            pairs = ",".join(
+                f'{label}="{_escape(value)}"'
+                for label, value in zip(self.labels, values, strict=True)
+            )
+            yield f"{self.name}{{{pairs}}} {count}\n" if pairs else f"{self.name} {count}\n"
+
+
 class Metrics:
     """All counters of one process, rendered in the Prometheus text format."""
 
@@ -98,6 +130,7 @@ class Metrics:
         self.ejections = 0
         self.plugin_errors: dict[str, int] = {}
         self.access_log: AccessLog | None = None
+        self.plugin_counters: dict[str, LabeledCounter] = {}
         self.connections: Callable[[], int] | None = None
         """Open client connections on the public listener, counted when asked."""
         self.endpoints: Callable[[], Iterable[EndpointState]] | None = None
@@ -142,6 +175,13 @@ class Metrics:
         for url, endpoint in endpoints:
             healthy = int(endpoint.ejected_until <= now)
             yield f'commons_router_endpoint_healthy{{endpoint="{_escape(url)}"}} {healthy}\n'
+
+    def counter(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> LabeledCounter:
+        """The plugin counter ``commons_router_<name>``, created on first use."""
+        counter = self.plugin_counters.get(name)
+        if counter is None:
+            counter = self.plugin_counters[name] = LabeledCounter(name, help_text, labels)
+        return counter
 
     def plugin_error(self, plugin: str) -> None:
         self.plugin_errors[plugin] = self.plugin_errors.get(plugin, 0) + 1
@@ -200,8 +240,7 @@ class Metrics:
                     f"{m.bytes_in}\n"
                 )
         yield (
-            "# HELP commons_router_response_body_bytes_total "
-            "Response body bytes sent, by route.\n"
+            "# HELP commons_router_response_body_bytes_total Response body bytes sent, by route.\n"
         )
         yield "# TYPE commons_router_response_body_bytes_total counter\n"
         for m in routes:
@@ -223,6 +262,8 @@ class Metrics:
         yield "# TYPE commons_router_plugin_errors_total counter\n"
         for plugin, count in sorted(self.plugin_errors.items()):
             yield f'commons_router_plugin_errors_total{{plugin="{_escape(plugin)}"}} {count}\n'
+        for name in sorted(self.plugin_counters):
+            yield from self.plugin_counters[name].lines()
         yield "# HELP commons_router_in_flight_requests Requests being answered now.\n"
         yield "# TYPE commons_router_in_flight_requests gauge\n"
         yield f"commons_router_in_flight_requests {self.in_flight}\n"
@@ -234,8 +275,7 @@ class Metrics:
             yield "# TYPE commons_router_open_connections gauge\n"
             yield f"commons_router_open_connections {self.connections()}\n"
         yield (
-            "# HELP commons_router_endpoint_ejections_total "
-            "Endpoints ejected by passive health.\n"
+            "# HELP commons_router_endpoint_ejections_total Endpoints ejected by passive health.\n"
         )
         yield "# TYPE commons_router_endpoint_ejections_total counter\n"
         yield f"commons_router_endpoint_ejections_total {self.ejections}\n"
@@ -251,9 +291,7 @@ class Metrics:
             "When the configuration was last loaded successfully.\n"
         )
         yield "# TYPE commons_router_config_last_reload_success_timestamp_seconds gauge\n"
-        yield (
-            f"commons_router_config_last_reload_success_timestamp_seconds {self.last_reload}\n"
-        )
+        yield (f"commons_router_config_last_reload_success_timestamp_seconds {self.last_reload}\n")
         yield (
             "# HELP commons_router_config_last_reload_successful "
             "1 when the last reload attempt succeeded.\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import signal
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from router.buildinfo import build_info
 from router.testing import Backend, run_router
 from router.workers import merge_metrics, monotonic_part
 from tests.integration.test_workers import new_connection_requests, workers_config, workers_of
-from tests.support.processes import eventually, get, started
+from tests.support.processes import eventually, free_port, get, started
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -123,3 +124,23 @@ async def test_counters_never_go_backwards_when_a_worker_is_killed(
         assert await total() == before  # the new process starts from zero
         await new_connection_requests(public, 10)
         assert await total() == before + 10
+
+
+async def test_session_store_errors_are_counted(client: ClientSession) -> None:
+    key = base64.b64encode(bytes(32)).decode()
+    plugins = [
+        {
+            "name": "sessions",
+            "config": {
+                "store": "redis",
+                "encryption_keys": [key],
+                "redis": {"url": f"redis://127.0.0.1:{free_port()}/0", "timeout": "1s"},
+            },
+        }
+    ]
+    routes = [{"name": "a", "builtin": "echo"}]
+    async with run_router({"plugins": plugins, "routes": routes}) as router:
+        # Start-up pings Redis, which is not there: not fatal, but counted.
+        _, text, _ = await get(client, router.admin_url + "/metrics")
+    errors = parse(text)["commons_router_session_store_errors_total"]
+    assert errors[(("kind", "ConnectionError"),)] >= 1

@@ -182,8 +182,13 @@ class SessionsPlugin(Plugin[SessionsConfig]):
         if not keys:
             # Memory only: sessions die with the process, so a per-process key is enough.
             keys = [parse_key(new_key())]
+        backend = build_backend(config)
+        if isinstance(backend, RedisBackend):
+            backend.errors = self.services.counter(
+                "session_store_errors_total", "Failed session-store (Redis) commands.", ("kind",)
+            )
         store = SessionStore(
-            build_backend(config),
+            backend,
             Sealer(keys),
             idle_timeout=config.idle_timeout,
             lifetime=config.lifetime,

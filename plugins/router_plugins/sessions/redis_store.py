@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
+from router.api import Counter
 from router_plugins.sessions.backend import StoreUnavailable
 
 T = TypeVar("T")
@@ -26,9 +27,11 @@ return 0
 
 
 class RedisBackend:
-    __slots__ = ("_client", "_release", "_sentinel")
+    __slots__ = ("_client", "_release", "_sentinel", "errors")
 
     def __init__(self, client: aioredis.Redis, sentinel: Sentinel | None = None) -> None:
+        self.errors: Counter | None = None
+        """Failed Redis commands, by error class (set by the plugin)."""
         self._client = client
         self._sentinel = sentinel
         self._release = client.register_script(_RELEASE)
@@ -72,6 +75,8 @@ class RedisBackend:
         try:
             return await operation
         except (RedisError, OSError) as exc:
+            if self.errors is not None:
+                self.errors.inc(exc.__class__.__name__)
             raise StoreUnavailable(f"Redis: {exc.__class__.__name__}: {exc}") from None
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
