@@ -52,6 +52,7 @@ def test_every_object_is_well_formed(objects: dict[str, dict[str, Any]]) -> None
         "Service",
         "IngressClass",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     }
     namespace = objects["Namespace"]["metadata"]["name"]
     for kind, obj in objects.items():
