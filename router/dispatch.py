@@ -16,6 +16,7 @@ from router.api.plugin import Handler
 from router.errors import error_response
 from router.http.framing import HostParser, framing_problem
 from router.observability.accesslog import AccessLog
+from router.observability.logs import CURRENT_REQUEST
 from router.observability.metrics import Metrics
 from router.proxy.headers import TrustedPeers, joined
 from router.randomness import RANDOM_HEX
@@ -118,6 +119,7 @@ class Dispatcher:
             start,
         )
         request[CONTEXT_KEY] = ctx
+        current = CURRENT_REQUEST.set(ctx)
         route: CompiledRoute | None = None
         response: web.StreamResponse | None = None
         self.metrics.in_flight += 1
@@ -138,6 +140,7 @@ class Dispatcher:
             self.metrics.in_flight -= 1
             if response is not None:
                 self._finish(request, ctx, route, response, response.status)
+            CURRENT_REQUEST.reset(current)
 
     async def _answer(
         self, request: web.BaseRequest, ctx: RequestContext

@@ -3,7 +3,8 @@ repeated warnings.
 
 JSON lines follow the OpenTelemetry log data model: ``timestamp``, ``severity_text``,
 ``severity_number``, ``body``, ``attributes`` (the logger's name as ``logger.name``,
-exceptions as ``exception.*``), and ``trace_id`` / ``span_id`` when a span is active.
+exceptions as ``exception.*``, the ``request_id`` of the request being handled), and
+``trace_id`` / ``span_id`` when a span is active (the request's ``trace_id`` otherwise).
 """
 
 from __future__ import annotations
@@ -12,9 +13,19 @@ import logging
 import sys
 import time
 import traceback
-from typing import Any
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from router.api.context import RequestContext
+
+CURRENT_REQUEST: ContextVar[RequestContext | None] = ContextVar(
+    "commons_router_current_request", default=None
+)
+"""The request being handled by this task (aiohttp runs each request in its own task), so
+log lines written while handling it carry its request id and trace id."""
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -82,7 +93,13 @@ class JsonFormatter(logging.Formatter):
         ids = _current_span_ids()
         if ids is not None:
             document["trace_id"], document["span_id"] = ids
-        return orjson.dumps(document).decode()
+        request = CURRENT_REQUEST.get()
+        if request is not None:
+            attributes["request_id"] = request.request_id
+            fields = request.log_fields
+            if ids is None and fields and "trace_id" in fields:
+                document["trace_id"] = fields["trace_id"]
+        return orjson.dumps(document, default=str).decode()
 
 
 class TextFormatter(logging.Formatter):

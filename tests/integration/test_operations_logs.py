@@ -179,6 +179,7 @@ async def test_serve_writes_json_lines_at_the_configured_level(
         tmp_path,
         [{"name": "down", "upstreams": [{"url": dead}], "retries": 0}],
         log={"format": "json", "level": "warning"},
+        plugins=[{"name": "tracing", "config": {"exporter": "none"}}],
     )
     path = tmp_path / "router.yaml"
     write_config(path, config)
@@ -199,9 +200,17 @@ async def test_serve_writes_json_lines_at_the_configured_level(
         await asyncio.sleep(0.3)
         assert len(failures()) == 5  # 20 failures, five lines: the rest are counted
         stderr = router.stderr()
+        await asyncio.sleep(0.2)
+        access_log = [json.loads(t) for t in (tmp_path / "access.log").read_text().splitlines()]
     assert line["severity_text"] == "WARNING"
     assert line["severity_number"] == 13
-    assert line["attributes"] == {"logger.name": "commons_router.proxy"}
+    attributes = line["attributes"]
+    assert isinstance(attributes, dict)
+    assert attributes["logger.name"] == "commons_router.proxy"
+    # The line names the request it was written for, and its trace.
+    (logged,) = [e for e in access_log if e["request_id"] == attributes["request_id"]]
+    assert logged["error.type"] == "connect"
+    assert line["trace_id"] == logged["trace_id"]
     assert dead.removeprefix("http://") in str(line["body"])
     assert str(line["timestamp"]).endswith("Z")
     # level warning: the INFO start-up line is not written; every line is JSON.
