@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http import HttpVersion10, HttpVersion11
 
 from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
@@ -26,6 +27,7 @@ from router.routing.table import RouteTable
 
 logger = logging.getLogger("commons_router.dispatch")
 
+_PROTOCOL_VERSIONS = {HttpVersion10: "1.0", HttpVersion11: "1.1"}
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
@@ -240,7 +242,6 @@ class Dispatcher:
         if access_log is None:
             return
         endpoint = ctx.endpoint
-        version = request.version
         record: dict[str, Any] = {
             "time": access_log.timestamp(),
             "request_id": ctx.request_id,
@@ -254,7 +255,7 @@ class Dispatcher:
             "bytes_in": bytes_in,
             "bytes_out": bytes_out,
             "duration_ms": round(duration * 1000, 3),
-            "network.protocol.version": f"{version.major}.{version.minor}",
+            "network.protocol.version": _PROTOCOL_VERSIONS.get(request.version, "other"),
         }
         user_agent = request.headers.get("User-Agent")
         if user_agent is not None:
@@ -262,9 +263,10 @@ class Dispatcher:
         if ctx.query and self.log_query:
             record["url.query"] = redacted_query(ctx.query)
         if endpoint is not None:
-            upstream_ms = round(ctx.upstream_time * 1000, 3)
-            record["upstream_duration_ms"] = upstream_ms
-            record["router_duration_ms"] = round(max(duration * 1000 - upstream_ms, 0.0), 3)
+            # Whole microseconds: int() and a division cost a third of round(x, 3).
+            upstream_us = int(ctx.upstream_time * 1e6)
+            record["upstream_duration_ms"] = upstream_us / 1000
+            record["router_duration_ms"] = max(int(duration * 1e6) - upstream_us, 0) / 1000
             if endpoint.version:
                 record["code_version"] = dict(endpoint.version)
         if ctx.resend_count:
