@@ -12,7 +12,8 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from aiohttp import ClientSession
+import pytest
+from aiohttp import ClientSession, TCPConnector
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.observability.accesslog import AccessLog
@@ -269,10 +270,13 @@ async def test_write_errors_are_counted(backend: Backend, client: ClientSession)
         assert await eventually(counted, message="write errors counted") >= 1
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_sigusr1_reopens_the_access_log_after_rotation(
-    tmp_path: Path, backend: Backend, client: ClientSession
+    tmp_path: Path, backend: Backend, client: ClientSession, workers: int
 ) -> None:
-    config = base_config(tmp_path, [{"name": "app", "upstreams": [{"url": backend.url}]}])
+    config = base_config(
+        tmp_path, [{"name": "app", "upstreams": [{"url": backend.url}]}], workers=workers
+    )
     path = tmp_path / "router.yaml"
     write_config(path, config)
     public, admin = f"http://{config['listener']['listen']}", f"http://{config['admin']['listen']}"
@@ -284,9 +288,14 @@ async def test_sigusr1_reopens_the_access_log_after_rotation(
         log.rename(tmp_path / "access.log.1")
         router.send(signal.SIGUSR1)
         await eventually(_exists(log), message="log reopened")
-        await get(client, public + "/after")
-        await eventually(lambda: _contains(log, "/after"), message="line in the new file")
+        await asyncio.sleep(0.5)  # every worker has had the signal
+        async with ClientSession(connector=TCPConnector(force_close=True)) as fresh:
+            for index in range(10):  # new connections: the kernel spreads them over workers
+                assert (await get(fresh, f"{public}/after-{index}"))[0] == 200
+        await eventually(lambda: _contains(log, "/after-9"), message="lines in the new file")
+    await asyncio.sleep(0.2)
     assert "/after" not in (tmp_path / "access.log.1").read_text()
+    assert all(f"/after-{index}" in log.read_text() for index in range(10))
 
 
 async def _contains(path: Path, text: str) -> bool:
