@@ -3,8 +3,8 @@
 Each worker is ``commons-router serve --worker-index I`` binding the public port with
 SO_REUSEPORT and serving its admin app on a private Unix socket. The supervisor owns the
 admin listener: /healthz and /readyz ask every worker, /metrics sums the workers' counters
-(and keeps what exited workers had counted, so counters never go backwards), /routes shows
-worker 0's table.
+(and keeps what exited workers had counted, so counters never go backwards), / and /status
+merge every worker, /routes shows the first that answers and lists them all.
 """
 
 from __future__ import annotations
