@@ -1,6 +1,7 @@
 """The plugin API: everything a plugin may import from the core."""
 
 from router.api.context import CONTEXT_KEY, RequestContext, context_of
+from router.api.contributions import DevOptions, DevPreset, SignedStatementProfile
 from router.api.errors import RouterHTTPError
 from router.api.plugin import (
     Handler,
@@ -18,6 +19,8 @@ __all__ = [
     "CONTEXT_KEY",
     "ROUTER_IMAGE",
     "BuildInfo",
+    "DevOptions",
+    "DevPreset",
     "Handler",
     "Middleware",
     "NoConfig",
@@ -31,6 +34,7 @@ __all__ = [
     "RouterHTTPError",
     "RouterImage",
     "ServiceKey",
+    "SignedStatementProfile",
     "UpstreamObserver",
     "build_info",
     "context_of",
