@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from router.dispatch import TableHolder
 from router.observability.metrics import Metrics
+from router.routing.holder import TableHolder
 from router.routing.watcher import RouteWatcher
 
 

@@ -17,7 +17,14 @@ from yarl import URL
 
 from router.api import DevOptions
 from router.buildinfo import version_text
-from router.config.loader import ConfigError, LineMap, LoadedConfig, load_config_file
+from router.config.loader import (
+    ConfigError,
+    LineMap,
+    LoadedConfig,
+    load_config_file,
+    render_config_error,
+    report_invalid_config,
+)
 from router.config.models import (
     Admin,
     Config,
@@ -159,16 +166,6 @@ def _load(path: Path) -> LoadedConfig:
     loaded = load_config_file(path)
     check_config(loaded)
     return loaded
-
-
-def render_config_error(exc: ConfigError) -> str:
-    """Every issue, one per line, in file order (issues without a line first)."""
-    issues = sorted(exc.issues, key=lambda issue: issue.line or 0)
-    return "\n".join(issue.render(exc.source) for issue in issues)
-
-
-def report_invalid_config(exc: ConfigError) -> None:
-    print(f"commons-router: invalid configuration:\n{render_config_error(exc)}", file=sys.stderr)
 
 
 def _check(path: Path) -> int:

@@ -20,26 +20,12 @@ from router.observability.metrics import Metrics
 from router.proxy.headers import TrustedPeers, joined
 from router.randomness import RANDOM_HEX
 from router.routing.compiled import CompiledRoute
+from router.routing.holder import TableHolder
 from router.routing.paths import PathError, normalize_target
-from router.routing.table import RouteTable
 
 logger = logging.getLogger("commons_router.dispatch")
 
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
-
-class TableHolder:
-    """The current route table. Swapped by assignment: readers never see a partial one."""
-
-    __slots__ = ("generation", "table")
-
-    def __init__(self) -> None:
-        self.table: RouteTable[CompiledRoute] = RouteTable(())
-        self.generation = 0
-
-    def swap(self, table: RouteTable[CompiledRoute]) -> None:
-        self.table = table
-        self.generation += 1
 
 
 def new_request_id() -> str:
