@@ -168,7 +168,6 @@ class Dispatcher:
             route = ctx.route
             if route is None:
                 raise RouterHTTPError(404, "No route matches this host and path.")
-            assert route.handler is not None
             return await route.handler(request)
         except RouterHTTPError as exc:
             return await self._http_error(request, ctx, exc)
