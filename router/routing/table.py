@@ -43,19 +43,29 @@ class _Keys(Generic[R]):
     def __init__(self) -> None:
         self.by_path: dict[str, R] = {}
         self.folded: dict[str, R] = {}
-        self.lowered: dict[str, R] = {}
-        """Case-sensitive routes by lowercased path: only to find conflicts."""
+        self.lowered: dict[str, R] | None = None
+        """Case-sensitive routes by lowercased path, to find conflicts; made only once a
+        case-insensitive route comes (most tables have none)."""
 
     def clash(self, key: str, case_sensitive: bool) -> R | None:
-        lower = key.lower()
         if case_sensitive:
-            return self.by_path.get(key) or self.folded.get(lower)
-        return self.folded.get(lower) or self.lowered.get(lower)
+            found = self.by_path.get(key)
+            if found is None and self.folded:
+                found = self.folded.get(key.lower())
+            return found
+        lower = key.lower()
+        if self.lowered is None:
+            self.lowered = {}
+            for path, route in self.by_path.items():
+                self.lowered.setdefault(path.lower(), route)
+        found = self.folded.get(lower)
+        return found if found is not None else self.lowered.get(lower)
 
     def add(self, key: str, case_sensitive: bool, route: R) -> None:
         if case_sensitive:
             self.by_path[key] = route
-            self.lowered.setdefault(key.lower(), route)
+            if self.lowered is not None:
+                self.lowered.setdefault(key.lower(), route)
         else:
             self.folded[key.lower()] = route
 
@@ -201,7 +211,8 @@ class RouteTable(Generic[R]):
             kind = group.keys[0 if exact else 1]
             for key in keys:
                 kind.add(key, case_sensitive, route)
-        self._options[id(route)] = options
+        if options is not self._defaults:
+            self._options[id(route)] = options
         return None
 
     def options(self, route: R) -> PathMatch:
