@@ -31,7 +31,6 @@ _FORBIDDEN_ENCODED = {"2F": "an encoded '/'", "5C": "an encoded '\\'", "00": "an
 # SECURITY: uvicorn decodes "%0A" into the path and Python's "$" also matches before a final
 # newline, so Starlette's "^/admin$" takes "/admin%0A"; refuse every encoded control.
 _CONTROLS = frozenset(f"{code:02X}" for code in (*range(0x20), 0x7F))
-_DELIMITERS = frozenset(("3B", "23", "3F"))
 _DOUBLE_ENCODED = re.compile(r"%25(?=[0-9A-Fa-f]{2})")
 _DECODED_DELIMITER = {"%3B": ";", "%23": "#", "%3F": "?"}
 _DELIMITER_RE = re.compile(r"%(?:3B|23|3F)")
