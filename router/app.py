@@ -171,6 +171,7 @@ class RouterRuntime:
             EndpointRegistry(),
             self.metrics,
             config.limits.max_body_size,
+            config.paths.match,
         )
         watcher = RouteWatcher(compiler, self.holder, self.metrics)
         self.watcher = watcher
@@ -209,6 +210,7 @@ class RouterRuntime:
             access_log=access_log,
             merge_slashes=config.paths.merge_slashes,
             reject_encoded_slash=config.paths.reject_encoded_slash,
+            reject_encoded_controls=config.paths.reject_encoded_controls,
         )
         dispatcher.install_plugins(*self._global_chain(dispatcher))
         limits = config.limits

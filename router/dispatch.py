@@ -42,6 +42,7 @@ class Dispatcher:
         "holder",
         "merge_slashes",
         "metrics",
+        "reject_encoded_controls",
         "reject_encoded_slash",
         "reserved",
         "scheme",
@@ -58,6 +59,7 @@ class Dispatcher:
         access_log: AccessLog | None,
         merge_slashes: bool,
         reject_encoded_slash: bool,
+        reject_encoded_controls: bool = True,
     ) -> None:
         self.holder = holder
         self.scheme = scheme
@@ -66,6 +68,7 @@ class Dispatcher:
         self.access_log = access_log
         self.merge_slashes = merge_slashes
         self.reject_encoded_slash = reject_encoded_slash
+        self.reject_encoded_controls = reject_encoded_controls
         self._hosts = HostParser()
         self.reserved: dict[str, Handler] = {}
         """Exact paths answered by plugins on every host (``/.well-known/commons-router/...``,
@@ -145,12 +148,17 @@ class Dispatcher:
                 target,
                 merge_slashes=self.merge_slashes,
                 reject_encoded_slash=self.reject_encoded_slash,
+                reject_encoded_controls=self.reject_encoded_controls,
             )
+            table = self.holder.table
+            if normalized.encoded:
+                ctx.route = table.resolve(host, normalized)
+            else:
+                ctx.route = table.match(host, normalized.match_path)
         except PathError as exc:
             return self._error(request, ctx, 400, f"Bad request path: {exc}."), None
         ctx.path = normalized.path
         ctx.query = normalized.query
-        ctx.route = self.holder.table.match(host, normalized.match_path)
         try:
             return await self._entry(request), ctx.route
         except RouterHTTPError as exc:

@@ -74,5 +74,7 @@ class CompiledRoute:
         prefix = self.strip_prefix
         if not prefix:
             return path
+        if path[: len(prefix)].lower() != prefix.lower():
+            return path  # matched only once decoded (path_match): nothing to strip as sent
         rest = path[len(prefix) :]
         return rest if rest.startswith("/") else "/" + rest

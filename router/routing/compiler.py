@@ -13,7 +13,7 @@ from router.api.errors import RouterHTTPError
 from router.api.plugin import Handler, Middleware, Plugin
 from router.api.provider import RouteProblem
 from router.config.loader import format_location
-from router.config.models import Route
+from router.config.models import PathMatch, Route
 from router.observability.metrics import Metrics
 from router.proxy.upstream import EndpointRegistry, UpstreamPool
 from router.registry import PluginSpec, route_plugin_configs
@@ -61,8 +61,10 @@ class RouteCompiler:
         endpoints: EndpointRegistry,
         metrics: Metrics,
         default_max_body: int,
+        path_match: PathMatch | None = None,
     ) -> None:
         self._plugins = plugins
+        self._path_match = path_match
         self._specs = [spec for spec, _ in plugins]
         self._terminal_proxy = terminal_proxy
         self._terminal_builtin = terminal_builtin
@@ -154,4 +156,4 @@ class RouteCompiler:
                 current[id(route)] = result
         self._previous = current
         self._endpoints.retain(e.url for c in compiled for e in c.spec.upstreams)
-        return RouteTable(compiled), problems
+        return RouteTable(compiled, self._path_match), problems
