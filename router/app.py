@@ -32,7 +32,7 @@ from router.observability.accesslog import AccessLog
 from router.observability.metrics import Metrics
 from router.proxy.client import UpstreamClient
 from router.proxy.forward import Forwarder
-from router.proxy.headers import DEFAULT_IDENTITY_HEADERS, HeaderPolicy, TrustedPeers
+from router.proxy.headers import HeaderPolicy, TrustedPeers
 from router.proxy.upstream import EndpointRegistry
 from router.proxy.websocket import proxy_websocket
 from router.registry import (
@@ -149,7 +149,7 @@ class RouterRuntime:
         forwarder = Forwarder(
             upstream_client,
             session,
-            HeaderPolicy((*DEFAULT_IDENTITY_HEADERS, *services.protected_headers)),
+            HeaderPolicy(services.protected_headers),
             trusted,
             self.metrics,
             port,

@@ -112,12 +112,13 @@ class Forwarder:
         self, request: web.BaseRequest, ctx: RequestContext, route: CompiledRoute
     ) -> CIMultiDict[str]:
         incoming = request.headers
-        headers = self.policy.upstream_headers(
-            incoming, keep_host=route.keep_host, remove=route.request_remove
-        )
         peer = request.remote or ""
+        trusted = self.trusted.trusts(peer)
+        headers = self.policy.upstream_headers(
+            incoming, keep_host=route.keep_host, remove=route.request_remove, trusted=trusted
+        )
         host = incoming.get("Host", "")
-        if self.trusted.trusts(peer):
+        if trusted:
             prior_for = joined(incoming, "X-Forwarded-For")
             headers["X-Forwarded-For"] = f"{prior_for}, {peer}" if prior_for else peer
             headers["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto", ctx.scheme)
