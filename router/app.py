@@ -26,6 +26,7 @@ from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
 from router.config.models import Config
 from router.config.types import split_host_port
 from router.dispatch import Dispatcher, TableHolder
+from router.errors import error_page
 from router.http.protocol import GuardedServer
 from router.http.request import request_factory
 from router.observability.accesslog import AccessLog
@@ -215,6 +216,8 @@ class RouterRuntime:
             dispatcher,
             request_factory=request_factory(asyncio.get_running_loop()),
             header_timeout=limits.header_timeout,
+            rejections=dispatcher.rejected,
+            page=error_page,
             handler_cancellation=True,
             access_log=None,
             keepalive_timeout=limits.keepalive_timeout,

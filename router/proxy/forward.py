@@ -161,7 +161,7 @@ class Forwarder:
         if request.body_exists:
             length = request.content_length
             if length is not None and length > route.max_body_size:
-                raise RouterHTTPError(413, _too_large(route))
+                raise RouterHTTPError(413, _too_large(route), close_connection=True)
             if length is not None and length <= SMALL_BODY:
                 try:
                     async with asyncio.timeout(self.body_timeout):
