@@ -156,6 +156,7 @@ class RouterRuntime:
             port,
             observers=tuple(services.upstream_observers),
             body_timeout=config.limits.body_timeout,
+            detailed_errors=self.dev_mode,
         )
 
         forwarder.websocket = functools.partial(proxy_websocket, forwarder)

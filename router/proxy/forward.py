@@ -51,12 +51,15 @@ class BodyTimedOut(ClientBodyError):
 
 
 class _AttemptFailed(Exception):
-    def __init__(self, kind: str, status: int, message: str, retryable: bool) -> None:
+    def __init__(self, kind: str, status: int, message: str, retryable: bool, cause: str) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
         self.message = message
+        """For the client: names the route and what happened."""
         self.retryable = retryable
+        self.cause = cause
+        """For the log: names the endpoint and what happened."""
 
 
 async def limited_body(
@@ -93,6 +96,7 @@ class Forwarder:
         listen_port: int,
         observers: tuple[UpstreamObserver, ...] = (),
         body_timeout: float = 30.0,
+        detailed_errors: bool = False,
     ) -> None:
         self.client = client
         self.session = session
@@ -105,6 +109,9 @@ class Forwarder:
         self._loop: asyncio.AbstractEventLoop | None = None
         """Cached: ``asyncio.get_running_loop()`` costs a ``getpid()`` system call."""
         self.body_timeout = body_timeout
+        self.detailed_errors = detailed_errors
+        """Error pages say which endpoint failed and how (dev mode); otherwise they name
+        the route and what happened, never an internal address."""
         self.websocket: Handler | None = None
         """Answers WebSocket upgrades on routes that allow them."""
 
@@ -196,6 +203,14 @@ class Forwarder:
             except _AttemptFailed as exc:
                 failure = exc
                 route.metrics.upstream_error(exc.kind)
+                ctx.add_log_field("error", exc.kind)
+                logger.warning(
+                    "route %s: upstream %s failed (%s): %s",
+                    route.name,
+                    endpoint.url,
+                    exc.kind,
+                    exc.cause,
+                )
                 if pool.record_failure(endpoint, loop.time()):
                     self.metrics.ejections += 1
                     logger.warning(
@@ -246,8 +261,10 @@ class Forwarder:
                 raise _AttemptFailed(
                     "connect",
                     502,
-                    f"The upstream of route {route.name!r} could not be reached ({exc}).",
+                    f"The upstream of route {route.name!r} could not be reached "
+                    f"({self._detail(exc)}).",
                     retryable=True,
+                    cause=str(exc),
                 ) from None
             except TimeoutError:
                 error = "timeout"
@@ -256,6 +273,7 @@ class Forwarder:
                     504,
                     f"The upstream of route {route.name!r} did not answer in time.",
                     retryable=False,
+                    cause="no answer in time",
                 ) from None
             except RequestBodyFailed as exc:
                 body_error = exc.__cause__
@@ -274,8 +292,10 @@ class Forwarder:
                 raise _AttemptFailed(
                     "protocol",
                     502,
-                    f"The upstream of route {route.name!r} sent an invalid response ({exc}).",
+                    f"The upstream of route {route.name!r} sent an invalid response "
+                    f"({self._detail(exc)}).",
                     retryable=False,
+                    cause=str(exc),
                 ) from None
             status = upstream.status
             try:
@@ -319,9 +339,11 @@ class Forwarder:
                 payload = await upstream.read()
             except (UpstreamError, TimeoutError) as exc:
                 route.metrics.upstream_error("body")
+                self._log_body_failure(ctx, route, exc)
                 raise RouterHTTPError(
                     502,
-                    f"The upstream of route {route.name!r} broke off its answer ({_reason(exc)}).",
+                    f"The upstream of route {route.name!r} broke off its answer "
+                    f"({self._detail(exc)}).",
                 ) from None
             # Headers go straight into the response's own multidict (headers= would copy).
             small = web.Response(status=status, reason=upstream.reason, body=payload)
@@ -341,13 +363,31 @@ class Forwarder:
             # Headers are out: the only honest signal left is to cut the connection, so
             # the client sees a truncated response rather than a complete-looking one.
             route.metrics.upstream_error("body")
-            logger.warning(
-                "upstream of route %s broke off its answer: %s", route.name, _reason(exc)
-            )
+            self._log_body_failure(ctx, route, exc)
             _abort(request)
             return response
         await response.write_eof()
         return response
+
+    def _detail(self, exc: BaseException) -> str:
+        """What happened, for an error page: in full in dev mode, else without addresses."""
+        if self.detailed_errors:
+            return _reason(exc)
+        if isinstance(exc, UpstreamError):
+            return exc.summary
+        return "it did not answer in time" if isinstance(exc, TimeoutError) else "it failed"
+
+    def _log_body_failure(
+        self, ctx: RequestContext, route: CompiledRoute, exc: BaseException
+    ) -> None:
+        ctx.add_log_field("error", "body")
+        endpoint = ctx.endpoint
+        logger.warning(
+            "route %s: upstream %s broke off its answer (body): %s",
+            route.name,
+            endpoint.url if endpoint is not None else None,
+            _reason(exc),
+        )
 
 
 def is_websocket_upgrade(request: web.BaseRequest) -> bool:

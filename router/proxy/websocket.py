@@ -83,8 +83,11 @@ async def proxy_websocket(forwarder: Forwarder, request: web.BaseRequest) -> web
         ) from None
     except (ClientError, OSError, TimeoutError) as exc:
         route.metrics.upstream_error("connect")
+        ctx.add_log_field("error", "connect")
+        logger.warning("route %s: upstream %s failed (connect): %s", route.name, endpoint.url, exc)
+        detail = str(exc) if forwarder.detailed_errors else "no connection could be opened"
         raise RouterHTTPError(
-            502, f"The upstream of route {route.name!r} could not be reached ({exc})."
+            502, f"The upstream of route {route.name!r} could not be reached ({detail})."
         ) from None
 
     endpoint.outstanding += 1
