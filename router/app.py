@@ -31,6 +31,7 @@ from router.http.protocol import GuardedServer
 from router.http.request import request_factory
 from router.observability.accesslog import AccessLog
 from router.observability.metrics import Metrics
+from router.proxy.body import BodyLimits
 from router.proxy.client import UpstreamClient
 from router.proxy.forward import Forwarder
 from router.proxy.headers import HeaderPolicy, TrustedPeers
@@ -155,7 +156,12 @@ class RouterRuntime:
             self.metrics,
             port,
             observers=tuple(services.upstream_observers),
-            body_timeout=config.limits.body_timeout,
+            body_limits=BodyLimits(
+                idle_timeout=config.limits.body_timeout,
+                buffer_size=config.limits.request_buffer_size,
+                min_rate=config.limits.body_min_rate,
+                rate_grace=config.limits.body_rate_grace,
+            ),
             detailed_errors=self.dev_mode,
         )
 

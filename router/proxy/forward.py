@@ -13,6 +13,7 @@ from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
 from router.api.plugin import Handler, UpstreamObserver
 from router.observability.metrics import Metrics
+from router.proxy.body import BodyLimits, BodyReader, BodyTooLarge, ClientBodyError
 from router.proxy.client import UpstreamClient
 from router.proxy.connection import UpstreamResponse
 from router.proxy.headers import HeaderPolicy, TrustedPeers, forwarded_element, joined
@@ -30,24 +31,7 @@ logger = logging.getLogger("commons_router.proxy")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 SMALL_BODY = 64 * 1024
-"""Bodies up to this size (with a known length) are read whole: fewer writes, same memory."""
-
-
-class ClientBodyError(Exception):
-    """The client's request body failed: the client's fault, never the endpoint's."""
-
-    status = 400
-    kind = "client_body"
-
-
-class BodyTooLarge(ClientBodyError):
-    status = 413
-    kind = "body_too_large"
-
-
-class BodyTimedOut(ClientBodyError):
-    status = 408
-    kind = "body_timeout"
+"""Response bodies up to this size (with a known length) are read whole: fewer writes."""
 
 
 class _AttemptFailed(Exception):
@@ -62,27 +46,6 @@ class _AttemptFailed(Exception):
         """For the log: names the endpoint and what happened."""
 
 
-async def limited_body(
-    request: web.BaseRequest, limit: int, idle_timeout: float
-) -> AsyncIterator[bytes]:
-    """The request body as a stream that fails once it exceeds ``limit`` bytes, or when
-    the client sends nothing for ``idle_timeout`` seconds."""
-    received = 0
-    content = request.content
-    while True:
-        try:
-            async with asyncio.timeout(idle_timeout):
-                chunk = await content.readany()
-        except TimeoutError:
-            raise BodyTimedOut() from None
-        if not chunk:
-            return
-        received += len(chunk)
-        if received > limit:
-            raise BodyTooLarge()
-        yield chunk
-
-
 class Forwarder:
     """The terminal handler of every upstream route."""
 
@@ -95,7 +58,7 @@ class Forwarder:
         metrics: Metrics,
         listen_port: int,
         observers: tuple[UpstreamObserver, ...] = (),
-        body_timeout: float = 30.0,
+        body_limits: BodyLimits | None = None,
         detailed_errors: bool = False,
     ) -> None:
         self.client = client
@@ -108,7 +71,9 @@ class Forwarder:
         self.observers = observers
         self._loop: asyncio.AbstractEventLoop | None = None
         """Cached: ``asyncio.get_running_loop()`` costs a ``getpid()`` system call."""
-        self.body_timeout = body_timeout
+        self.body_limits = body_limits or BodyLimits(
+            idle_timeout=30.0, buffer_size=1024 * 1024, min_rate=0, rate_grace=0.0
+        )
         self.detailed_errors = detailed_errors
         """Error pages say which endpoint failed and how (dev mode); otherwise they name
         the route and what happened, never an internal address."""
@@ -164,25 +129,23 @@ class Forwarder:
         if ctx.query:
             path_qs = f"{path_qs}?{ctx.query}"
 
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         body: bytes | AsyncIterator[bytes] | None = None
         if request.body_exists:
             length = request.content_length
             if length is not None and length > route.max_body_size:
+                ctx.add_log_field("error", BodyTooLarge.kind)
                 raise RouterHTTPError(413, _too_large(route), close_connection=True)
-            if length is not None and length <= SMALL_BODY:
-                try:
-                    async with asyncio.timeout(self.body_timeout):
-                        body = await request.read()
-                except TimeoutError:
-                    raise _body_error(BodyTimedOut(), route) from None
-            else:
-                body = limited_body(request, route.max_body_size, self.body_timeout)
+            reader = BodyReader(request, route.max_body_size, self.body_limits, loop)
+            try:
+                body = await reader.buffered()
+            except ClientBodyError as exc:
+                raise _body_error(exc, ctx, route) from None
         replayable = body is None or isinstance(body, bytes)
         may_retry = replayable and request.method in IDEMPOTENT_METHODS
 
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
         pool = route.pool
         tried: EndpointState | None = None
         attempts = 1 + (route.retries if may_retry else 0)
@@ -280,7 +243,7 @@ class Forwarder:
                 if not isinstance(body_error, ClientBodyError):
                     body_error = ClientBodyError()
                 error = body_error.kind
-                raise _body_error(body_error, route) from None
+                raise _body_error(body_error, ctx, route) from None
             except InvalidRequest as exc:
                 error = "request"
                 logger.warning("request on route %s not forwarded: %s", route.name, exc)
@@ -404,13 +367,11 @@ def _abort(request: web.BaseRequest) -> None:
         transport.abort()
 
 
-def _body_error(error: ClientBodyError, route: CompiledRoute) -> RouterHTTPError:
-    if isinstance(error, BodyTooLarge):
-        message = _too_large(route)
-    elif isinstance(error, BodyTimedOut):
-        message = "The request body was not received in time."
-    else:
-        message = "The request body could not be read."
+def _body_error(
+    error: ClientBodyError, ctx: RequestContext, route: CompiledRoute
+) -> RouterHTTPError:
+    ctx.add_log_field("error", error.kind)
+    message = _too_large(route) if isinstance(error, BodyTooLarge) else error.message
     # The rest of the body may still be on its way: do not keep this connection.
     return RouterHTTPError(error.status, message, close_connection=True)
 
