@@ -33,7 +33,7 @@ from typing import Any
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from router.http.framing import UNSUPPORTED_VERSION, framing_problem
@@ -106,7 +106,14 @@ def c_parser_in_use() -> bool:
 
 
 class GuardedRequestHandler(RequestHandler):
-    __slots__ = ("_head_bytes", "_head_deadline", "_header_timeout", "_page", "_rejections")
+    __slots__ = (
+        "_head_bytes",
+        "_head_deadline",
+        "_header_timeout",
+        "_last_body",
+        "_page",
+        "_rejections",
+    )
 
     def __init__(
         self,
@@ -124,6 +131,10 @@ class GuardedRequestHandler(RequestHandler):
         self._head_deadline: asyncio.TimerHandle | None = None
         self._head_bytes = False
         """True once a byte of the awaited request head has arrived."""
+        self._last_body: StreamReader | None = None
+        """The body of the latest parsed request: until it has all arrived, bytes are
+        body, not a new head (aiohttp reads and drops the body of a request answered
+        without reading it)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -132,14 +143,19 @@ class GuardedRequestHandler(RequestHandler):
         self._head_deadline = self._loop.call_later(self._header_timeout, self._head_timed_out)
 
     def data_received(self, data: bytes) -> None:
+        last_body = self._last_body
         waiting_for_head = (
-            not self._request_in_progress and not self._messages and not self._upgraded
+            not self._request_in_progress
+            and not self._messages
+            and not self._upgraded
+            and (last_body is None or last_body.is_eof())
         )
         queued = len(self._messages)
         super().data_received(data)
         messages = self._messages
         if len(messages) > queued:
             self._screen(queued)
+            self._last_body = messages[-1][1]
         if messages or self._upgraded:
             if self._head_deadline is not None:
                 self._head_deadline.cancel()
@@ -147,7 +163,8 @@ class GuardedRequestHandler(RequestHandler):
             self._head_bytes = False
         elif waiting_for_head and data and not self._force_close:
             # A new request head starts when bytes arrive while no request is being
-            # handled and none is queued: start its clock (unless accept started it).
+            # handled, none is queued and the last body is complete: start its clock
+            # (unless accept started it).
             self._head_bytes = True
             if self._head_deadline is None:
                 self._head_deadline = self._loop.call_later(

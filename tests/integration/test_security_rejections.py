@@ -7,6 +7,7 @@ Everything goes over raw sockets to a running router with a recording backend.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -188,4 +189,29 @@ async def test_declared_oversize_body_gets_413_and_close_without_reading_it(
     assert response.headers["Connection"].lower() == "close"
     assert result.closed
     assert b"408" not in result.data
+    assert seen.requests == []
+
+
+async def test_body_bytes_after_an_answer_are_not_taken_for_a_slow_head(
+    guarded: tuple[RunningRouter, RecordingBackend],
+) -> None:
+    """A request answered without reading its body (400 here): the rest of the body that
+    keeps arriving is read and dropped, never timed as a request head (no 408)."""
+    router, seen = guarded
+    reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+    received = bytearray()
+    try:
+        head = request_bytes("POST", "/a%2Fb", [("Content-Length", "100000")], close=False)
+        writer.write(head + b"x" * 100)
+        for _ in range(10):  # 1 s: twice the head timeout
+            await asyncio.sleep(0.1)
+            writer.write(b"x" * 100)
+            await writer.drain()
+        with contextlib.suppress(TimeoutError):
+            while chunk := await asyncio.wait_for(reader.read(65536), 0.3):
+                received += chunk
+    finally:
+        writer.close()
+    assert bytes(received).startswith(b"HTTP/1.1 400")
+    assert b"408" not in received
     assert seen.requests == []
