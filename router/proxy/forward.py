@@ -155,6 +155,7 @@ class Forwarder:
             if endpoint is None:
                 if failure is not None:
                     break
+                ctx.add_log_field("error", "no_endpoint")
                 raise RouterHTTPError(
                     503, f"No healthy upstream endpoint is available for route {route.name!r}."
                 )

@@ -47,6 +47,7 @@ async def proxy_websocket(forwarder: Forwarder, request: web.BaseRequest) -> web
         raise RouterHTTPError(400, "A WebSocket upgrade must use GET.")
     endpoint = route.pool.pick(asyncio.get_running_loop().time())
     if endpoint is None:
+        ctx.add_log_field("error", "no_endpoint")
         raise RouterHTTPError(
             503, f"No healthy upstream endpoint is available for route {route.name!r}."
         )
