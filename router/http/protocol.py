@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -154,6 +155,8 @@ class GuardedRequestHandler(RequestHandler):
         super().data_received(data)
         messages = self._messages
         if len(messages) > queued:
+            if last_body is not None and not last_body.is_eof():
+                self._fail_open_body(last_body, queued)
             self._screen(queued)
             self._last_body = messages[-1][1]
         if messages or self._upgraded:
@@ -170,6 +173,15 @@ class GuardedRequestHandler(RequestHandler):
                 self._head_deadline = self._loop.call_later(
                     self._header_timeout, self._head_timed_out
                 )
+
+    def _fail_open_body(self, body: StreamReader, start: int) -> None:
+        # A parse error in the middle of a body (a bad chunk size, say) is queued as the
+        # next "request"; the handler reading this body would wait for bytes that never
+        # come. Fail its read instead: it answers 400 and closes the connection.
+        for message, _ in itertools.islice(self._messages, start, None):
+            if isinstance(message, web_protocol._ErrInfo):
+                body.set_exception(message.exc)
+                return
 
     def _screen(self, start: int) -> None:
         """Turn newly parsed requests with ambiguous framing or an unsupported version

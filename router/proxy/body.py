@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 
 class ClientBodyError(Exception):
@@ -40,6 +41,11 @@ class BodyTimedOut(ClientBodyError):
 class BodyTooSlow(BodyTimedOut):
     kind = "body_too_slow"
     message = "The request body was not received in time: it arrived too slowly."
+
+
+class BodyMalformed(ClientBodyError):
+    kind = "body_malformed"
+    message = "The request body is not validly framed (chunked encoding)."
 
 
 class BodyLimits:
@@ -119,6 +125,8 @@ class BodyReader:
                 chunk = await self._content.readany()
         except TimeoutError:
             raise (BodyTooSlow() if too_slow else BodyTimedOut()) from None
+        except HttpProcessingError:
+            raise BodyMalformed() from None
         self._received += len(chunk)
         if self._received > self._limit:
             raise BodyTooLarge()

@@ -215,3 +215,21 @@ async def test_body_bytes_after_an_answer_are_not_taken_for_a_slow_head(
     assert bytes(received).startswith(b"HTTP/1.1 400")
     assert b"408" not in received
     assert seen.requests == []
+
+
+@pytest.mark.parametrize(
+    "body", [b"5 \r\nhello\r\n0\r\n\r\n", b"zz\r\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n"]
+)
+async def test_bad_chunk_after_the_head_gets_400_at_once(
+    guarded: tuple[RunningRouter, RecordingBackend], body: bytes
+) -> None:
+    """The head arrives alone and the request is being handled when the bad chunk comes:
+    its body read fails at once (not after the body timeout), and the connection closes."""
+    router, seen = guarded
+    head = request_bytes("POST", "/upload", [("Transfer-Encoding", "chunked")], close=False)
+    result = await exchange(router.port, [head, body], pause=0.2)
+    assert result.statuses == [400]
+    assert result.closed
+    assert all(not request.complete for request in seen.requests)
+    log = await router.access_log()
+    assert [(line["status"], line["error"]) for line in log] == [(400, "body_malformed")]
