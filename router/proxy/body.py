@@ -4,8 +4,9 @@ SECURITY: a body that trickles in must not hold an upstream connection (a backen
 small worker pool is starved that way: ``slowhttptest -B``). Bodies up to ``buffer_size``
 bytes are read whole before any upstream is contacted (nginx's ``proxy_request_buffering``,
 in memory); a longer body goes upstream once its first ``buffer_size`` bytes are in, and
-then streams. From the first byte to the last the body must keep an average of at least
-``min_rate`` bytes per second once ``rate_grace`` seconds have passed, and never go quiet
+then streams. Until its last byte the body must keep an average (counted from the end of
+the head) of at least ``min_rate`` bytes per second once ``rate_grace`` seconds have
+passed, and never go quiet
 for ``idle_timeout`` (nginx's ``client_body_timeout``): either ends in 408 and the
 connection closed, whether or not the upstream was contacted yet.
 """
