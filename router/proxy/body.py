@@ -6,9 +6,8 @@ bytes are read whole before any upstream is contacted (nginx's ``proxy_request_b
 in memory); a longer body goes upstream once its first ``buffer_size`` bytes are in, and
 then streams. Until its last byte the body must keep an average (counted from the end of
 the head) of at least ``min_rate`` bytes per second once ``rate_grace`` seconds have
-passed, and never go quiet
-for ``idle_timeout`` (nginx's ``client_body_timeout``): either ends in 408 and the
-connection closed, whether or not the upstream was contacted yet.
+passed, and never go quiet for ``idle_timeout`` (nginx's ``client_body_timeout``): either
+ends in 408 and the connection closed, whether or not the upstream was contacted yet.
 """
 
 from __future__ import annotations
