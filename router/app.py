@@ -25,7 +25,7 @@ from router.builtin.unavailable import unavailable
 from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
 from router.config.models import Config
 from router.config.types import split_host_port
-from router.dispatch import Dispatcher, TableHolder
+from router.dispatch import Dispatcher
 from router.errors import error_page
 from router.http.protocol import GuardedServer
 from router.http.request import request_factory
@@ -47,6 +47,7 @@ from router.registry import (
 )
 from router.routing.compiler import RouteCompiler, isolate
 from router.routing.file_provider import FileProvider
+from router.routing.holder import TableHolder
 from router.routing.watcher import RouteWatcher
 
 logger = logging.getLogger("commons_router")

@@ -20,26 +20,12 @@ from router.observability.metrics import Metrics
 from router.proxy.headers import TrustedPeers, joined
 from router.randomness import RANDOM_HEX
 from router.routing.compiled import CompiledRoute
+from router.routing.holder import TableHolder
 from router.routing.paths import PathError, normalize_target
-from router.routing.table import RouteTable
 
 logger = logging.getLogger("commons_router.dispatch")
 
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
-
-class TableHolder:
-    """The current route table. Swapped by assignment: readers never see a partial one."""
-
-    __slots__ = ("generation", "table")
-
-    def __init__(self) -> None:
-        self.table: RouteTable[CompiledRoute] = RouteTable(())
-        self.generation = 0
-
-    def swap(self, table: RouteTable[CompiledRoute]) -> None:
-        self.table = table
-        self.generation += 1
 
 
 def new_request_id() -> str:
@@ -177,7 +163,6 @@ class Dispatcher:
             route = ctx.route
             if route is None:
                 raise RouterHTTPError(404, "No route matches this host and path.")
-            assert route.handler is not None
             return await route.handler(request)
         except RouterHTTPError as exc:
             return await self._http_error(request, ctx, exc)

@@ -115,9 +115,6 @@ class TrustedPeers:
         self._networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
         self._cache: dict[str, bool] = {}
 
-    def __bool__(self) -> bool:
-        return bool(self._networks)
-
     def trusts(self, address: str) -> bool:
         if not self._networks:
             return False

@@ -78,15 +78,14 @@ class RouteCompiler:
         handler = self._terminal_builtin.get("unavailable")
         if handler is None:
             return None
-        placeholder = CompiledRoute(
+        return CompiledRoute(
             route,
             pool=None,
             metrics=self._metrics.route(route.name),
             default_max_body=self._default_max_body,
             plugins=(),
+            handler=handler,
         )
-        placeholder.handler = handler
-        return placeholder
 
     def compile_one(self, route: Route, source: str) -> CompiledRoute | RouteProblem:
         configs, issues = route_plugin_configs(route, self._specs, ())
@@ -101,22 +100,23 @@ class RouteCompiler:
                 max_failures=route.health.max_failures,
                 ejection=route.health.ejection,
             )
-        compiled = CompiledRoute(
-            route,
-            pool=pool,
-            metrics=self._metrics.route(route.name),
-            default_max_body=self._default_max_body,
-            plugins=tuple(spec.name for spec, _ in self._plugins),
-        )
         handler: Handler = (
             self._terminal_builtin[route.builtin] if route.builtin else self._terminal_proxy
         )
+        applied: list[str] = []
         for spec, plugin in reversed(self._plugins):
             middleware = plugin.middleware(route, configs.get(spec.name))
             if middleware is not None:
                 handler = isolate(plugin, middleware, handler, self._metrics)
-        compiled.handler = handler
-        return compiled
+                applied.append(spec.name)
+        return CompiledRoute(
+            route,
+            pool=pool,
+            metrics=self._metrics.route(route.name),
+            default_max_body=self._default_max_body,
+            plugins=tuple(reversed(applied)),
+            handler=handler,
+        )
 
     def __call__(
         self, routes: Sequence[Route]
