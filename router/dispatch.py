@@ -14,7 +14,7 @@ from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
 from router.api.plugin import Handler
 from router.errors import error_response
-from router.http.framing import HostParser, framing_problem
+from router.http.framing import HostParser
 from router.observability.accesslog import AccessLog
 from router.observability.metrics import Metrics
 from router.proxy.headers import TrustedPeers, joined
@@ -128,11 +128,6 @@ class Dispatcher:
     async def _answer(
         self, request: web.BaseRequest, ctx: RequestContext
     ) -> tuple[web.StreamResponse, CompiledRoute | None]:
-        problem = framing_problem(request)
-        if problem is not None:
-            response = self._error(request, ctx, 400, f"Bad request framing: {problem}.")
-            response.force_close()
-            return response, None
         host = self._hosts.parse(request.headers.get("Host", ""))
         if host is None:
             return self._error(request, ctx, 400, "The Host header is not a valid host name."), None
@@ -196,6 +191,33 @@ class Dispatcher:
             if transport is not None:
                 transport.close()
         return response
+
+    def rejected(self, client: str, status: int, reason: str) -> str:
+        """Count and log a request refused before it could be handled (unparsable head,
+        ambiguous framing, head timeout); returns its request id."""
+        self.metrics.rejected(reason)
+        self.metrics.unmatched.observe(status, 0.0)
+        request_id = new_request_id()
+        access_log = self.access_log
+        if access_log is not None:
+            access_log.write(
+                {
+                    "time": access_log.timestamp(),
+                    "request_id": request_id,
+                    "client": client,
+                    "method": None,
+                    "host": None,
+                    "path": None,
+                    "route": None,
+                    "upstream": None,
+                    "status": status,
+                    "error": reason,
+                    "bytes_in": 0,
+                    "bytes_out": 0,
+                    "duration_ms": 0.0,
+                }
+            )
+        return request_id
 
     def _error(
         self,

@@ -194,7 +194,17 @@ class Limits(Model):
     header_timeout: Duration = 10.0
     """Time a client has to send a complete request head."""
     body_timeout: Duration = 30.0
-    """Longest silence while receiving a request body (then 408 and close)."""
+    """Longest silence while receiving a request body (then 408 and close); nginx's
+    ``client_body_timeout``."""
+    request_buffer_size: ByteCount = 1024 * 1024
+    """Request bodies up to this size are read whole before the upstream is contacted
+    (nginx's ``proxy_request_buffering``, in memory); a longer body is streamed once this
+    much has arrived. 0 streams every body from its first byte."""
+    body_min_rate: ByteCount = 500
+    """Lowest average rate, in bytes per second, at which a request body may arrive once
+    ``body_rate_grace`` has passed (then 408 and close). 0: no minimum."""
+    body_rate_grace: Duration = 10.0
+    """Time a request body is given before ``body_min_rate`` applies."""
     keepalive_timeout: Duration = 75.0
     max_request_line: ByteCount = 8190
     max_header_size: ByteCount = 8190
