@@ -2,6 +2,7 @@
 
 from router.api.context import CONTEXT_KEY, RequestContext, context_of
 from router.api.errors import RouterHTTPError
+from router.api.original import OriginalRequest
 from router.api.plugin import (
     Handler,
     Middleware,
@@ -18,6 +19,7 @@ __all__ = [
     "Handler",
     "Middleware",
     "NoConfig",
+    "OriginalRequest",
     "Plugin",
     "PluginServices",
     "Provider",

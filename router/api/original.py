@@ -1,0 +1,23 @@
+"""The request a trusted proxy asks about (forward-auth), resolved like a direct request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from router.routing.compiled import CompiledRoute
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalRequest:
+    method: str
+    host: str
+    path: str
+    """Normalized exactly like a direct request's path (the one a route is matched on)."""
+    query: str
+    route: CompiledRoute | None
+    """The route a direct request for ``host`` and ``path`` would take."""
+    forwarded: bool
+    """True when a trusted proxy named the original request; False when this request
+    describes itself (no trusted proxy, or no original URI sent)."""
