@@ -6,6 +6,8 @@ sibling subdomain can set or shadow it. Always HttpOnly and SameSite=Lax.
 
 from __future__ import annotations
 
+from http.cookies import SimpleCookie
+
 from aiohttp import web
 
 
@@ -71,3 +73,19 @@ class CookieSettings:
             httponly=True,
             samesite="Lax",
         )
+
+    def clearing_header(self, name: str | None = None) -> str:
+        """A ``Set-Cookie`` value that removes the cookie, for responses whose cookies were
+        already turned into headers (response hooks)."""
+        jar: SimpleCookie = SimpleCookie()
+        wanted = name or self.name
+        jar[wanted] = ""
+        morsel = jar[wanted]
+        morsel["max-age"] = "0"
+        morsel["expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
+        morsel["path"] = "/"
+        morsel["httponly"] = True
+        morsel["samesite"] = "Lax"
+        if self.secure:
+            morsel["secure"] = True
+        return morsel.OutputString()
