@@ -87,11 +87,16 @@ class OidcConfig(_Model):
     """Registered URL the provider sends the browser to after logout."""
     groups_claim: str = "groups"
     refresh_margin: Duration = 60.0
-    """Refresh the access token this long before it expires."""
+    """Refresh the access token this long before it expires, but never earlier than when
+    three quarters of its lifetime have passed (see ``REFRESH_FRACTION``)."""
     timeout: Duration = 5.0
     """Timeout of each call to the provider."""
     login_timeout: Duration = 600.0
     """How long a started login may take."""
+    max_login_flows: int = Field(5, ge=1, le=20)
+    """Sign-ins one browser may have under way at once; a new one beyond this replaces the
+    oldest (like oauth2-proxy's ``cookie-csrf-per-request-limit``). Each is one ~80-byte
+    cookie."""
     leeway: Duration = 30.0
 
     @field_validator("algorithms")
