@@ -212,7 +212,8 @@ class LoginHandlers:
             raise RouterHTTPError(503, STORE_DOWN, links=start_again()) from None
         rd = str(flow.get("rd") or "/") if flow is not None else "/"
         iss = query.get("iss")
-        if (iss is not None or metadata.iss_parameter) and iss != metadata.issuer:
+        checked = iss is not None or metadata.iss_parameter
+        if flow is not None and checked and iss != metadata.issuer:
             # SECURITY: RFC 9207 mix-up defence. The provider says it names itself in every
             # answer; one naming another issuer (or none) is refused, and its flow is spent.
             logger.warning("callback: authorization response with iss %r refused", iss)
