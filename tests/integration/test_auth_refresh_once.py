@@ -18,6 +18,7 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 
 from router.testing import Backend, RunningRouter, run_router
+from tests.integration.test_workers import worker_metrics, workers_of
 from tests.support.auth_flow import (  # noqa: F401 (fixtures)
     get_json,
     log_in,
@@ -124,6 +125,12 @@ async def test_a_burst_on_two_workers_makes_one_refresh_grant(
                 await asyncio.sleep(max(0.0, DUE_AFTER - (time.monotonic() - issued)))
                 assert await burst(url, cookie, 20) == [200] * 20
                 assert await grants(provider, browser) == before + 1
+            # Both workers took part in the bursts.
+            for worker in workers_of(process).values():
+                served = re.findall(
+                    r'route="app",status="200"\} (\d+)', await worker_metrics(worker)
+                )
+                assert sum(int(n) for n in served) > 0
 
 
 async def test_a_burst_on_two_routers_sharing_redis_makes_one_refresh_grant(
