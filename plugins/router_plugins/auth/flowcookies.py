@@ -14,6 +14,7 @@ flow keeps server-side.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from dataclasses import dataclass
 from router_plugins.sessions import CookieSettings
 
 _TAG_LEN = 12
+# Names this router may send back in a Set-Cookie to clear them (anything else is left).
+_CLEARABLE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_MAX_STRAY = 32
 
 
 def state_tag(state: str) -> str:
@@ -54,10 +58,10 @@ class FlowCookies:
             if not name.startswith(self._prefix):
                 continue
             parsed = _parse(name, value.strip()) if name in self.names else None
-            if parsed is None:
-                stray.append(name)
-            else:
+            if parsed is not None:
                 flows.append(parsed)
+            elif _CLEARABLE.fullmatch(name) and len(stray) < _MAX_STRAY:
+                stray.append(name)
         return flows, sorted(set(stray))
 
     def choose(self, flows: list[FlowCookie]) -> str:

@@ -8,7 +8,7 @@ and then quoted as the provider's.
 
 from __future__ import annotations
 
-import re
+import unicodedata
 
 _WORDS = {
     "access_denied": "The sign-in was cancelled, or the identity provider refused it.",
@@ -29,7 +29,8 @@ _WORDS = {
     "registration_not_supported": "The identity provider refused the sign-in request.",
 }
 _UNKNOWN = "The identity provider did not sign you in."
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e\u00a0-\ufffd]")
+# Control, format (bidi overrides), surrogate, private-use and unassigned characters.
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 _DESCRIPTION_MAX = 200
 
 
@@ -38,7 +39,11 @@ def provider_error_message(code: str, description: str | None = None) -> str:
     the provider's text after them, marked as the provider's."""
     message = _WORDS.get(code, _UNKNOWN)
     if description:
-        text = " ".join(_UNPRINTABLE.sub(" ", description).split())[:_DESCRIPTION_MAX]
+        visible = "".join(
+            " " if unicodedata.category(c) in _HIDDEN else c
+            for c in description[: 4 * _DESCRIPTION_MAX]
+        )
+        text = " ".join(visible.split())[:_DESCRIPTION_MAX]
         if text:
             message += f' The identity provider said: "{text}"'
     return message
