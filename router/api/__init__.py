@@ -2,7 +2,7 @@
 
 from router.api.context import CONTEXT_KEY, RequestContext, context_of
 from router.api.errors import RouterHTTPError
-from router.api.original import OriginalRequest
+from router.api.original import HeaderFamily, OriginalRequest
 from router.api.plugin import (
     Handler,
     Middleware,
@@ -17,6 +17,7 @@ from router.api.provider import Provider, ProviderUpdate, Publish, RouteProblem
 __all__ = [
     "CONTEXT_KEY",
     "Handler",
+    "HeaderFamily",
     "Middleware",
     "NoConfig",
     "OriginalRequest",

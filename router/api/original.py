@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from router.routing.compiled import CompiledRoute
+
+HeaderFamily = Literal["any", "nginx", "traefik"]
+"""Which headers name the original request: nginx's ``X-Original-URI``/``-Method`` (host
+from ``Host``), Traefik's ``X-Forwarded-Uri``/``-Method``/``-Host``, or both (they must
+agree)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict
 
 from router.api.context import RequestContext, context_of
-from router.api.original import OriginalRequest
+from router.api.original import HeaderFamily, OriginalRequest
 from router.api.provider import Provider
 from router.config.models import Config, Route
 
@@ -27,7 +27,7 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.BaseRequest, Handler], Awaitable[web.StreamResponse]]
 """``(request, handler) -> response``, the aiohttp middleware shape."""
 
-OriginalResolver = Callable[[web.BaseRequest, RequestContext], OriginalRequest]
+OriginalResolver = Callable[[web.BaseRequest, RequestContext, HeaderFamily], OriginalRequest]
 
 T = TypeVar("T")
 
@@ -74,17 +74,20 @@ class PluginServices:
         self.upstream_observers: list[UpstreamObserver] = []
         self._original: OriginalResolver | None = None
 
-    def original_request(self, request: web.BaseRequest) -> OriginalRequest:
+    def original_request(
+        self, request: web.BaseRequest, family: HeaderFamily = "any"
+    ) -> OriginalRequest:
         """The request a trusted proxy asks about (``X-Forwarded-Method``/``-Host``/``-Uri``,
-        nginx's ``X-Original-Method``/``-URI``), normalized and routed like a direct request;
-        the request itself when the peer is not a trusted proxy or names nothing.
+        nginx's ``X-Original-Method``/``-URI``; ``family`` says which are read), normalized
+        and routed like a direct request; the request itself when the peer is not a trusted
+        proxy or names nothing.
 
         Raises :class:`~router.api.errors.RouterHTTPError` (400) for malformed values.
         """
         ctx = context_of(request)
         if self._original is None:
             return OriginalRequest(request.method, ctx.host, ctx.path, ctx.query, ctx.route, False)
-        return self._original(request, ctx)
+        return self._original(request, ctx, family)
 
     def set_original_resolver(self, resolver: OriginalResolver) -> None:
         """Called by the core once the route table and trusted proxies are known."""

@@ -14,19 +14,23 @@ from aiohttp import web
 
 from router.api.context import RequestContext
 from router.api.errors import RouterHTTPError
-from router.api.original import OriginalRequest
+from router.api.original import HeaderFamily, OriginalRequest
 from router.dispatch import TableHolder
 from router.http.framing import HostParser
 from router.proxy.headers import TrustedPeers
 from router.routing.paths import PathError, normalize_target
 
 _METHOD = re.compile(r"[A-Z]{1,20}")
-# Traefik ForwardAuth first, then nginx's conventional auth_request headers.
-_URI_HEADERS = ("X-Forwarded-Uri", "X-Original-URI")
-_METHOD_HEADERS = ("X-Forwarded-Method", "X-Original-Method")
 
 
 class OriginalRequests:
+    """SECURITY: proxies pass most client headers on to the auth request (nginx passes all of
+    them), so a client can add headers the proxy does not set. Two families exist: nginx's
+    (``X-Original-URI``/``-Method``, host from ``Host``) and Traefik's
+    (``X-Forwarded-Uri``/``-Method``/``-Host``). ``family`` reads only the one the proxy
+    sets; with ``any`` both are read and must agree where both are present, or the answer
+    is 400."""
+
     __slots__ = ("_holder", "_hosts", "_merge_slashes", "_reject_encoded_slash", "_trusted")
 
     def __init__(
@@ -43,23 +47,32 @@ class OriginalRequests:
         self._merge_slashes = merge_slashes
         self._reject_encoded_slash = reject_encoded_slash
 
-    def resolve(self, request: web.BaseRequest, ctx: RequestContext) -> OriginalRequest:
+    def resolve(
+        self, request: web.BaseRequest, ctx: RequestContext, family: HeaderFamily = "any"
+    ) -> OriginalRequest:
         itself = OriginalRequest(request.method, ctx.host, ctx.path, ctx.query, ctx.route, False)
         if not self._trusted.trusts(request.remote or ""):
             return itself
-        headers = request.headers
-        uri = _first(request, _URI_HEADERS)
+        nginx = family in ("nginx", "any")
+        traefik = family in ("traefik", "any")
+        uri = _agreed(request, "X-Original-URI", "X-Forwarded-Uri", "URI", nginx, traefik)
         if uri is None:
             return itself
-        method = _first(request, _METHOD_HEADERS) or request.method
+        method = _agreed(
+            request, "X-Original-Method", "X-Forwarded-Method", "method", nginx, traefik
+        )
+        method = method or request.method
         if _METHOD.fullmatch(method) is None:
             raise RouterHTTPError(400, "The forwarded method is not a valid method.")
         host = ctx.host
-        forwarded_host = headers.get("X-Forwarded-Host")
+        forwarded_host = _one(request, "X-Forwarded-Host") if traefik else None
         if forwarded_host is not None:
             parsed = self._hosts.parse(forwarded_host) if "," not in forwarded_host else None
             if parsed is None:
                 raise RouterHTTPError(400, "X-Forwarded-Host is not one valid host name.")
+            if nginx and _one(request, "X-Original-URI") is not None and parsed != ctx.host:
+                # nginx names the host in Host; another X-Forwarded-Host came from the client.
+                raise RouterHTTPError(400, "Host and X-Forwarded-Host name different hosts.")
             host = parsed
         try:
             target = normalize_target(
@@ -73,11 +86,23 @@ class OriginalRequests:
         return OriginalRequest(method, host, target.path, target.query, route, True)
 
 
-def _first(request: web.BaseRequest, names: tuple[str, ...]) -> str | None:
-    for name in names:
-        values = request.headers.getall(name, ())
-        if len(values) > 1:
-            raise RouterHTTPError(400, f"{name} was sent more than once.")
-        if values:
-            return values[0]
-    return None
+def _one(request: web.BaseRequest, name: str) -> str | None:
+    values = request.headers.getall(name, ())
+    if len(values) > 1:
+        raise RouterHTTPError(400, f"{name} was sent more than once.")
+    return values[0] if values else None
+
+
+def _agreed(
+    request: web.BaseRequest,
+    nginx_name: str,
+    traefik_name: str,
+    what: str,
+    nginx: bool,
+    traefik: bool,
+) -> str | None:
+    first = _one(request, nginx_name) if nginx else None
+    second = _one(request, traefik_name) if traefik else None
+    if first is not None and second is not None and first != second:
+        raise RouterHTTPError(400, f"The forwarded {what} headers disagree.")
+    return first if first is not None else second

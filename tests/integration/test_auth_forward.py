@@ -134,3 +134,44 @@ async def test_untrusted_peers_cannot_name_another_request(router: RunningRouter
     async with ClientSession() as client:  # from 127.0.0.1, not a trusted proxy
         assert await ask(client, router, X_Forwarded_Uri="/public/x") == 401
         assert await ask(client, router, X_Original_URI="/public/x") == 401
+
+
+async def test_a_client_cannot_add_the_other_proxys_headers(
+    router: RunningRouter, proxy: ClientSession, alice: str
+) -> None:
+    # Behind nginx a client adds Traefik's headers, or the other way round: they disagree.
+    nginx_set = {"X_Original_URI": "/admin", "X_Original_Method": "GET"}
+    assert await ask(proxy, router, Cookie=alice, X_Forwarded_Uri="/x", **nginx_set) == 400
+    assert await ask(proxy, router, X_Forwarded_Uri="/admin", X_Original_URI="/public/x") == 400
+    methods = {"X_Original_Method": "GET", "X_Forwarded_Method": "POST"}
+    assert await ask(proxy, router, X_Original_URI="/x", **methods) == 400
+    # nginx names the host in Host: another host in X-Forwarded-Host is the client's.
+    other_host = {"X_Original_URI": "/x", "X_Forwarded_Host": "guarded.test"}
+    assert await ask(proxy, router, Cookie=alice, **other_host) == 400
+    # Agreeing values are fine.
+    same = {"X_Original_URI": "/x", "X_Forwarded_Uri": "/x", "X_Forwarded_Host": "127.0.0.1"}
+    assert await ask(proxy, router, Cookie=alice, **same) == 202
+
+
+@pytest.mark.parametrize("family", ["nginx", "traefik"])
+async def test_only_the_named_proxys_headers_are_read(
+    family: str,
+    router_port: int,
+    provider: OidcProvider,
+    redis_server: RedisServer,
+    backend: Backend,
+    proxy: ClientSession,
+) -> None:
+    cfg = router_config(router_port, provider, backend, store="redis", redis_url=redis_server.url)
+    cfg["trusted_proxies"] = [f"{PROXY}/32"]
+    cfg["plugins"][1]["config"]["forward_auth_headers"] = family
+    own, foreign = (
+        ("X_Original_URI", "X_Forwarded_Uri")
+        if family == "nginx"
+        else ("X_Forwarded_Uri", "X_Original_URI")
+    )
+    async with run_router(cfg) as router:
+        assert await ask(proxy, router, **{own: "/public/x"}) == 202
+        # The other family's headers are the client's: ignored, not believed.
+        assert await ask(proxy, router, **{foreign: "/public/x"}) == 401
+        assert await ask(proxy, router, **{own: "/reports", foreign: "/public/x"}) == 401

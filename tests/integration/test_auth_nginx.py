@@ -147,6 +147,14 @@ async def test_nginx_auth_request_decides_on_the_original_uri(
         for path in ("/admin", "/admin/x", "/%61dmin/x", "//admin", "/x/../admin"):
             status, _ = await get_json(browser, public + path)
             assert status == 403, path
+        # Headers a client adds that this nginx does not set never pick another policy.
+        for injected in (
+            {"X-Forwarded-Uri": "/public/x"},
+            {"X-Original-URI": "/public/x"},
+            {"X-Forwarded-Host": "elsewhere.test", "X-Forwarded-Uri": "/admin"},
+        ):
+            status, _ = await get_json(browser, public + "/admin", headers=injected)
+            assert status in (403, 500), injected  # nginx answers 500 to the auth's 400
         # A public path needs no session at all.
         async with new_browser() as anonymous:
             assert (await get_json(anonymous, public + "/public/x"))[0] == 200

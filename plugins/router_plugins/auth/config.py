@@ -190,6 +190,11 @@ class AuthConfig(_Model):
     logout_path: str = "/.commons-router/logout"
     forward_auth: bool = True
     """Answer ``GET /.commons-router/auth`` (nginx ``auth_request``, Traefik ForwardAuth)."""
+    forward_auth_headers: Literal["any", "nginx", "traefik"] = "any"
+    """Which headers from a trusted proxy name the original request: ``nginx``
+    (``X-Original-URI``/``-Method``, host from ``Host``), ``traefik``
+    (``X-Forwarded-Uri``/``-Method``/``-Host``), or ``any`` (both; they must agree). Name
+    the proxy's own family so that headers it passes through from clients are ignored."""
     dev_login: bool = False
     """Built-in login without an identity provider: ``commons-router dev`` only, loopback only."""
 

@@ -207,7 +207,7 @@ class AuthPlugin(Plugin[AuthConfig]):
         """nginx ``auth_request`` / Traefik ForwardAuth: 202 + identity, 401 or 403, for the
         request a trusted proxy names (method, host, URI), with that path's route policy."""
         ctx = context_of(request)
-        original = self.services.original_request(request)
+        original = self.services.original_request(request, self.config.forward_auth_headers)
         if original.forwarded:
             ctx.add_log_field("auth_for", f"{original.method} {original.host}{original.path}")
         route = original.route
