@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -26,6 +26,10 @@ logger = logging.getLogger("commons_router.sessions")
 __all__ = ["SessionStore", "StoreUnavailable"]
 
 _CACHE_LIMIT = 10_000
+
+FlowKind = Literal["flow", "done", "logout"]
+"""Short-lived records keyed by a secret: a login flow, a finished login (for a replayed
+callback), a sign-out's return URL."""
 
 
 class SessionStore:
@@ -197,28 +201,27 @@ class SessionStore:
             self._cache.pop(session_id, None)
 
     # --- login flows ------------------------------------------------------------------
-    def _flow_key(self, state: str, kind: str) -> str:
+    def _flow_key(self, state: str, kind: FlowKind) -> str:
         return f"{self._prefix}{kind}:{digest(state)}"
 
     async def put_flow(
-        self, state: str, data: dict[str, Any], ttl: float, *, kind: str = "flow"
+        self, state: str, data: dict[str, Any], ttl: float, *, kind: FlowKind = "flow"
     ) -> None:
         """Keep one login flow's secrets (PKCE verifier, nonce, return URL) server-side.
 
-        ``kind`` names other short-lived records keyed by a secret, e.g. what a finished
-        login or a sign-out must remember.
+        ``kind`` names other short-lived records keyed by a secret (:data:`FlowKind`).
         """
         key = self._flow_key(state, kind)
         await self.backend.put(key, self._seal(key, orjson.dumps(data)), ttl)
 
-    async def take_flow(self, state: str, *, kind: str = "flow") -> dict[str, Any] | None:
+    async def take_flow(self, state: str, *, kind: FlowKind = "flow") -> dict[str, Any] | None:
         """The flow for ``state``, at most once."""
         if not state or len(state) > 256:
             return None
         key = self._flow_key(state, kind)
         return self._flow_data(key, await self.backend.take(key))
 
-    async def read_flow(self, state: str, *, kind: str) -> dict[str, Any] | None:
+    async def read_flow(self, state: str, *, kind: FlowKind) -> dict[str, Any] | None:
         """The record for ``state`` (it stays)."""
         if not state or len(state) > 256:
             return None
