@@ -63,20 +63,11 @@ class CookieSettings:
         )
 
     def clear(self, response: web.StreamResponse, *, name: str | None = None) -> None:
-        response.set_cookie(
-            name or self.name,
-            "",
-            max_age=0,
-            expires="Thu, 01 Jan 1970 00:00:00 GMT",
-            path="/",
-            secure=self.secure,
-            httponly=True,
-            samesite="Lax",
-        )
+        response.headers.add("Set-Cookie", self.clearing_header(name))
 
     def clearing_header(self, name: str | None = None) -> str:
-        """A ``Set-Cookie`` value that removes the cookie, for responses whose cookies were
-        already turned into headers (response hooks)."""
+        """A ``Set-Cookie`` value that removes the cookie (also usable from a response
+        hook, after the response's own cookies became headers)."""
         jar: SimpleCookie = SimpleCookie()
         wanted = name or self.name
         jar[wanted] = ""
