@@ -48,6 +48,7 @@ from router.registry import (
 from router.routing.compiler import RouteCompiler, isolate
 from router.routing.file_provider import FileProvider
 from router.routing.holder import TableHolder
+from router.routing.original import OriginalRequests
 from router.routing.watcher import RouteWatcher
 
 logger = logging.getLogger("commons_router")
@@ -221,6 +222,15 @@ class RouterRuntime:
             reject_encoded_controls=config.paths.reject_encoded_controls,
         )
         dispatcher.install_plugins(*self._global_chain(dispatcher))
+        services.set_original_resolver(
+            OriginalRequests(
+                self.holder,
+                trusted,
+                merge_slashes=config.paths.merge_slashes,
+                reject_encoded_slash=config.paths.reject_encoded_slash,
+                reject_encoded_controls=config.paths.reject_encoded_controls,
+            ).resolve
+        )
         limits = config.limits
         server = GuardedServer(
             dispatcher,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -180,7 +181,7 @@ class Dispatcher:
     async def _http_error(
         self, request: web.BaseRequest, ctx: RequestContext, exc: RouterHTTPError
     ) -> web.Response:
-        response = self._error(request, ctx, exc.status, exc.message, exc.headers)
+        response = self._error(request, ctx, exc.status, exc.message, exc.headers, exc.links)
         if exc.close_connection and not response.prepared:
             # Send the answer now and close: aiohttp would otherwise linger, reading the
             # rest of a body that may never come.
@@ -226,8 +227,9 @@ class Dispatcher:
         status: int,
         message: str,
         headers: dict[str, str] | None = None,
+        links: Sequence[tuple[str, str]] = (),
     ) -> web.Response:
-        response = error_response(request, status, message, ctx.request_id, headers)
+        response = error_response(request, status, message, ctx.request_id, headers, links)
         response.headers["X-Request-Id"] = ctx.request_id
         return response
 

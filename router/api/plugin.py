@@ -16,7 +16,9 @@ from aiohttp import ClientSession, web
 from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict
 
+from router.api.context import RequestContext, context_of
 from router.api.contributions import DevOptions, DevPreset, SignedStatementProfile
+from router.api.original import HeaderFamily, OriginalRequest
 from router.api.provider import Provider
 from router.config.models import Config, Route
 
@@ -25,6 +27,8 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 Middleware = Callable[[web.BaseRequest, Handler], Awaitable[web.StreamResponse]]
 """``(request, handler) -> response``, the aiohttp middleware shape."""
+
+OriginalResolver = Callable[[web.BaseRequest, RequestContext, HeaderFamily], OriginalRequest]
 
 T = TypeVar("T")
 
@@ -69,6 +73,26 @@ class PluginServices:
         self.protected_headers: list[str] = []
         self._services: dict[ServiceKey[Any], Any] = {}
         self.upstream_observers: list[UpstreamObserver] = []
+        self._original: OriginalResolver | None = None
+
+    def original_request(
+        self, request: web.BaseRequest, family: HeaderFamily = "any"
+    ) -> OriginalRequest:
+        """The request a trusted proxy asks about (``X-Forwarded-Method``/``-Host``/``-Uri``,
+        nginx's ``X-Original-Method``/``-URI``; ``family`` says which are read), normalized
+        and routed like a direct request; the request itself when the peer is not a trusted
+        proxy or names nothing.
+
+        Raises :class:`~router.api.errors.RouterHTTPError` (400) for malformed values.
+        """
+        ctx = context_of(request)
+        if self._original is None:
+            return OriginalRequest(request.method, ctx.host, ctx.path, ctx.query, ctx.route, False)
+        return self._original(request, ctx, family)
+
+    def set_original_resolver(self, resolver: OriginalResolver) -> None:
+        """Called by the core once the route table and trusted proxies are known."""
+        self._original = resolver
 
     def protect_header(self, name: str) -> None:
         """Always strip ``name`` from client requests (an identity header this plugin sets).
