@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pytest
 from aiohttp import ClientSession
 
 from router_plugins.kubernetes.apiclient import KubeApi
@@ -34,8 +36,7 @@ async def reflecting(
             None,
             transform,
             lambda _key: None,
-            backoff=Backoff(0.01, 0.05),
-            **options,
+            **{"backoff": Backoff(0.01, 0.05), **options},
         )
         task = asyncio.create_task(reflector.run())
         try:
@@ -82,3 +83,56 @@ async def test_expired_continue_token_restarts_the_list() -> None:
         # The expired token got a 410; the list started again from the first page.
         assert [("continue" in c.params) for c in lists[:5]] == [False, True, False, True, True]
         assert reflector.lists == 1
+
+
+
+def retry_delays(caplog: pytest.LogCaptureFixture) -> list[float]:
+    """The delays the reflector logged, in order."""
+    return [
+        float(record.getMessage().rpartition("retrying in ")[2].rstrip("s"))
+        for record in caplog.records
+        if "retrying in" in record.getMessage()
+    ]
+
+
+async def test_a_complete_list_or_a_live_watch_makes_the_retry_delay_small_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "commons_router.kubernetes")
+
+    def retried(times: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return len(retry_delays(caplog)) >= times
+
+        return check
+
+    async def watching() -> bool:
+        return len(api.watches) == 1
+
+    # Delays are logged rounded to 0.1 s; 0.05 s is the first delay, 0.4 s the fifth.
+    async with run_kube_api() as (api, server):
+        api.apply(*app_objects(8080, "app-0"))
+        api.fail_next(4, 503, "list")  # an outage at start: four failures, delays growing
+        async with reflecting(api, server.url, name, backoff=Backoff(0.05, 10.0)) as reflector:
+            await asyncio.wait_for(reflector.synced.wait(), 10)
+            # The list worked: the next failure is retried after the first, short delay.
+            await eventually(watching, "the watch is open")
+            api.drop_watches()
+            await eventually(retried(5), "the dropped watch is retried")
+            assert retry_delays(caplog)[4] <= 0.1
+            # A watch outage (the list is kept, no relist), then a watch that delivers.
+            api.fail_next(3, 503, "watch")
+            await eventually(watching, "the watch is open")
+            api.drop_watches()
+            await eventually(retried(9), "the watch outage")
+            api.delete("Pod", "team-a", "app-2")
+
+            async def deleted() -> bool:
+                return "team-a/app-2" not in reflector.store
+
+            await eventually(deleted, "the watch is live again")
+            await eventually(watching, "the watch is open")
+            api.drop_watches()
+            await eventually(retried(10), "the dropped watch is retried")
+            assert retry_delays(caplog)[9] <= 0.1
+            assert len(api.calls_of("list")) == 1

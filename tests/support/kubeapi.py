@@ -36,6 +36,12 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices", True),
     "Pod": ("", "v1", "pods", True),
 }
+_REASONS = {
+    403: "Forbidden",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
 PLURALS = {plural: (group, kind) for kind, (group, _, plural, _) in KINDS.items()}
 
 
@@ -88,6 +94,7 @@ class KubeApiServer:
         self.expire_as_response = False
         """Answer a stale watch with an HTTP 410 instead of an ERROR event in a 200 stream."""
         self._snapshots: dict[str, list[dict[str, Any]]] = {}
+        self._failures: list[tuple[int, str | None]] = []
         self._expire_next_continue = False
         self._uids = itertools.count(1)
 
@@ -187,6 +194,11 @@ class KubeApiServer:
         took longer than the server keeps its snapshot)."""
         self._expire_next_continue = True
 
+    def fail_next(self, count: int, code: int = 503, verb: str | None = None) -> None:
+        """Answer the next ``count`` requests (of ``verb``: list or watch; None: any) with
+        an error Status of ``code``, as an API server does while it (re)starts."""
+        self._failures.extend([(code, verb)] * count)
+
     def calls_of(self, verb: str) -> list[Call]:
         return [call for call in self.calls if call.verb == verb]
 
@@ -243,7 +255,13 @@ class KubeApiServer:
             )
         namespace = request.match_info.get("namespace")
         selector = self._parse_selector(request.query.get("labelSelector", ""))
-        if request.query.get("watch") in ("1", "true"):
+        verb = "watch" if request.query.get("watch") in ("1", "true") else "list"
+        for index, (code, failing_verb) in enumerate(self._failures):
+            if failing_verb in (None, verb):
+                del self._failures[index]
+                self.calls.append(Call("failed " + verb, group, plural, namespace))
+                return web.json_response(status(code, _REASONS[code], "injected"), status=code)
+        if verb == "watch":
             self.calls.append(Call("watch", group, plural, namespace, dict(request.query)))
             return await self._watch(request, plural, namespace, selector)
         self.calls.append(Call("list", group, plural, namespace, dict(request.query)))

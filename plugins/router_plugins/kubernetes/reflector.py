@@ -6,7 +6,9 @@ the version; when the server ends the stream (``timeoutSeconds``) the watch resu
 the last version. A 410 (an ``ERROR`` event inside the 200 stream, or a 410 answer) means
 the version is too old: relist and resume from the new list's version, never re-watch
 from the stale one. Any other failure retries after a jittered, growing delay; the local
-copy (and so the routes built from it) is kept meanwhile.
+copy (and so the routes built from it) is kept meanwhile. A complete list or a watch
+that delivers an event shows the server works again: the delay starts small again, so
+one outage does not slow the recovery from the next.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class Reflector(Generic[T]):
             try:
                 if version is None:
                     version = await self.relist()
+                    self.backoff.reset()
                 version = await self.watch(version)
                 self.backoff.reset()
             except Expired as exc:
@@ -146,6 +149,8 @@ class Reflector(Generic[T]):
         started = time.monotonic()
         events = 0
         async for event in self.api.watch(self.path, params, idle_timeout=self.watch_timeout + 30):
+            if not events:
+                self.backoff.reset()  # the watch is live
             events += 1
             kind = text(event.get("type"))
             obj = mapping(event.get("object"))
