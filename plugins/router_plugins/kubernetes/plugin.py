@@ -57,6 +57,7 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
             self._cluster,
             ClassSelection(settings.ingress_class, settings.controller),
             shared_hosts=settings.shared_hosts,
+            host_release_delay=settings.host_release_delay,
         )
         self._cluster.start()
         logger.info(

@@ -22,8 +22,11 @@ class KubernetesSettings(BaseModel):
     namespaces: list[str] = Field(default_factory=list)
     """Namespaces to watch; empty: all."""
     shared_hosts: bool = False
-    """False: a host belongs to the namespace of its oldest Ingress; Ingresses in other
+    """False: a host belongs to one namespace (see ``ownership``); Ingresses in other
     namespaces cannot add routes to it. True: any namespace may (plain Ingress rules)."""
+    host_release_delay: Duration = 300.0
+    """How long a namespace keeps a host after its last Ingress for it is gone (so a
+    redeploy never hands the host to another namespace)."""
     credentials: Literal["auto", "in_cluster", "kubeconfig"] = "auto"
     """``auto``: in-cluster when KUBERNETES_SERVICE_HOST is set, else the kubeconfig."""
     kubeconfig: str | None = None
