@@ -18,7 +18,13 @@ from router_plugins.kubernetes.credentials import CredentialsError
 from router_plugins.kubernetes.plugin import KubernetesSyncError, load_credentials
 from router_plugins.kubernetes.settings import KubernetesSettings
 from tests.support.kubeapi import KubeApiServer, kubeconfig
-from tests.support.kubecluster import app_objects, endpoint, eventually, set_endpoints
+from tests.support.kubecluster import (
+    POD_IPS,
+    app_objects,
+    endpoint,
+    eventually,
+    set_endpoints,
+)
 from tests.support.tls import self_signed
 
 
@@ -87,7 +93,7 @@ async def test_in_cluster_tls_and_rotating_token(
                     return [e["url"] for r in document["routes"] for e in r["endpoints"]]
 
                 async def first() -> bool:
-                    return await endpoints() == ["http://127.0.0.2:8080"]
+                    return await endpoints() == [f"http://{POD_IPS['app-0']}:8080"]
 
                 await eventually(first, "routes are read in-cluster over TLS")
                 assert api.unauthorized == 0
@@ -99,7 +105,7 @@ async def test_in_cluster_tls_and_rotating_token(
                 set_endpoints(api, [endpoint("app-1")])
 
                 async def second() -> bool:
-                    return await endpoints() == ["http://127.0.0.3:8080"]
+                    return await endpoints() == [f"http://{POD_IPS['app-1']}:8080"]
 
                 await eventually(second, "the rotated token is read and used")
                 assert api.unauthorized >= 1

@@ -3,7 +3,9 @@
 It serves list and watch for the resources it knows, the way kube-apiserver does:
 JSON lists with ``metadata.resourceVersion`` and ``continue`` (pages of ``limit``),
 newline-delimited watch events (``ADDED``/``MODIFIED``/``DELETED``/``BOOKMARK``/``ERROR``)
-from a resource version, ``timeoutSeconds``, label selectors, and bearer-token auth. Tests
+from a resource version, ``timeoutSeconds``, label selectors, and bearer-token auth.
+Objects are validated as the real API server does (:mod:`tests.support.kubevalidation`):
+what it would refuse, such as an EndpointSlice address in 127.0.0.0/8, raises. Tests
 drive it: apply and delete objects, send bookmarks, compact the history (so older versions
 get a 410, as an ``ERROR`` event inside the 200 stream), and drop watch connections.
 """
@@ -25,6 +27,7 @@ import yaml
 from aiohttp import web
 
 from router.testing import Backend, run_backend
+from tests.support.kubevalidation import validate
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "kubernetes"
 
@@ -107,6 +110,7 @@ class KubeApiServer:
             meta = obj.setdefault("metadata", {})
             key = self._key(meta)
             existing = self.objects[plural].get(key)
+            validate(obj, existing)
             self.revision += 1
             meta["resourceVersion"] = str(self.revision)
             meta.setdefault("uid", f"00000000-0000-4000-8000-{next(self._uids):012d}")
