@@ -14,7 +14,7 @@ from aiohttp import ClientSession
 from router_plugins.kubernetes.apiclient import KubeApi
 from router_plugins.kubernetes.credentials import Credentials
 from router_plugins.kubernetes.objects import Obj, name
-from router_plugins.kubernetes.reflector import Backoff, Reflector
+from router_plugins.kubernetes.reflector import FORBIDDEN_RETRIES, Backoff, Reflector
 from router_plugins.kubernetes.resources import PODS
 from tests.support.kubeapi import KubeApiServer, run_kube_api
 from tests.support.kubecluster import app_objects, eventually
@@ -135,4 +135,50 @@ async def test_a_complete_list_or_a_live_watch_makes_the_retry_delay_small_again
             api.drop_watches()
             await eventually(retried(10), "the dropped watch is retried")
             assert retry_delays(caplog)[9] <= 0.1
+            assert len(api.calls_of("list")) == 1
+
+
+async def test_a_403_after_access_worked_is_retried_soon_a_bounded_number_of_times(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "commons_router.kubernetes")
+
+    def messages() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+
+    async with run_kube_api() as (api, server):
+        api.apply(*app_objects(8080, "app-0"))
+        async with reflecting(api, server.url, name, backoff=Backoff(0.05, 10.0)) as reflector:
+            await asyncio.wait_for(reflector.synced.wait(), 10)
+
+            async def watching() -> bool:
+                return len(api.watches) == 1
+
+            await eventually(watching, "the watch is open")
+            # The API server restarts: its authorizer refuses requests for a moment.
+            api.fail_next(FORBIDDEN_RETRIES, 403, "watch")
+            api.drop_watches()
+
+            async def retried(times: int) -> bool:
+                return len(messages()) >= times
+
+            await eventually(lambda: retried(FORBIDDEN_RETRIES + 1), "the 403s are retried")
+            forbidden = messages()[1:]
+            assert all("although access worked before" in m for m in forbidden)
+            assert all("ClusterRole" not in m for m in forbidden)
+            # The delay does not grow: every retry waits the first, short delay.
+            assert all(m.endswith("in 0.1s") or m.endswith("in 0.0s") for m in forbidden)
+            assert f"retry {FORBIDDEN_RETRIES} of {FORBIDDEN_RETRIES}" in forbidden[-1]
+            api.delete("Pod", "team-a", "app-2")
+
+            async def deleted() -> bool:
+                return "team-a/app-2" not in reflector.store
+
+            await eventually(deleted, "the watch works again")
+            # Refused for longer than that: a permission problem, said so.
+            await eventually(watching, "the watch is open")
+            api.fail_next(FORBIDDEN_RETRIES + 1, 403, "watch")
+            api.drop_watches()
+            await eventually(lambda: retried(2 * FORBIDDEN_RETRIES + 3), "the 403s exhaust")
+            assert "check the service account and its ClusterRole" in messages()[-1]
             assert len(api.calls_of("list")) == 1
