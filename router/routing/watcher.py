@@ -108,6 +108,14 @@ class RouteWatcher:
         for problem in self.problems:
             # Each problem is logged when it appears, not again at every table change.
             if problem not in logged:
-                logger.warning("route problem in %s: %s", problem.source, problem.message)
+                if problem.route is None:
+                    logger.warning("route problem in %s: %s", problem.source, problem.message)
+                else:
+                    logger.warning(
+                        "route problem in %s, route %s: %s",
+                        problem.source,
+                        problem.route,
+                        problem.message,
+                    )
         logger.info("route table %d applied: %d routes", self._holder.generation, len(table.routes))
         return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import re
 import ssl
 from collections.abc import AsyncIterator
@@ -112,8 +113,9 @@ async def test_in_cluster_tls_and_rotating_token(
 
 
 async def test_untrusted_api_server_certificate_fails_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, "commons_router.kubernetes")
     cert, key = make_certificate(tmp_path, "apiserver")
     other_ca, _ = make_certificate(tmp_path, "other-ca")
     api = KubeApiServer(token="t")
@@ -129,6 +131,10 @@ async def test_untrusted_api_server_certificate_fails_start(
             ):
                 pass
         assert api.calls == []  # the TLS handshake failed: no request was sent
+    lines = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert lines
+    assert all(f"TLS: the certificate of 127.0.0.1:{port} is not trusted" in x for x in lines)
+    assert not any("SSLContext" in line or " object at 0x" in line for line in lines)
 
 
 @pytest.mark.parametrize(

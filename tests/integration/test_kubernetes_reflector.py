@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -182,3 +183,46 @@ async def test_a_403_after_access_worked_is_retried_soon_a_bounded_number_of_tim
             await eventually(lambda: retried(2 * FORBIDDEN_RETRIES + 3), "the 403s exhaust")
             assert "check the service account and its ClusterRole" in messages()[-1]
             assert len(api.calls_of("list")) == 1
+
+
+async def test_failures_are_described_plainly(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "commons_router.kubernetes")
+    async with run_kube_api() as (api, server):
+        api.apply(*app_objects(8080, "app-0"))
+        async with reflecting(api, server.url, name) as reflector:
+            await asyncio.wait_for(reflector.synced.wait(), 10)
+
+            async def watching() -> bool:
+                return len(api.watches) == 1
+
+            await eventually(watching, "the watch is open")
+            api.drop_watches()  # the stream is cut in the middle of its chunked body
+
+            async def logged() -> bool:
+                return any("retrying" in r.getMessage() for r in caplog.records)
+
+            await eventually(logged, "the cut stream is logged")
+    (line,) = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert "the connection closed before the end of the response" in line
+    # Not aiohttp's wording, whose "TransferEncodingError: 400" reads like an HTTP 400.
+    assert "400" not in line
+    assert "TransferEncodingError" not in line
+
+
+async def test_an_unreachable_server_is_described_plainly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "commons_router.kubernetes")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    async with run_kube_api() as (api, _):
+        async with reflecting(api, f"http://127.0.0.1:{port}", name):
+
+            async def logged() -> bool:
+                return any("retrying" in r.getMessage() for r in caplog.records)
+
+            await eventually(logged, "the failure is logged")
+    line = next(r.getMessage() for r in caplog.records if "retrying" in r.getMessage())
+    assert f"cannot connect to 127.0.0.1:{port}" in line
+    assert "ssl:" not in line

@@ -210,12 +210,29 @@ class Reflector(Generic[T]):
 
 
 def describe(exc: BaseException) -> str:
+    """One plain line for a failed call: what happened, never an object's repr, and no
+    number that reads like an HTTP status when there was none."""
     if isinstance(exc, ApiError):
         if exc.status == 401:
             return f"{exc} (the credentials were refused: check the service account token)"
         if exc.status == 403:
             return f"{exc} (access refused: check the service account and its ClusterRole)"
         return str(exc)
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        error = exc.certificate_error
+        reason = getattr(error, "verify_message", None) or getattr(error, "reason", None)
+        return (
+            f"TLS: the certificate of {exc.host}:{exc.port} is not trusted "
+            f"({reason or error.__class__.__name__})"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return f"TLS handshake with {exc.host}:{exc.port} failed ({exc.os_error.strerror})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or 'refused'})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the API server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the connection closed before the end of the response (the stream was cut off)"
     return f"{exc.__class__.__name__}: {exc}"
