@@ -306,7 +306,9 @@ async def test_clusterrole_covers_every_call_the_provider_made(tmp_path: Path) -
         made = {(c.group, c.resource, c.verb) for c in cluster.api.calls}
     assert {verb for _, _, verb in made} == {"list", "watch"}
     assert len(made) == 10
-    assert made == granted  # everything granted is used: nothing more
+    # Everything granted is used (the status write when status is on:
+    # test_kubernetes_status.py): nothing more.
+    assert made == {grant for grant in granted if grant[1] != "ingresses/status"}
 
 
 async def test_broken_watch_data_and_server_errors_keep_the_last_routes(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from router.config.loader import load_config_text
 from router.registry import discover_plugins, validate_all
 from router_plugins.kubernetes.annotations import parse_annotations
 from router_plugins.kubernetes.mapping import ClassSelection, is_ours
-from router_plugins.kubernetes.resources import ALL, VERBS
+from router_plugins.kubernetes.resources import ALL, STATUS_WRITES, VERBS
 from router_plugins.kubernetes.settings import KubernetesSettings
 
 DIRECTORY = Path(__file__).resolve().parents[2] / "config" / "kubernetes"
@@ -46,6 +46,8 @@ def test_every_object_is_well_formed(objects: dict[str, dict[str, Any]]) -> None
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "ConfigMap",
         "Deployment",
         "Service",
@@ -76,6 +78,12 @@ def test_objects_reference_each_other(objects: dict[str, dict[str, Any]]) -> Non
             "namespace": account["metadata"]["namespace"],
         }
     ]
+    assert objects["RoleBinding"]["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": objects["Role"]["metadata"]["name"],
+    }
+    assert objects["RoleBinding"]["subjects"] == binding["subjects"]
     pod = deployment["spec"]["template"]
     assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
     labels = pod["metadata"]["labels"]
@@ -162,11 +170,34 @@ def uncovered(calls: Iterable[tuple[str, str, str]]) -> set[tuple[str, str, str]
     return set(calls) - granted(clusterrole())
 
 
-def test_clusterrole_grants_exactly_read_access_to_what_the_provider_reads() -> None:
+def role() -> dict[str, Any]:
+    return documents(DIRECTORY / "role.yaml")[0]
+
+
+def test_rbac_grants_exactly_what_the_plugin_calls() -> None:
     needed = {(r.group, r.plural, verb) for r in ALL for verb in VERBS}
-    assert uncovered(needed) == set()
-    # Nothing more: every verb granted is one the provider calls.
-    assert granted(clusterrole()) == needed
+    needed_writes = {write for write in STATUS_WRITES if write[1] != "leases"}
+    assert uncovered(needed | needed_writes) == set()
+    # Nothing more: every verb granted is one the plugin calls.
+    assert granted(clusterrole()) == needed | needed_writes
+    assert granted(role()) == {write for write in STATUS_WRITES if write[1] == "leases"}
+
+
+def test_the_lease_rules_name_the_configured_lease(objects: dict[str, dict[str, Any]]) -> None:
+    (entry,) = [p for p in router_config(objects).config.plugins if p.name == "kubernetes"]
+    status = KubernetesSettings.model_validate(entry.config).status
+    assert status is not None
+    assert status.namespace() == objects["Role"]["metadata"]["namespace"]
+    named = [rule for rule in role()["rules"] if "resourceNames" in rule]
+    assert all(rule["resourceNames"] == [status.lease_name] for rule in named)
+    # The Service whose load-balancer address is published is the router's own.
+    service = objects["Service"]["metadata"]
+    assert status.service == f"{service['namespace']}/{service['name']}"
+    env = {
+        e["name"]: e
+        for e in objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
 def test_example_ingress_is_ours_and_its_annotations_are_valid(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Sequence
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector
@@ -16,9 +20,11 @@ from router_plugins.kubernetes.credentials import (
     load_in_cluster,
     load_kubeconfig,
 )
+from router_plugins.kubernetes.leader import LeaderElector
 from router_plugins.kubernetes.mapping import ClassSelection
 from router_plugins.kubernetes.provider import KubernetesProvider
-from router_plugins.kubernetes.settings import KubernetesSettings
+from router_plugins.kubernetes.settings import KubernetesSettings, StatusSettings
+from router_plugins.kubernetes.status import StatusWriter
 from router_plugins.kubernetes.watch import ClusterWatch
 
 logger = logging.getLogger("commons_router.kubernetes")
@@ -43,6 +49,9 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
     _session: ClientSession | None = None
     _cluster: ClusterWatch | None = None
     _provider: KubernetesProvider | None = None
+    elector: LeaderElector | None = None
+    status_writer: StatusWriter | None = None
+    _status_tasks: tuple[asyncio.Task[None], ...] = ()
 
     async def start(self) -> None:
         settings = self.config
@@ -60,6 +69,8 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
             host_release_delay=settings.host_release_delay,
         )
         self._cluster.start()
+        if settings.status is not None:
+            self._start_status(api, settings.status, settings)
         logger.info(
             "kubernetes: watching %s with %s (class %r, namespaces: %s)",
             credentials.server,
@@ -77,7 +88,44 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
                 f"{settings.sync_timeout:g}s for {', '.join(missing)} (see the log for why)"
             ) from None
 
+    def _start_status(
+        self, api: KubeApi, status: StatusSettings, settings: KubernetesSettings
+    ) -> None:
+        assert self._cluster is not None
+        identity = status.identity or (
+            f"{os.environ.get('POD_NAME') or socket.gethostname()}_{secrets.token_hex(4)}"
+        )
+        self.elector = LeaderElector(
+            api,
+            status.namespace() or "",
+            status.lease_name,
+            identity,
+            lease_duration=status.lease_duration,
+            renew_deadline=status.renew_deadline,
+            retry_period=status.retry_period,
+        )
+        self.status_writer = StatusWriter(
+            api,
+            self._cluster,
+            self.elector,
+            ClassSelection(settings.ingress_class, settings.controller),
+            status,
+        )
+        self._status_tasks = (
+            asyncio.create_task(self.elector.run(), name="kubernetes leader election"),
+            asyncio.create_task(self.status_writer.run(), name="kubernetes ingress status"),
+        )
+
     async def stop(self) -> None:
+        for task in self._status_tasks:
+            task.cancel()
+        for task in self._status_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._status_tasks = ()
+        if self.elector is not None:
+            await self.elector.release()  # another replica takes over at once
+            self.elector = None
         if self._cluster is not None:
             await self._cluster.stop()
             self._cluster = None
