@@ -45,6 +45,7 @@ from router.registry import (
 )
 from router.routing.compiler import RouteCompiler, isolate
 from router.routing.file_provider import FileProvider
+from router.routing.relay import RouteRelay
 from router.routing.watcher import RouteWatcher
 
 logger = logging.getLogger("commons_router")
@@ -81,6 +82,7 @@ class RouterRuntime:
         dev_mode: bool = False,
         reuse_port: bool = False,
         admin_unix_path: str | None = None,
+        routes_socket: str | None = None,
         available_plugins: dict[str, PluginClass] | None = None,
     ) -> None:
         self.loaded = loaded
@@ -89,6 +91,8 @@ class RouterRuntime:
         self.dev_mode = dev_mode
         self.reuse_port = reuse_port
         self.admin_unix_path = admin_unix_path
+        self.routes_socket = routes_socket
+        """A worker's connection to the supervisor's shared providers (router.routing.relay)."""
         self._available = available_plugins
         self.metrics = Metrics()
         self.holder = TableHolder()
@@ -133,6 +137,7 @@ class RouterRuntime:
             dev_mode=self.dev_mode,
             logger=logging.getLogger("commons_router.plugin"),
             router_config=config,
+            providers_elsewhere=self.routes_socket is not None,
         )
         for spec in specs:
             plugin = spec.cls(spec.config, services)
@@ -189,6 +194,11 @@ class RouterRuntime:
             watcher.publish(ProviderUpdate("file", tuple(config.routes)))
         for _, plugin in self.plugins:
             providers.extend(plugin.providers())
+        if self.routes_socket is not None:
+            relay = RouteRelay(self.routes_socket)
+            for update in await asyncio.wait_for(relay.connect(), 60):
+                watcher.publish(update)
+            providers.append(relay)
         watcher.apply_now()
         await self.stack.enter_async_context(self._provider_tasks(providers, watcher))
         # Providers that already have their state (plugins sync in start()) publish it in

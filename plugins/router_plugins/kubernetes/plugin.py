@@ -45,6 +45,8 @@ def load_credentials(settings: KubernetesSettings) -> Credentials:
 class KubernetesPlugin(Plugin[KubernetesSettings]):
     name = "kubernetes"
     config_model = KubernetesSettings
+    shares_providers = True
+    """With workers, the watches (and the status writer) run once, in the supervisor."""
 
     _session: ClientSession | None = None
     _cluster: ClusterWatch | None = None
@@ -54,6 +56,8 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
     _status_tasks: tuple[asyncio.Task[None], ...] = ()
 
     async def start(self) -> None:
+        if self.services.providers_elsewhere:
+            return  # a worker: the supervisor watches the cluster and sends the routes
         settings = self.config
         credentials = await asyncio.to_thread(load_credentials, settings)
         # A session of its own: it trusts the cluster CA (and maybe a client certificate).
