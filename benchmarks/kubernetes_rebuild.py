@@ -72,7 +72,11 @@ TARGET_IPS = tuple(netns.pod_addresses(3))
 network namespace this benchmark makes (tests/support/netns.py)."""
 
 
-def synthetic_objects(target_port: int = 8080, ingresses: int = INGRESSES) -> list[dict[str, Any]]:
+def synthetic_objects(
+    target_port: int = 8080,
+    ingresses: int = INGRESSES,
+    endpoints_per_service: int = ENDPOINTS_PER_SERVICE,
+) -> list[dict[str, Any]]:
     """1,000 apps: Ingress, Service, one EndpointSlice of 5 endpoints, 5 Pods each."""
     objects: list[dict[str, Any]] = [
         {
@@ -124,7 +128,7 @@ def synthetic_objects(target_port: int = 8080, ingresses: int = INGRESSES) -> li
             }
         )
         endpoints = []
-        for j in range(ENDPOINTS_PER_SERVICE):
+        for j in range(endpoints_per_service):
             pod = f"{app}-{j}"
             address = (
                 TARGET_IPS[j]
