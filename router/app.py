@@ -25,14 +25,16 @@ from router.builtin.unavailable import unavailable
 from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
 from router.config.models import Config
 from router.config.types import split_host_port
-from router.dispatch import Dispatcher, TableHolder
+from router.dispatch import Dispatcher
+from router.errors import error_page
 from router.http.protocol import GuardedServer
 from router.http.request import request_factory
 from router.observability.accesslog import AccessLog
 from router.observability.metrics import Metrics
+from router.proxy.body import BodyLimits
 from router.proxy.client import UpstreamClient
 from router.proxy.forward import Forwarder
-from router.proxy.headers import DEFAULT_IDENTITY_HEADERS, HeaderPolicy, TrustedPeers
+from router.proxy.headers import HeaderPolicy, TrustedPeers
 from router.proxy.upstream import EndpointRegistry
 from router.proxy.websocket import proxy_websocket
 from router.registry import (
@@ -45,6 +47,7 @@ from router.registry import (
 )
 from router.routing.compiler import RouteCompiler, isolate
 from router.routing.file_provider import FileProvider
+from router.routing.holder import TableHolder
 from router.routing.relay import RouteRelay
 from router.routing.watcher import RouteWatcher
 
@@ -154,12 +157,18 @@ class RouterRuntime:
         forwarder = Forwarder(
             upstream_client,
             session,
-            HeaderPolicy((*DEFAULT_IDENTITY_HEADERS, *services.protected_headers)),
+            HeaderPolicy(services.protected_headers),
             trusted,
             self.metrics,
             port,
             observers=tuple(services.upstream_observers),
-            body_timeout=config.limits.body_timeout,
+            body_limits=BodyLimits(
+                idle_timeout=config.limits.body_timeout,
+                buffer_size=config.limits.request_buffer_size,
+                min_rate=config.limits.body_min_rate,
+                rate_grace=config.limits.body_rate_grace,
+            ),
+            detailed_errors=self.dev_mode,
         )
 
         forwarder.websocket = functools.partial(proxy_websocket, forwarder)
@@ -175,6 +184,7 @@ class RouterRuntime:
             EndpointRegistry(),
             self.metrics,
             config.limits.max_body_size,
+            config.paths.match,
         )
         watcher = RouteWatcher(compiler, self.holder, self.metrics)
         self.watcher = watcher
@@ -218,6 +228,7 @@ class RouterRuntime:
             access_log=access_log,
             merge_slashes=config.paths.merge_slashes,
             reject_encoded_slash=config.paths.reject_encoded_slash,
+            reject_encoded_controls=config.paths.reject_encoded_controls,
         )
         dispatcher.install_plugins(*self._global_chain(dispatcher))
         limits = config.limits
@@ -225,6 +236,8 @@ class RouterRuntime:
             dispatcher,
             request_factory=request_factory(asyncio.get_running_loop()),
             header_timeout=limits.header_timeout,
+            rejections=dispatcher.rejected,
+            page=error_page,
             handler_cancellation=True,
             access_log=None,
             keepalive_timeout=limits.keepalive_timeout,

@@ -22,7 +22,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import ClientError, ClientSession, ClientTimeout, UnixConnector, web
 
-from router.config.loader import ConfigError, LoadedConfig
+from router.config.loader import ConfigError, LoadedConfig, report_invalid_config
 from router.config.types import split_host_port
 from router.shared_providers import SharedProviders
 
@@ -223,8 +223,6 @@ def supervise(loaded: LoadedConfig, *, config_path: Path | None) -> int:
     try:
         return uvloop.run(supervisor.run())
     except ConfigError as exc:
-        from router.cli import report_invalid_config
-
         report_invalid_config(exc)
         return 1
     except OSError as exc:

@@ -14,7 +14,8 @@ from router.config.loader import load_config_text
 from router.registry import discover_plugins, validate_all
 from router_plugins.kubernetes.annotations import parse_annotations
 from router_plugins.kubernetes.mapping import ClassSelection, is_ours
-from router_plugins.kubernetes.resources import ALL, STATUS_WRITES, VERBS
+from router_plugins.kubernetes.resources import ALL, OWN_POD_READ, STATUS_WRITES, VERBS
+from router_plugins.kubernetes.selfimage import CONTAINER_ENV, POD_NAME_ENV, POD_NAMESPACE_ENV
 from router_plugins.kubernetes.settings import KubernetesSettings
 
 DIRECTORY = Path(__file__).resolve().parents[2] / "config" / "kubernetes"
@@ -141,6 +142,27 @@ def test_deployment_is_highly_available_probed_and_locked_down(
     assert security["capabilities"]["drop"] == ["ALL"]
 
 
+def test_the_router_is_told_its_pod_to_publish_its_image_digest(
+    objects: dict[str, dict[str, Any]],
+) -> None:
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    field = {k: v.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for k, v in env.items()}
+    assert field[POD_NAME_ENV] == "metadata.name"
+    assert field[POD_NAMESPACE_ENV] == "metadata.namespace"
+    assert env[CONTAINER_ENV]["value"] == container["name"]
+    # Only in its own namespace (the Role), not cluster-wide.
+    pods = [
+        rule
+        for rule in objects["Role"]["rules"]
+        if "" in rule["apiGroups"] and "pods" in rule["resources"]
+    ]
+    assert any("get" in rule["verbs"] for rule in pods), "reading its own Pod needs get"
+    assert (
+        objects["Role"]["metadata"]["namespace"] == objects["Deployment"]["metadata"]["namespace"]
+    )
+
+
 def test_prestop_matches_the_drain(objects: dict[str, dict[str, Any]]) -> None:
     drain = router_config(objects).config.drain
     pod = objects["Deployment"]["spec"]["template"]["spec"]
@@ -180,7 +202,7 @@ def test_rbac_grants_exactly_what_the_plugin_calls() -> None:
     assert uncovered(needed | needed_writes) == set()
     # Nothing more: every verb granted is one the plugin calls.
     assert granted(clusterrole()) == needed | needed_writes
-    assert granted(role()) == {write for write in STATUS_WRITES if write[1] == "leases"}
+    assert granted(role()) == {w for w in STATUS_WRITES if w[1] == "leases"} | {OWN_POD_READ}
 
 
 def test_the_lease_rules_name_the_configured_lease(objects: dict[str, dict[str, Any]]) -> None:
@@ -197,7 +219,8 @@ def test_the_lease_rules_name_the_configured_lease(objects: dict[str, dict[str, 
         e["name"]: e
         for e in objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
     }
-    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # This replica's name in the Lease comes from there too.
+    assert env[POD_NAME_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
 def test_example_ingress_is_ours_and_its_annotations_are_valid(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector
 
-from router.api import Plugin, Provider
+from router.api import ROUTER_IMAGE, Plugin, Provider
 from router_plugins.kubernetes.apiclient import KubeApi
 from router_plugins.kubernetes.credentials import (
     Credentials,
@@ -23,6 +23,11 @@ from router_plugins.kubernetes.credentials import (
 from router_plugins.kubernetes.leader import LeaderElector
 from router_plugins.kubernetes.mapping import ClassSelection
 from router_plugins.kubernetes.provider import KubernetesProvider
+from router_plugins.kubernetes.selfimage import (
+    POD_NAME_ENV,
+    learn_router_image,
+    own_pod_from_env,
+)
 from router_plugins.kubernetes.settings import KubernetesSettings, StatusSettings
 from router_plugins.kubernetes.status import StatusWriter
 from router_plugins.kubernetes.watch import ClusterWatch
@@ -54,10 +59,9 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
     elector: LeaderElector | None = None
     status_writer: StatusWriter | None = None
     _status_tasks: tuple[asyncio.Task[None], ...] = ()
+    _self_image: asyncio.Task[str | None] | None = None
 
     async def start(self) -> None:
-        if self.services.providers_elsewhere:
-            return  # a worker: the supervisor watches the cluster and sends the routes
         settings = self.config
         credentials = await asyncio.to_thread(load_credentials, settings)
         # A session of its own: it trusts the cluster CA (and maybe a client certificate).
@@ -65,6 +69,13 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
             connector=TCPConnector(limit=0), timeout=ClientTimeout(total=None)
         )
         api = KubeApi(self._session, credentials)
+        own_pod = own_pod_from_env(os.environ)
+        if own_pod is not None:  # every process publishes the digest for its own headers
+            self._self_image = asyncio.create_task(
+                learn_router_image(api, own_pod, ROUTER_IMAGE.publish)
+            )
+        if self.services.providers_elsewhere:
+            return  # a worker: the supervisor watches the cluster and sends the routes
         self._cluster = ClusterWatch(api, settings)
         self._provider = KubernetesProvider(
             self._cluster,
@@ -97,7 +108,7 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
     ) -> None:
         assert self._cluster is not None
         identity = status.identity or (
-            f"{os.environ.get('POD_NAME') or socket.gethostname()}_{secrets.token_hex(4)}"
+            f"{os.environ.get(POD_NAME_ENV) or socket.gethostname()}_{secrets.token_hex(4)}"
         )
         self.elector = LeaderElector(
             api,
@@ -130,6 +141,11 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
         if self.elector is not None:
             await self.elector.release()  # another replica takes over at once
             self.elector = None
+        if self._self_image is not None:
+            self._self_image.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._self_image
+            self._self_image = None
         if self._cluster is not None:
             await self._cluster.stop()
             self._cluster = None

@@ -38,3 +38,5 @@ STATUS_WRITES: tuple[tuple[str, str, str], ...] = (
     ("coordination.k8s.io", "leases", "update"),
 )
 """``(group, resource, verb)`` of every call the Ingress status writer makes."""
+OWN_POD_READ: tuple[str, str, str] = ("", "pods", "get")
+"""Reading the router's own Pod (its image digest), in its namespace: the Role grants it."""

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from router.config.types import Duration
+from router_plugins.kubernetes.selfimage import POD_NAMESPACE_ENV
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -25,7 +26,7 @@ class StatusSettings(BaseModel):
     service: str | None = None
     """``namespace/name`` of the router's own Service: publish its load-balancer status."""
     lease_namespace: str | None = None
-    """Namespace of the Lease (default: the Service's, else $POD_NAMESPACE)."""
+    """Namespace of the Lease (default: the Service's, else $COMMONS_ROUTER_POD_NAMESPACE)."""
     lease_name: str = Field("commons-router-status", min_length=1, max_length=253)
     lease_duration: Duration = 15.0
     """A leader that has not renewed for this long may be replaced."""
@@ -34,8 +35,8 @@ class StatusSettings(BaseModel):
     retry_period: Duration = 2.0
     """How often the leader renews and the others try."""
     identity: str | None = None
-    """This replica's name in the Lease (default: $POD_NAME or the host name, plus a
-    random suffix)."""
+    """This replica's name in the Lease (default: $COMMONS_ROUTER_POD_NAME or the host
+    name, plus a random suffix)."""
 
     @field_validator("addresses")
     @classmethod
@@ -72,7 +73,7 @@ class StatusSettings(BaseModel):
             return self.lease_namespace
         if self.service is not None:
             return self.service.partition("/")[0]
-        return os.environ.get("POD_NAMESPACE") or None
+        return os.environ.get(POD_NAMESPACE_ENV) or None
 
 
 class KubernetesSettings(BaseModel):
@@ -124,6 +125,7 @@ class KubernetesSettings(BaseModel):
     def _check_status(self) -> KubernetesSettings:
         if self.status is not None and self.status.namespace() is None:
             raise ValueError(
-                "status: set lease_namespace (or service, or run with $POD_NAMESPACE set)"
+                "status: set lease_namespace (or service, or run with "
+                f"${POD_NAMESPACE_ENV} set)"
             )
         return self
