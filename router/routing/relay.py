@@ -30,6 +30,9 @@ logger = logging.getLogger("commons_router.routing")
 
 MAX_LINE = 1 << 30
 """Largest message (the whole state of a large cluster at connection)."""
+MAX_BACKLOG = 256 * 1024 * 1024
+"""A worker that lets this much pile up unread is disconnected; it reconnects and gets
+the current state, rather than the supervisor holding every update for it."""
 
 
 def _problem(problem: RouteProblem) -> dict[str, Any]:
@@ -92,6 +95,11 @@ class RouteHub:
         if writer.is_closing():
             self._clients.pop(writer, None)
             return
+        if writer.transport.get_write_buffer_size() > MAX_BACKLOG:
+            logger.warning("route relay: a worker does not read its updates; disconnecting it")
+            self._clients.pop(writer, None)
+            writer.close()
+            return
         data, held[update.provider] = encode(update, held.get(update.provider))
         writer.write(data)
 
@@ -134,6 +142,7 @@ class RouteRelay:
 
     async def connect(self) -> list[ProviderUpdate]:
         """Connect and read the current state (call before :meth:`run`)."""
+        self._known = {}
         self._reader, self._writer = await asyncio.open_unix_connection(self.path, limit=MAX_LINE)
         return [update async for update in self._updates(until_ready=True)]
 
@@ -151,14 +160,23 @@ class RouteRelay:
 
     async def run(self, publish: Publish) -> None:
         try:
-            async for update in self._updates():
-                publish(update)
-        except ConnectionError as exc:
-            # The supervisor is gone: this worker is about to drain and exit on its own.
-            logger.warning("route relay: %s; keeping the last routes", exc)
-            await asyncio.Event().wait()
+            while True:
+                try:
+                    async for update in self._updates():
+                        publish(update)
+                except (OSError, ValueError) as exc:
+                    # Meanwhile the last routes keep serving. If the supervisor is gone,
+                    # this worker drains and exits on its own.
+                    logger.warning("route relay: %s; keeping the last routes, reconnecting", exc)
+                self._close()
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(OSError, ValueError):
+                    for update in await self.connect():
+                        publish(update)
         finally:
-            if self._writer is not None:
-                self._writer.close()
-                with contextlib.suppress(ConnectionError):
-                    await self._writer.wait_closed()
+            self._close()
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
