@@ -4,10 +4,16 @@ It serves list and watch for the resources it knows, the way kube-apiserver does
 JSON lists with ``metadata.resourceVersion`` and ``continue`` (pages of ``limit``),
 newline-delimited watch events (``ADDED``/``MODIFIED``/``DELETED``/``BOOKMARK``/``ERROR``)
 from a resource version, ``timeoutSeconds``, label selectors, and bearer-token auth.
+It also serves single objects: ``get``, ``create`` and ``update`` (with the
+``resourceVersion`` check: a stale one gets 409 Conflict) — the Leases of leader
+election — and JSON merge patches of the ``status`` subresource (Ingress status).
 Objects are validated as the real API server does (:mod:`tests.support.kubevalidation`):
-what it would refuse, such as an EndpointSlice address in 127.0.0.0/8, raises. Tests
-drive it: apply and delete objects, send bookmarks, compact the history (so older versions
-get a 410, as an ``ERROR`` event inside the 200 stream), and drop watch connections.
+what it would refuse, such as an EndpointSlice address in 127.0.0.0/8, raises (or gets a
+422 over the wire). With ``granted`` it enforces RBAC (a call outside the set gets 403;
+namespaces are not told apart), and ``users`` gives several clients tokens of their own,
+so tests can tell who made each call. Tests drive it: apply and delete objects, send
+bookmarks, compact the history (so older versions get a 410, as an ``ERROR`` event inside
+the 200 stream), drop watch connections, and fail the next requests with a given status.
 """
 
 from __future__ import annotations
