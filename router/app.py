@@ -49,7 +49,7 @@ from router.routing.compiler import RouteCompiler, isolate
 from router.routing.file_provider import FileProvider
 from router.routing.holder import TableHolder
 from router.routing.relay import RouteRelay
-from router.routing.watcher import RouteWatcher
+from router.routing.watcher import RouteWatcher, run_provider
 
 logger = logging.getLogger("commons_router")
 
@@ -339,7 +339,7 @@ class RouterRuntime:
         self, providers: list[Provider], watcher: RouteWatcher
     ) -> AsyncIterator[None]:
         tasks = [
-            asyncio.create_task(self._run_provider(provider, watcher), name=provider.name)
+            asyncio.create_task(run_provider(provider, watcher.publish), name=provider.name)
             for provider in providers
         ]
         try:
@@ -348,20 +348,6 @@ class RouterRuntime:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _run_provider(self, provider: Provider, watcher: RouteWatcher) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                await provider.run(watcher.publish)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The last good routes keep serving while the provider restarts.
-                logger.exception("provider %s failed; restarting in %.0fs", provider.name, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
 
     def request_reload(self) -> None:
         if self.file_provider is not None:

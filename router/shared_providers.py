@@ -10,10 +10,10 @@ from typing import Any
 from aiohttp import ClientSession
 
 from router.api.plugin import Plugin, PluginServices
-from router.api.provider import Provider
 from router.config.loader import ConfigError, LoadedConfig
 from router.registry import discover_plugins, resolve_plugins
 from router.routing.relay import RouteHub
+from router.routing.watcher import run_provider
 
 logger = logging.getLogger("commons_router.workers")
 
@@ -53,7 +53,9 @@ class SharedProviders:
             for plugin in self.plugins:
                 for provider in plugin.providers():
                     self._tasks.append(
-                        asyncio.create_task(self._run(provider), name=f"shared {provider.name}")
+                        asyncio.create_task(
+                            run_provider(provider, self.hub.publish), name=f"shared {provider.name}"
+                        )
                     )
             # Providers that already have their state (plugins sync in start()) publish it
             # in their first step: before any worker connects.
@@ -66,19 +68,6 @@ class SharedProviders:
             ", ".join(type(plugin).name for plugin in self.plugins),
         )
         return True
-
-    async def _run(self, provider: Provider) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                await provider.run(self.hub.publish)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("provider %s failed; restarting in %.0fs", provider.name, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
 
     async def stop(self) -> None:
         for task in self._tasks:
