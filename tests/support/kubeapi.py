@@ -294,6 +294,7 @@ class KubeApiServer:
         return group, plural, request.match_info["namespace"]
 
     def _injected(self, request: web.Request, verb: str) -> web.Response | None:
+        """The error answer :meth:`fail_next` asked for, if this request is to get one."""
         for index, (code, failing_verb) in enumerate(self._failures):
             if failing_verb in (None, verb):
                 del self._failures[index]
@@ -428,11 +429,10 @@ class KubeApiServer:
         namespace = request.match_info.get("namespace")
         selector = self._parse_selector(request.query.get("labelSelector", ""))
         verb = "watch" if request.query.get("watch") in ("1", "true") else "list"
-        for index, (code, failing_verb) in enumerate(self._failures):
-            if failing_verb in (None, verb):
-                del self._failures[index]
-                self.calls.append(Call("failed " + verb, group, plural, namespace))
-                return web.json_response(status(code, _REASONS[code], "injected"), status=code)
+        injected = self._injected(request, verb)
+        if injected is not None:
+            self.calls.append(Call("failed " + verb, group, plural, namespace))
+            return injected
         refused = self._record(request, Call(verb, group, plural, namespace, dict(request.query)))
         if refused is not None:
             return refused
