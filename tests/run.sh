@@ -17,6 +17,9 @@ missing=()
 command -v git >/dev/null || missing+=(git)
 # openssl: certificates for the TLS listener and in-cluster Kubernetes API tests.
 command -v openssl >/dev/null || missing+=(openssl)
+# ip (iproute2): the network namespace the Kubernetes tests' pods listen in. Only root can
+# make one; without root those tests are skipped, saying why.
+if [[ $(id -u) -eq 0 ]] && ! command -v ip >/dev/null; then missing+=(iproute2); fi
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         apt-get update -qq

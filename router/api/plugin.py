@@ -62,6 +62,7 @@ class PluginServices:
         dev_mode: bool,
         logger: logging.Logger,
         router_config: Config,
+        providers_elsewhere: bool = False,
     ) -> None:
         self.http = http
         """Shared client session for outbound calls (IdP, JWKS, collectors)."""
@@ -70,6 +71,10 @@ class PluginServices:
         self.logger = logger
         self.router_config = router_config
         """The router's validated configuration (read-only)."""
+        self.providers_elsewhere = providers_elsewhere
+        """True in a worker process (``workers > 1``): plugins with ``shares_providers`` must
+        not run their providers (nor what feeds them) here; the supervisor runs them once
+        and every worker gets their routes."""
         self.protected_headers: list[str] = []
         self._services: dict[ServiceKey[Any], Any] = {}
         self.upstream_observers: list[UpstreamObserver] = []
@@ -145,6 +150,10 @@ class Plugin(Generic[C]):
     config_model: ClassVar[type[BaseModel]] = NoConfig
     route_config_model: ClassVar[type[BaseModel] | None] = None
     """Model of the per-route block ``routes[].plugins.<name>``; None: not allowed."""
+    shares_providers: ClassVar[bool] = False
+    """True: with ``workers > 1`` this plugin's providers run once, in the supervisor
+    process, whose routes every worker gets (see ``PluginServices.providers_elsewhere``).
+    For providers that watch something outside: one watch instead of one per worker."""
     guards_access: ClassVar[bool] = False
     """True for plugins that allow or deny requests: their failures are logged as
     fail-closed denials."""
