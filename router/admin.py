@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -20,8 +20,8 @@ from router.admin_page import (
     route_entries,
     router_section,
 )
-from router.dispatch import TableHolder
 from router.observability.metrics import CONTENT_TYPE, Metrics
+from router.routing.holder import TableHolder
 from router.routing.watcher import RouteWatcher
 
 
@@ -143,9 +143,7 @@ async def routes(request: web.Request) -> web.Response:
     return _json(routes_document(request.app[ADMIN_STATE]))
 
 
-def build_admin_app(
-    state: AdminState, extra: Callable[[web.Application], None] | None = None
-) -> web.Application:
+def build_admin_app(state: AdminState) -> web.Application:
     app = web.Application()
     app[ADMIN_STATE] = state
     app.cleanup_ctx.append(_sample_rates)
@@ -155,8 +153,6 @@ def build_admin_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/routes", routes)
-    if extra is not None:
-        extra(app)
     return app
 
 

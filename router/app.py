@@ -25,14 +25,16 @@ from router.builtin.unavailable import unavailable
 from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
 from router.config.models import Config
 from router.config.types import split_host_port
-from router.dispatch import Dispatcher, TableHolder
+from router.dispatch import Dispatcher
+from router.errors import error_page
 from router.http.protocol import GuardedServer
 from router.http.request import request_factory
 from router.observability.accesslog import AccessLog
 from router.observability.metrics import Metrics
+from router.proxy.body import BodyLimits
 from router.proxy.client import UpstreamClient
 from router.proxy.forward import Forwarder
-from router.proxy.headers import DEFAULT_IDENTITY_HEADERS, HeaderPolicy, TrustedPeers
+from router.proxy.headers import HeaderPolicy, TrustedPeers
 from router.proxy.upstream import EndpointRegistry, EndpointState
 from router.proxy.websocket import proxy_websocket
 from router.registry import (
@@ -45,7 +47,10 @@ from router.registry import (
 )
 from router.routing.compiler import RouteCompiler, isolate
 from router.routing.file_provider import FileProvider
-from router.routing.watcher import RouteWatcher
+from router.routing.holder import TableHolder
+from router.routing.original import OriginalRequests
+from router.routing.relay import RouteRelay
+from router.routing.watcher import RouteWatcher, run_provider
 
 logger = logging.getLogger("commons_router")
 
@@ -133,6 +138,7 @@ class RouterRuntime:
         dev_mode: bool = False,
         reuse_port: bool = False,
         admin_unix_path: str | None = None,
+        routes_socket: str | None = None,
         available_plugins: dict[str, PluginClass] | None = None,
     ) -> None:
         self.loaded = loaded
@@ -141,6 +147,8 @@ class RouterRuntime:
         self.dev_mode = dev_mode
         self.reuse_port = reuse_port
         self.admin_unix_path = admin_unix_path
+        self.routes_socket = routes_socket
+        """A worker's connection to the supervisor's shared providers (router.routing.relay)."""
         self._available = available_plugins
         self.metrics = Metrics()
         self.holder = TableHolder()
@@ -187,6 +195,7 @@ class RouterRuntime:
             dev_mode=self.dev_mode,
             logger=logging.getLogger("commons_router.plugin"),
             router_config=config,
+            providers_elsewhere=self.routes_socket is not None,
             metrics=self.metrics,
         )
         for spec in specs:
@@ -204,12 +213,18 @@ class RouterRuntime:
         forwarder = Forwarder(
             upstream_client,
             session,
-            HeaderPolicy((*DEFAULT_IDENTITY_HEADERS, *services.protected_headers)),
+            HeaderPolicy(services.protected_headers),
             trusted,
             self.metrics,
             port,
             observers=tuple(services.upstream_observers),
-            body_timeout=config.limits.body_timeout,
+            body_limits=BodyLimits(
+                idle_timeout=config.limits.body_timeout,
+                buffer_size=config.limits.request_buffer_size,
+                min_rate=config.limits.body_min_rate,
+                rate_grace=config.limits.body_rate_grace,
+            ),
+            detailed_errors=self.dev_mode,
         )
 
         forwarder.websocket = functools.partial(proxy_websocket, forwarder)
@@ -225,6 +240,7 @@ class RouterRuntime:
             EndpointRegistry(),
             self.metrics,
             config.limits.max_body_size,
+            config.paths.match,
         )
         watcher = RouteWatcher(compiler, self.holder, self.metrics)
         self.watcher = watcher
@@ -244,6 +260,11 @@ class RouterRuntime:
             watcher.publish(ProviderUpdate("file", tuple(config.routes)))
         for _, plugin in self.plugins:
             providers.extend(plugin.providers())
+        if self.routes_socket is not None:
+            relay = RouteRelay(self.routes_socket)
+            for update in await asyncio.wait_for(relay.connect(), 60):
+                watcher.publish(update)
+            providers.append(relay)
         watcher.apply_now()
         await self.stack.enter_async_context(self._provider_tasks(providers, watcher))
         # Providers that already have their state (plugins sync in start()) publish it in
@@ -263,14 +284,26 @@ class RouterRuntime:
             access_log=access_log,
             merge_slashes=config.paths.merge_slashes,
             reject_encoded_slash=config.paths.reject_encoded_slash,
+            reject_encoded_controls=config.paths.reject_encoded_controls,
             log_query=config.access_log.query == "redacted",
         )
         dispatcher.install_plugins(*self._global_chain(dispatcher))
+        services.set_original_resolver(
+            OriginalRequests(
+                self.holder,
+                trusted,
+                merge_slashes=config.paths.merge_slashes,
+                reject_encoded_slash=config.paths.reject_encoded_slash,
+                reject_encoded_controls=config.paths.reject_encoded_controls,
+            ).resolve
+        )
         limits = config.limits
         server = GuardedServer(
             dispatcher,
             request_factory=request_factory(asyncio.get_running_loop()),
             header_timeout=limits.header_timeout,
+            rejections=dispatcher.rejected,
+            page=error_page,
             handler_cancellation=True,
             access_log=None,
             keepalive_timeout=limits.keepalive_timeout,
@@ -378,7 +411,7 @@ class RouterRuntime:
         self, providers: list[Provider], watcher: RouteWatcher
     ) -> AsyncIterator[None]:
         tasks = [
-            asyncio.create_task(self._run_provider(provider, watcher), name=provider.name)
+            asyncio.create_task(run_provider(provider, watcher.publish), name=provider.name)
             for provider in providers
         ]
         try:
@@ -387,20 +420,6 @@ class RouterRuntime:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _run_provider(self, provider: Provider, watcher: RouteWatcher) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                await provider.run(watcher.publish)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The last good routes keep serving while the provider restarts.
-                logger.exception("provider %s failed; restarting in %.0fs", provider.name, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
 
     def _current_endpoints(self) -> list[EndpointState]:
         return [

@@ -15,8 +15,16 @@ from pathlib import Path
 
 from yarl import URL
 
+from router.api import DevOptions
 from router.buildinfo import version_text
-from router.config.loader import ConfigError, LineMap, LoadedConfig, load_config_file
+from router.config.loader import (
+    ConfigError,
+    LineMap,
+    LoadedConfig,
+    load_config_file,
+    render_config_error,
+    report_invalid_config,
+)
 from router.config.models import (
     Admin,
     Config,
@@ -76,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", required=True, metavar="FILE", help="YAML configuration file")
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--routes-socket", help=argparse.SUPPRESS)
     serve.add_argument("--admin-socket", help=argparse.SUPPRESS)
 
     dev = commands.add_parser(
@@ -114,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("--cookie", metavar="NAME=VALUE", help="send this Cookie header")
     inspect.add_argument("--bearer", metavar="TOKEN", help="send Authorization: Bearer TOKEN")
-    inspect.add_argument("--header", default="Provenance", help="provenance header name")
+    inspect.add_argument(
+        "--header", default=None, help="provenance header name (default: Provenance)"
+    )
 
     commands.add_parser("version", help="print the version and build commit")
 
@@ -147,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return _check(Path(args.config))
     if args.command == "serve":
-        return _serve(Path(args.config), args.worker_index, args.admin_socket)
+        return _serve(Path(args.config), args.worker_index, args.admin_socket, args.routes_socket)
     if args.command == "inspect":
         from router.inspect import run
 
@@ -170,16 +181,6 @@ def _load(path: Path) -> LoadedConfig:
     return loaded
 
 
-def render_config_error(exc: ConfigError) -> str:
-    """Every issue, one per line, in file order (issues without a line first)."""
-    issues = sorted(exc.issues, key=lambda issue: issue.line or 0)
-    return "\n".join(issue.render(exc.source) for issue in issues)
-
-
-def report_invalid_config(exc: ConfigError) -> None:
-    print(f"commons-router: invalid configuration:\n{render_config_error(exc)}", file=sys.stderr)
-
-
 def _check(path: Path) -> int:
     import asyncio
 
@@ -197,7 +198,9 @@ def _check(path: Path) -> int:
     return EXIT_OK
 
 
-def _serve(path: Path, worker_index: int | None, admin_socket: str | None) -> int:
+def _serve(
+    path: Path, worker_index: int | None, admin_socket: str | None, routes_socket: str | None
+) -> int:
     from router.server import configure_logging, serve
 
     try:
@@ -206,7 +209,13 @@ def _serve(path: Path, worker_index: int | None, admin_socket: str | None) -> in
         report_invalid_config(exc)
         return EXIT_INVALID
     configure_logging(loaded.config.log.level, loaded.config.log.format)
-    return serve(loaded, config_path=path, worker_index=worker_index, admin_unix_path=admin_socket)
+    return serve(
+        loaded,
+        config_path=path,
+        worker_index=worker_index,
+        admin_unix_path=admin_socket,
+        routes_socket=routes_socket,
+    )
 
 
 def _is_loopback(listen: str) -> bool:
@@ -219,41 +228,25 @@ def _is_loopback(listen: str) -> bool:
         return False
 
 
-def _dev_plugins(source: str | None) -> list[PluginEntry]:
-    """Provenance (and tracing) in front of the app, when those plugins are installed."""
-    from importlib.metadata import entry_points
+def _dev_plugins(listen: str, source: str | None) -> list[PluginEntry]:
+    """The installed plugins that take part in the development proxy, each with the
+    settings it asks for (:meth:`router.api.Plugin.dev_preset`), in the order they ask."""
+    from router.registry import discover_plugins
 
-    from router.registry import ENTRY_POINT_GROUP
-
-    installed = {entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)}
-    plugins = []
-    if "tracing" in installed:
-        # Spans go to a collector only when one is named the OpenTelemetry way.
-        collector = any(
-            os.environ.get(name)
-            for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        )
-        tracing = {"exporter": "otlp_http" if collector else "none"}
-        plugins.append(PluginEntry(name="tracing", config=tracing))
-    if "provenance" in installed:
-        settings = {"source_dir": source} if source else {}
-        plugins.append(PluginEntry(name="provenance", config=settings))
-    return plugins
-
-
-def _dev_login_plugins(listen: str) -> list[PluginEntry]:
-    """The built-in development login (INSECURE: any name, no identity provider) at
-    ``/.commons-router/login``, on loopback listeners only. Pages stay open without login;
-    the user's identity goes to the app once signed in."""
-    from importlib.metadata import entry_points
-
-    from router.registry import ENTRY_POINT_GROUP
-
-    installed = {entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)}
-    if not _is_loopback(listen) or not {"sessions", "auth"} <= installed:
-        return []
-    login = {"dev_login": True, "default": {"policy": "optional"}}
-    return [PluginEntry(name="sessions"), PluginEntry(name="auth", config=login)]
+    options = DevOptions(source=source, loopback=_is_loopback(listen), environ=os.environ)
+    presets = {}
+    for name, cls in discover_plugins().items():
+        preset = cls.dev_preset(options)
+        if preset is not None:
+            presets[name] = preset
+    chosen = [
+        (preset.order, name, preset)
+        for name, preset in presets.items()
+        if all(required in presets for required in preset.requires)
+    ]
+    return [
+        PluginEntry(name=name, config=dict(preset.config)) for _, name, preset in sorted(chosen)
+    ]
 
 
 def dev_config(
@@ -269,7 +262,7 @@ def dev_config(
         admin=Admin(listen=admin_listen),
         drain=Drain(delay=0, grace=5),
         file_provider=FileProvider(watch=False),
-        plugins=[*_dev_plugins(source), *_dev_login_plugins(listen)],
+        plugins=_dev_plugins(listen, source),
         routes=[route],
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -15,34 +16,20 @@ from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
 from router.api.plugin import Handler
 from router.errors import error_response
-from router.http.framing import HostParser, framing_problem
+from router.http.framing import HostParser
 from router.observability.accesslog import AccessLog
 from router.observability.logs import CURRENT_REQUEST
-from router.observability.metrics import Metrics
+from router.observability.metrics import OTHER_METHOD, Metrics
 from router.proxy.headers import TrustedPeers, joined
 from router.randomness import RANDOM_HEX
 from router.routing.compiled import CompiledRoute
+from router.routing.holder import TableHolder
 from router.routing.paths import PathError, normalize_target
-from router.routing.table import RouteTable
 
 logger = logging.getLogger("commons_router.dispatch")
 
 _PROTOCOL_VERSIONS = {HttpVersion10: "1.0", HttpVersion11: "1.1"}
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
-
-class TableHolder:
-    """The current route table. Swapped by assignment: readers never see a partial one."""
-
-    __slots__ = ("generation", "table")
-
-    def __init__(self) -> None:
-        self.table: RouteTable[CompiledRoute] = RouteTable(())
-        self.generation = 0
-
-    def swap(self, table: RouteTable[CompiledRoute]) -> None:
-        self.table = table
-        self.generation += 1
 
 
 def new_request_id() -> str:
@@ -60,6 +47,7 @@ class Dispatcher:
         "log_query",
         "merge_slashes",
         "metrics",
+        "reject_encoded_controls",
         "reject_encoded_slash",
         "reserved",
         "scheme",
@@ -76,6 +64,7 @@ class Dispatcher:
         access_log: AccessLog | None,
         merge_slashes: bool,
         reject_encoded_slash: bool,
+        reject_encoded_controls: bool = True,
         log_query: bool = True,
     ) -> None:
         self.holder = holder
@@ -86,6 +75,7 @@ class Dispatcher:
         self.access_log = access_log
         self.merge_slashes = merge_slashes
         self.reject_encoded_slash = reject_encoded_slash
+        self.reject_encoded_controls = reject_encoded_controls
         self._hosts = HostParser()
         self.reserved: dict[str, Handler] = {}
         """Exact paths answered by plugins on every host (``/.well-known/commons-router/...``,
@@ -147,11 +137,6 @@ class Dispatcher:
     async def _answer(
         self, request: web.BaseRequest, ctx: RequestContext
     ) -> tuple[web.StreamResponse, CompiledRoute | None]:
-        problem = framing_problem(request)
-        if problem is not None:
-            response = self._error(request, ctx, 400, f"Bad request framing: {problem}.")
-            response.force_close()
-            return response, None
         host = self._hosts.parse(request.headers.get("Host", ""))
         if host is None:
             return self._error(request, ctx, 400, "The Host header is not a valid host name."), None
@@ -167,12 +152,17 @@ class Dispatcher:
                 target,
                 merge_slashes=self.merge_slashes,
                 reject_encoded_slash=self.reject_encoded_slash,
+                reject_encoded_controls=self.reject_encoded_controls,
             )
+            table = self.holder.table
+            if normalized.encoded:
+                ctx.route = table.resolve(host, normalized)
+            else:
+                ctx.route = table.match(host, normalized.match_path)
         except PathError as exc:
             return self._error(request, ctx, 400, f"Bad request path: {exc}."), None
         ctx.path = normalized.path
         ctx.query = normalized.query
-        ctx.route = self.holder.table.match(host, normalized.match_path)
         try:
             return await self._entry(request), ctx.route
         except RouterHTTPError as exc:
@@ -190,7 +180,6 @@ class Dispatcher:
             route = ctx.route
             if route is None:
                 raise RouterHTTPError(404, "No route matches this host and path.")
-            assert route.handler is not None
             return await route.handler(request)
         except RouterHTTPError as exc:
             return await self._http_error(request, ctx, exc)
@@ -200,7 +189,7 @@ class Dispatcher:
     async def _http_error(
         self, request: web.BaseRequest, ctx: RequestContext, exc: RouterHTTPError
     ) -> web.Response:
-        response = self._error(request, ctx, exc.status, exc.message, exc.headers)
+        response = self._error(request, ctx, exc.status, exc.message, exc.headers, exc.links)
         if exc.close_connection and not response.prepared:
             # Send the answer now and close: aiohttp would otherwise linger, reading the
             # rest of a body that may never come.
@@ -212,6 +201,34 @@ class Dispatcher:
                 transport.close()
         return response
 
+    def rejected(self, client: str, status: int, reason: str) -> str:
+        """Count and log a request refused before it could be handled (unparsable head,
+        ambiguous framing, head timeout); returns its request id."""
+        self.metrics.rejected(reason)
+        # The method was never read: these count under the label for other methods.
+        self.metrics.unmatched.observe(OTHER_METHOD, status, 0.0)
+        request_id = new_request_id()
+        access_log = self.access_log
+        if access_log is not None:
+            access_log.write(
+                {
+                    "time": access_log.timestamp(),
+                    "request_id": request_id,
+                    "client": client,
+                    "method": None,
+                    "host": None,
+                    "path": None,
+                    "route": None,
+                    "upstream": None,
+                    "status": status,
+                    "error": reason,
+                    "bytes_in": 0,
+                    "bytes_out": 0,
+                    "duration_ms": 0.0,
+                }
+            )
+        return request_id
+
     def _error(
         self,
         request: web.BaseRequest,
@@ -219,8 +236,9 @@ class Dispatcher:
         status: int,
         message: str,
         headers: dict[str, str] | None = None,
+        links: Sequence[tuple[str, str]] = (),
     ) -> web.Response:
-        response = error_response(request, status, message, ctx.request_id, headers)
+        response = error_response(request, status, message, ctx.request_id, headers, links)
         response.headers["X-Request-Id"] = ctx.request_id
         return response
 
@@ -271,8 +289,6 @@ class Dispatcher:
                 record["code_version"] = dict(endpoint.version)
         if ctx.resend_count:
             record["http.request.resend_count"] = ctx.resend_count
-        if ctx.error_type is not None:
-            record["error.type"] = ctx.error_type
         if ctx.log_fields:
             record.update(ctx.log_fields)
         access_log.write(record)

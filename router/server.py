@@ -18,7 +18,7 @@ from pathlib import Path
 import uvloop
 
 from router.app import RouterRuntime
-from router.config.loader import ConfigError, LoadedConfig
+from router.config.loader import ConfigError, LoadedConfig, report_invalid_config
 from router.observability.logs import configure_logging
 
 __all__ = ["configure_logging", "serve"]
@@ -74,6 +74,7 @@ def serve(
     dev_mode: bool = False,
     worker_index: int | None = None,
     admin_unix_path: str | None = None,
+    routes_socket: str | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     if loaded.config.workers > 1 and worker_index is None:
@@ -86,12 +87,12 @@ def serve(
         dev_mode=dev_mode,
         reuse_port=worker_index is not None,
         admin_unix_path=admin_unix_path,
+        routes_socket=routes_socket,
     )
     try:
         uvloop.run(run_until_signalled(runtime, supervised=worker_index is not None))
     except ConfigError as exc:
         from router.app import locate_issues
-        from router.cli import report_invalid_config
 
         report_invalid_config(locate_issues(exc, loaded))
         return 1

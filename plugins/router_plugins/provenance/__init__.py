@@ -26,17 +26,25 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from router.api import (
     CONTEXT_KEY,
     ROUTER_IMAGE,
+    DevOptions,
+    DevPreset,
     Handler,
     Middleware,
     Plugin,
     PluginServices,
+    SignedStatementProfile,
     build_info,
 )
 from router.api.context import ResponseHook
 from router.config.loader import ConfigError, ConfigIssue
 from router.errors import wants_json
 from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
-from router_plugins.provenance.config import ProvenanceConfig
+from router_plugins.provenance.config import (
+    DEFAULT_HEADER,
+    DEFAULT_LABEL,
+    DEFAULT_TAG,
+    ProvenanceConfig,
+)
 from router_plugins.provenance.fields import Record, RecordCache, RouterCode
 from router_plugins.provenance.message import (
     merge_signatures,
@@ -62,6 +70,25 @@ logger = logging.getLogger("commons_router.plugin.provenance")
 class ProvenancePlugin(Plugin[ProvenanceConfig]):
     name = "provenance"
     config_model = ProvenanceConfig
+    signed_statement = SignedStatementProfile(
+        header=DEFAULT_HEADER,
+        label=DEFAULT_LABEL,
+        tag=DEFAULT_TAG,
+        keys_path=KEYS_PATH,
+        required_components=("@status", '"@method";req', '"@authority";req', '"@path";req'),
+        requested_components=(
+            '"@status"',
+            f'"{DEFAULT_HEADER.lower()}"',
+            '"x-request-id"',
+            '"@method";req',
+            '"@authority";req',
+            '"@path";req',
+        ),
+    )
+
+    @classmethod
+    def dev_preset(cls, options: DevOptions) -> DevPreset:
+        return DevPreset(order=20, config={"source_dir": options.source} if options.source else {})
 
     def __init__(self, config: ProvenanceConfig, services: PluginServices) -> None:
         super().__init__(config, services)
