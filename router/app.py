@@ -286,6 +286,7 @@ class RouterRuntime:
             reject_encoded_slash=config.paths.reject_encoded_slash,
             reject_encoded_controls=config.paths.reject_encoded_controls,
             log_query=config.access_log.query == "redacted",
+            track_requests=config.log.format == "json",
         )
         dispatcher.install_plugins(*self._global_chain(dispatcher))
         services.set_original_resolver(

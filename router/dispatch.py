@@ -51,6 +51,7 @@ class Dispatcher:
         "reject_encoded_slash",
         "reserved",
         "scheme",
+        "track_requests",
         "trusted",
     )
 
@@ -66,9 +67,11 @@ class Dispatcher:
         reject_encoded_slash: bool,
         reject_encoded_controls: bool = True,
         log_query: bool = True,
+        track_requests: bool = False,
     ) -> None:
         self.holder = holder
         self.log_query = log_query
+        self.track_requests = track_requests
         self.scheme = scheme
         self.trusted = trusted
         self.metrics = metrics
@@ -111,7 +114,8 @@ class Dispatcher:
             start,
         )
         request[CONTEXT_KEY] = ctx
-        current = CURRENT_REQUEST.set(ctx)
+        # Only JSON log lines name the request they were written for.
+        current = CURRENT_REQUEST.set(ctx) if self.track_requests else None
         route: CompiledRoute | None = None
         response: web.StreamResponse | None = None
         self.metrics.in_flight += 1
@@ -132,7 +136,8 @@ class Dispatcher:
             self.metrics.in_flight -= 1
             if response is not None:
                 self._finish(request, ctx, route, response, response.status)
-            CURRENT_REQUEST.reset(current)
+            if current is not None:
+                CURRENT_REQUEST.reset(current)
 
     async def _answer(
         self, request: web.BaseRequest, ctx: RequestContext
