@@ -122,7 +122,7 @@ class Forwarder:
             headers["X-Forwarded-For"] = f"{prior_for}, {peer}" if prior_for else peer
             headers["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto", ctx.scheme)
             headers["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host", host)
-            headers["X-Forwarded-Port"] = incoming.get("X-Forwarded-Port", self.listen_port)
+            headers["X-Forwarded-Port"] = incoming.get("X-Forwarded-Port", ctx.listen_port)
             prior = joined(incoming, "Forwarded")
             element = forwarded_element(peer, host, ctx.scheme)
             headers["Forwarded"] = f"{prior}, {element}" if prior else element
@@ -130,7 +130,7 @@ class Forwarder:
             headers["X-Forwarded-For"] = peer
             headers["X-Forwarded-Proto"] = ctx.scheme
             headers["X-Forwarded-Host"] = host
-            headers["X-Forwarded-Port"] = self.listen_port
+            headers["X-Forwarded-Port"] = ctx.listen_port
             headers["Forwarded"] = forwarded_element(peer, host, ctx.scheme)
         if route.strip_prefix:
             headers["X-Forwarded-Prefix"] = route.strip_prefix
