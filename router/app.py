@@ -141,6 +141,8 @@ class RouterRuntime:
             logger=logging.getLogger("commons_router.plugin"),
             router_config=config,
         )
+        listeners = config.public_listeners()
+        self.certificates = services.certificates = self._certificate_store(config, listeners)
         for spec in specs:
             plugin = spec.cls(spec.config, services)
             await plugin.start()
@@ -148,7 +150,6 @@ class RouterRuntime:
             self.plugins.append((spec, plugin))
 
         trusted = TrustedPeers(config.trusted_proxies)
-        listeners = config.public_listeners()
         protected = [*DEFAULT_IDENTITY_HEADERS, *services.protected_headers]
         for listener in listeners:
             mutual = listener.tls.client_certificates if listener.tls is not None else None
@@ -209,9 +210,7 @@ class RouterRuntime:
         self.admin_state = AdminState(self.holder, self.metrics, watcher)
         await self._start_admin(self.admin_state)
 
-        self.certificates = self._certificate_store(config, listeners)
-        if self.certificates is not None:
-            self.admin_state.certificates = self.certificates
+        self.admin_state.certificates = self.certificates
         for listener in listeners:
             await self._start_listener(listener, trusted, access_log)
         self.admin_state.started = True

@@ -3,6 +3,7 @@
 from router.api.context import CONTEXT_KEY, RequestContext, context_of
 from router.api.errors import RouterHTTPError
 from router.api.plugin import (
+    CertificateSink,
     Handler,
     Middleware,
     NoConfig,
@@ -15,6 +16,7 @@ from router.api.provider import Provider, ProviderUpdate, Publish, RouteProblem
 
 __all__ = [
     "CONTEXT_KEY",
+    "CertificateSink",
     "Handler",
     "Middleware",
     "NoConfig",

@@ -35,7 +35,10 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "Service": ("", "v1", "services", True),
     "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices", True),
     "Pod": ("", "v1", "pods", True),
+    "Secret": ("", "v1", "secrets", True),
 }
+NAME_SELECTOR = "\0metadata.name"
+"""Kept with the label selector under a key no label can have."""
 PLURALS = {plural: (group, kind) for kind, (group, _, plural, _) in KINDS.items()}
 
 
@@ -209,7 +212,10 @@ class KubeApiServer:
         if namespace is not None and meta.get("namespace") != namespace:
             return False
         labels = meta.get("labels") or {}
-        return all(labels.get(k) == v for k, v in selector.items())
+        return all(
+            (meta.get("name") if k == NAME_SELECTOR else labels.get(k)) == v
+            for k, v in selector.items()
+        )
 
     @staticmethod
     def _parse_selector(text: str) -> dict[str, str]:
@@ -243,6 +249,14 @@ class KubeApiServer:
             )
         namespace = request.match_info.get("namespace")
         selector = self._parse_selector(request.query.get("labelSelector", ""))
+        fields = self._parse_selector(request.query.get("fieldSelector", ""))
+        if set(fields) - {"metadata.name"}:
+            return web.json_response(
+                status(400, "BadRequest", "only metadata.name field selectors are served"),
+                status=400,
+            )
+        if "metadata.name" in fields:
+            selector[NAME_SELECTOR] = fields["metadata.name"]
         if request.query.get("watch") in ("1", "true"):
             self.calls.append(Call("watch", group, plural, namespace, dict(request.query)))
             return await self._watch(request, plural, namespace, selector)

@@ -18,6 +18,7 @@ from router_plugins.kubernetes.credentials import (
 )
 from router_plugins.kubernetes.mapping import ClassSelection
 from router_plugins.kubernetes.provider import KubernetesProvider
+from router_plugins.kubernetes.secrets import SecretCertificates
 from router_plugins.kubernetes.settings import KubernetesSettings
 from router_plugins.kubernetes.watch import ClusterWatch
 
@@ -43,6 +44,7 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
     _session: ClientSession | None = None
     _cluster: ClusterWatch | None = None
     _provider: KubernetesProvider | None = None
+    _secrets: SecretCertificates | None = None
 
     async def start(self) -> None:
         settings = self.config
@@ -53,10 +55,14 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
         )
         api = KubeApi(self._session, credentials)
         self._cluster = ClusterWatch(api, settings)
+        sink = self.services.certificates
+        # TLS Secrets are read only when a listener serves TLS.
+        self._secrets = SecretCertificates(api, settings, sink) if sink is not None else None
         self._provider = KubernetesProvider(
             self._cluster,
             ClassSelection(settings.ingress_class, settings.controller),
             shared_hosts=settings.shared_hosts,
+            secrets=self._secrets,
         )
         self._cluster.start()
         logger.info(
@@ -77,6 +83,9 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
             ) from None
 
     async def stop(self) -> None:
+        if self._secrets is not None:
+            await self._secrets.stop()
+            self._secrets = None
         if self._cluster is not None:
             await self._cluster.stop()
             self._cluster = None

@@ -6,7 +6,8 @@ import asyncio
 
 from router.api import ProviderUpdate, Publish
 from router_plugins.kubernetes.builder import RouteBuilder
-from router_plugins.kubernetes.mapping import ClassSelection
+from router_plugins.kubernetes.mapping import ClassSelection, selected_ingresses
+from router_plugins.kubernetes.secrets import SecretCertificates, referenced_secrets
 from router_plugins.kubernetes.watch import ClusterWatch
 
 COALESCE = 0.1
@@ -17,14 +18,24 @@ class KubernetesProvider:
     name = "kubernetes"
 
     def __init__(
-        self, cluster: ClusterWatch, selection: ClassSelection, *, shared_hosts: bool = False
+        self,
+        cluster: ClusterWatch,
+        selection: ClassSelection,
+        *,
+        shared_hosts: bool = False,
+        secrets: SecretCertificates | None = None,
     ) -> None:
         self._cluster = cluster
+        self._selection = selection
         self._builder = RouteBuilder(selection, shared_hosts=shared_hosts)
+        self._secrets = secrets
 
     def build(self) -> ProviderUpdate:
         changes = self._cluster.take_changes()
-        routes, problems = self._builder.build(self._cluster.snapshot(), changes)
+        snapshot = self._cluster.snapshot()
+        routes, problems = self._builder.build(snapshot, changes)
+        if self._secrets is not None:
+            self._secrets.want(referenced_secrets(selected_ingresses(snapshot, self._selection)))
         return ProviderUpdate(self.name, routes, problems)
 
     async def run(self, publish: Publish) -> None:
