@@ -52,7 +52,7 @@ class Certificate:
         self.pem = pem
         """Private key then chain, PEM: what an ``SSLContext`` loads."""
         self.contexts: dict[str, ssl.SSLContext] = {}
-        """One context per listener policy, made by the store."""
+        """One context per listener policy, made by the store at the first handshake."""
         self.warned = False
 
     def describe(self) -> dict[str, object]:

@@ -44,8 +44,9 @@ class CertificateFileWatcher:
         last_expiry_check = time.monotonic()
         while True:
             await asyncio.sleep(self.interval)
-            for pair in self.pairs:
-                signature = await asyncio.to_thread(_signature, pair)
+            # One trip to a thread for all the stat calls (thousands of files, maybe).
+            signatures = await asyncio.to_thread(_signatures, self.pairs)
+            for pair, signature in zip(self.pairs, signatures, strict=True):
                 if signature != self._seen.get(file_source(pair)):
                     contents = await asyncio.to_thread(_read, pair)
                     self._apply(pair, signature, contents)
@@ -68,6 +69,10 @@ class CertificateFileWatcher:
             self.store.fail(source, contents)
         else:
             self.store.put(source, *contents)
+
+
+def _signatures(pairs: list[CertificateFiles]) -> list[Signature | None]:
+    return [_signature(pair) for pair in pairs]
 
 
 def _signature(pair: CertificateFiles) -> Signature | None:

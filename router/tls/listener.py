@@ -113,7 +113,11 @@ class TlsListener:
                 # unless the operator chose a default certificate.
                 self.counts.fail(self.name, "unknown_name" if server_name else "no_sni")
                 return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
-        connection.context = certificate.contexts[self.name]
+        context = certificate.contexts.get(self.name) or self.store.context(certificate, self.name)
+        if context is None:
+            self.counts.fail(self.name, "certificate_unusable")
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+        connection.context = context
         return None
 
     def server(self, *args: Any, **kwargs: Any) -> TlsServer:

@@ -72,7 +72,6 @@ class CertificateStore:
         """Load a source's new content; False (and a problem) when it cannot be served."""
         try:
             certificate = parse_certificate(source, chain_pem, key_pem)
-            certificate.contexts = self._contexts_for(certificate)
         except CertificateError as exc:
             self.fail(source, str(exc))
             return False
@@ -84,7 +83,7 @@ class CertificateStore:
         self._by_source[source] = certificate
         self._index(certificate)
         self._clear_problem(source)
-        logger.info(
+        logger.debug(
             "certificate %s loaded from %s (expires %s)",
             ", ".join(certificate.names),
             source,
@@ -146,19 +145,33 @@ class CertificateStore:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _contexts_for(self, certificate: Certificate) -> dict[str, ssl.SSLContext]:
+    def context(self, certificate: Certificate, policy: str) -> ssl.SSLContext | None:
+        """The certificate's context for a listener policy, made at its first handshake.
+
+        Made on demand: OpenSSL 3.0 takes ~3 ms to load a key, which for thousands of
+        certificates would hold up start-up (and their memory) for names never asked for.
+        """
+        context = certificate.contexts.get(policy)
+        if context is not None:
+            return context
+        try:
+            context = self._load(certificate, self._policies[policy])
+        except CertificateError as exc:
+            self.fail(certificate.source, str(exc))
+            return None
+        certificate.contexts[policy] = context
+        return context
+
+    def _load(self, certificate: Certificate, make: MakeContext) -> ssl.SSLContext:
         # ssl loads keys only from files: write one to a private directory (in memory
         # where the system has /dev/shm) and remove it at once.
         descriptor, path = tempfile.mkstemp(dir=self._scratch)
         try:
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(certificate.pem)
-            contexts = {}
-            for name, make in self._policies.items():
-                context = make()
-                context.load_cert_chain(path)
-                contexts[name] = context
-            return contexts
+            context = make()
+            context.load_cert_chain(path)
+            return context
         except ssl.SSLError as exc:
             raise CertificateError(f"OpenSSL refused the certificate: {exc.reason}") from None
         finally:

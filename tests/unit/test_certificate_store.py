@@ -31,7 +31,7 @@ def test_names_come_from_the_san_and_wildcards_cover_one_label(ca: TestCA) -> No
     assert store.lookup("a.b.example.com") is None
     certificate = store.lookup("a.example.com")
     assert certificate is not None
-    assert isinstance(certificate.contexts["https"], ssl.SSLContext)
+    assert isinstance(store.context(certificate, "https"), ssl.SSLContext)
 
 
 def test_exact_beats_wildcard_and_the_latest_expiry_wins_a_shared_name(ca: TestCA) -> None:
