@@ -163,7 +163,6 @@ class RouterRuntime:
             HeaderPolicy(tuple(protected)),
             trusted,
             self.metrics,
-            0,
             observers=tuple(services.upstream_observers),
             body_timeout=config.limits.body_timeout,
         )

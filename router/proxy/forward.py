@@ -90,7 +90,6 @@ class Forwarder:
         policy: HeaderPolicy,
         trusted: TrustedPeers,
         metrics: Metrics,
-        listen_port: int,
         observers: tuple[UpstreamObserver, ...] = (),
         body_timeout: float = 30.0,
     ) -> None:
@@ -100,7 +99,6 @@ class Forwarder:
         self.policy = policy
         self.trusted = trusted
         self.metrics = metrics
-        self.listen_port = str(listen_port)
         self.observers = observers
         self._loop: asyncio.AbstractEventLoop | None = None
         """Cached: ``asyncio.get_running_loop()`` costs a ``getpid()`` system call."""
