@@ -304,8 +304,17 @@ def report(
         label: {mode: statistics.median(values) for mode, values in modes.items()}
         for label, modes in results.items()
     }
-    nginx = medians["nginx TLS"]
-    one = medians[targets[1].label]
+
+    def paired(label: str, base: str, mode: str) -> float:
+        """Median over rounds of the ratio of two targets measured in the same round."""
+        ratios = [
+            value / reference
+            for value, reference in zip(results[label][mode], results[base][mode], strict=True)
+            if reference > 0
+        ]
+        return statistics.median(ratios) if ratios else 0.0
+
+    one = targets[1].label
     print()
     print(
         f"{'target':<22} {'handshakes/s':>13} {'req/s (kept)':>13} {'vs 1 cert':>16} "
@@ -314,12 +323,16 @@ def report(
     rows = []
     for target in targets:
         m = medians[target.label]
+        ratios = {
+            f"{mode}_vs_{name}": paired(target.label, base, mode)
+            for mode in ("handshakes", "requests")
+            for name, base in (("one_certificate", one), ("nginx", "nginx TLS"))
+        }
         versus_one = (
-            f"{m['handshakes'] / one['handshakes']:.2f} / {m['requests'] / one['requests']:.2f}"
+            f"{ratios['handshakes_vs_one_certificate']:.2f} / "
+            f"{ratios['requests_vs_one_certificate']:.2f}"
         )
-        versus_nginx = (
-            f"{m['handshakes'] / nginx['handshakes']:.2f} / {m['requests'] / nginx['requests']:.2f}"
-        )
+        versus_nginx = f"{ratios['handshakes_vs_nginx']:.2f} / {ratios['requests_vs_nginx']:.2f}"
         print(
             f"{target.label:<22} {m['handshakes']:>13,.0f} {m['requests']:>13,.0f} "
             f"{versus_one:>16} {versus_nginx:>16} {memory[target.label]:>8.0f} "
@@ -330,12 +343,13 @@ def report(
                 "target": target.label,
                 "handshakes_per_s": m["handshakes"],
                 "requests_per_s": m["requests"],
+                **ratios,
                 "rss_mib": memory[target.label],
                 "ready_s": target.ready_s,
                 "slices": results[target.label],
             }
         )
-    print("(ratios: handshakes / requests; medians over the rounds)")
+    print("(ratios: handshakes / requests; median over the rounds of same-round ratios)")
     return {"benchmark": "tls", "commit": bench.git_commit(), "rows": rows}
 
 

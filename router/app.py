@@ -240,8 +240,10 @@ class RouterRuntime:
         self.stack.callback(store.close)
         watcher = CertificateFileWatcher(store, files, config.tls.watch_interval)
         watcher.load_all()
+        tasks = [asyncio.create_task(store.check_expiry_hourly(), name="certificate-expiry")]
         if files:
-            task = asyncio.create_task(watcher.run(), name="certificate-files")
+            tasks.append(asyncio.create_task(watcher.run(), name="certificate-files"))
+        for task in tasks:
             self.stack.callback(task.cancel)
         self._handshakes = HandshakeCounts()
         self._tls_listeners = {

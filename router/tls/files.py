@@ -10,14 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 
 from router.config.models import CertificateFiles
 from router.tls.store import CertificateStore
 
 logger = logging.getLogger("commons_router.tls")
-
-_EXPIRY_CHECK_EVERY = 3600.0
 
 Signature = tuple[tuple[int, int, int], ...]
 
@@ -41,7 +38,6 @@ class CertificateFileWatcher:
             self._load(pair, _signature(pair))
 
     async def run(self) -> None:
-        last_expiry_check = time.monotonic()
         while True:
             await asyncio.sleep(self.interval)
             # One trip to a thread for all the stat calls (thousands of files, maybe).
@@ -50,9 +46,6 @@ class CertificateFileWatcher:
                 if signature != self._seen.get(file_source(pair)):
                     contents = await asyncio.to_thread(_read, pair)
                     self._apply(pair, signature, contents)
-            if time.monotonic() - last_expiry_check >= _EXPIRY_CHECK_EVERY:
-                last_expiry_check = time.monotonic()
-                self.store.check_expiry()
 
     def _load(self, pair: CertificateFiles, signature: Signature | None) -> None:
         self._apply(pair, signature, _read(pair))

@@ -8,6 +8,7 @@ When two certificates claim a name, the one that expires last serves it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -120,6 +121,11 @@ class CertificateStore:
                 self.fail(certificate.source, "the certificate has expired")
             else:
                 self._warn_if_expiring(certificate, moment)
+
+    async def check_expiry_hourly(self) -> None:
+        while True:
+            await asyncio.sleep(3600.0)
+            self.check_expiry()
 
     def _warn_if_expiring(self, certificate: Certificate, now: float) -> None:
         left = certificate.not_after - now

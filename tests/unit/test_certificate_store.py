@@ -82,3 +82,20 @@ def test_default_certificate_by_name(ca: TestCA) -> None:
     assert store.default() is None
     store.put("f", *ca.issue("fallback.example"))
     assert store.default() is store.lookup("fallback.example")
+
+
+def test_expiry_is_warned_once_and_an_expired_certificate_is_a_problem(
+    ca: TestCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = new_store()
+    store.put("site", *ca.issue("site.example", days=30))
+    certificate = store.lookup("site.example")
+    assert certificate is not None
+    store.check_expiry(now=certificate.not_after - 20 * 86400)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    store.check_expiry(now=certificate.not_after - 10 * 86400)
+    store.check_expiry(now=certificate.not_after - 9 * 86400)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "site.example" in warnings[0] and "10.0 days" in warnings[0]
+    store.check_expiry(now=certificate.not_after + 1)
+    assert store.problems == {"site": "the certificate has expired"}
