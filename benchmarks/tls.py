@@ -233,6 +233,85 @@ def rss_mib(pid: int) -> float:
     return total / 2**20
 
 
+# -- in process ------------------------------------------------------------------------
+
+
+def handshake_once(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:
+    """One full TLS handshake between two in-memory endpoints (SNI ``localhost``)."""
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = server_context.wrap_bio(to_server, to_client, server_side=True)
+    s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context.wrap_bio(s_in, s_out, server_hostname="localhost")
+    done = {"client": False, "server": False}
+    while not all(done.values()):
+        for name, endpoint in (("client", client), ("server", server)):
+            if not done[name]:
+                try:
+                    endpoint.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+            if s_out.pending:
+                to_server.write(s_out.read())
+            if to_client.pending:
+                s_in.write(to_client.read())
+
+
+def in_process(ca: Path, pairs: list[tuple[Path, Path]], rounds: int) -> dict[str, Any]:
+    """Handshakes/s and SNI lookups through the router's own store and SNI callback, in
+    this process (no network, no event loop): the part that depends on how many
+    certificates are loaded, measured without the noise of a shared machine's scheduler."""
+    import logging
+
+    from router.config.models import ListenerTls
+    from router.tls.listener import HandshakeCounts, TlsListener, policy
+    from router.tls.store import CertificateStore
+
+    logging.disable(logging.WARNING)
+    client = ssl.create_default_context(cafile=str(ca))
+    client.options |= ssl.OP_NO_TICKET
+    listeners = {}
+    for count in COUNTS:
+        store = CertificateStore(policies={"https": policy(ListenerTls())})
+        for index, (cert, key) in enumerate(pairs[:count]):
+            store.put(f"file:{index}", cert.read_bytes(), key.read_bytes())
+        listeners[count] = TlsListener("https", store, policy(ListenerTls()), HandshakeCounts())
+        handshake_once(listeners[count].context, client)  # makes the localhost context
+    rates: dict[int, list[float]] = {count: [] for count in COUNTS}
+    lookups: dict[int, list[float]] = {count: [] for count in COUNTS}
+    for _ in range(rounds):
+        for count, listener in listeners.items():
+            started = time.perf_counter()
+            for _ in range(200):
+                handshake_once(listener.context, client)
+            rates[count].append(200 / (time.perf_counter() - started))
+            lookup = listener.store.lookup
+            started = time.perf_counter()
+            for _ in range(100_000):
+                lookup("localhost")
+                lookup("www.site1.bench.test")
+            lookups[count].append((time.perf_counter() - started) / 200_000 * 1e9)
+    print()
+    print(f"{'in process':<22} {'handshakes/s':>13} {'vs 1 cert':>10} {'SNI lookup ns':>14}")
+    rows = []
+    for count in COUNTS:
+        ratio = statistics.median(
+            a / b for a, b in zip(rates[count], rates[COUNTS[0]], strict=True)
+        )
+        rate, lookup_ns = statistics.median(rates[count]), statistics.median(lookups[count])
+        label = f"{count:,} certificate{'s' if count > 1 else ''}"
+        print(f"{label:<22} {rate:>13,.0f} {ratio:>10.2f} {lookup_ns:>14.0f}")
+        rows.append(
+            {
+                "certificates": count,
+                "handshakes_per_s": rate,
+                "vs_one": ratio,
+                "lookup_ns": lookup_ns,
+            }
+        )
+    return {"in_process": rows}
+
+
 # -- run -------------------------------------------------------------------------------
 
 
@@ -294,7 +373,9 @@ def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> di
         memory = {t.label: rss_mib(t.pid) for t in targets}
     finally:
         procs.stop_all()
-    return report(results, memory, targets)
+    document = report(results, memory, targets)
+    document.update(in_process(ca, pairs, args.rounds))
+    return document
 
 
 def report(

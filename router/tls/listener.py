@@ -55,15 +55,22 @@ def policy(settings: ListenerTls) -> MakeContext:
 
 
 class HandshakeCounts:
-    """Handshakes per listener: completed, and refused by the router with a reason."""
+    """Handshakes per listener: completed, refused by the router with a reason, and
+    abandoned (failed inside OpenSSL, or the client left before finishing)."""
 
     def __init__(self) -> None:
         self.completed: dict[str, int] = {}
         self.failed: dict[tuple[str, str], int] = {}
+        self.unfinished: dict[str, int] = {}
+        """Connections dropped before their handshake completed, refused ones included."""
 
     def fail(self, listener: str, reason: str) -> None:
         key = (listener, reason)
         self.failed[key] = self.failed.get(key, 0) + 1
+
+    def _other(self, listener: str) -> int:
+        refused = sum(n for (name, _), n in self.failed.items() if name == listener)
+        return max(0, self.unfinished.get(listener, 0) - refused)
 
     def metric_lines(self) -> list[str]:
         lines = [
@@ -76,13 +83,18 @@ class HandshakeCounts:
         ]
         lines += [
             "# HELP commons_router_tls_handshake_failures_total "
-            "TLS handshakes refused by the router, by listener and reason.\n",
+            "TLS handshakes that did not complete, by listener and reason (other: failed "
+            "inside OpenSSL, e.g. no shared version or cipher or a bad client certificate, "
+            "or the client left).\n",
             "# TYPE commons_router_tls_handshake_failures_total counter\n",
         ]
+        failures = dict(self.failed)
+        for name in self.completed:
+            failures[(name, "other")] = self._other(name)
         lines += [
             f'commons_router_tls_handshake_failures_total{{listener="{name}",reason="{why}"}} '
             f"{count}\n"
-            for (name, why), count in sorted(self.failed.items())
+            for (name, why), count in sorted(failures.items())
         ]
         return lines
 
@@ -97,6 +109,7 @@ class TlsListener:
         self.store = store
         self.counts = counts
         counts.completed.setdefault(name, 0)
+        counts.unfinished.setdefault(name, 0)
         self.context = make()
         self.context.sni_callback = self._select
 
@@ -121,43 +134,52 @@ class TlsListener:
         return None
 
     def server(self, *args: Any, **kwargs: Any) -> TlsServer:
-        return TlsServer(*args, on_handshake=self._completed, **kwargs)
-
-    def _completed(self) -> None:
-        completed = self.counts.completed
-        completed[self.name] += 1
+        return TlsServer(*args, counts=self.counts, listener=self.name, **kwargs)
 
 
 class TlsServer(GuardedServer):
     """Connections of a TLS listener: counted once their handshake completes, and their
     verified client certificate subject read once."""
 
-    def __init__(self, *args: Any, on_handshake: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, counts: HandshakeCounts, listener: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._on_handshake = on_handshake
+        self._counts = counts
+        self._listener = listener
 
     def __call__(self) -> TlsRequestHandler:
         return TlsRequestHandler(
             self,
             loop=self._loop,
             header_timeout=self._header_timeout,
-            on_handshake=self._on_handshake,
+            counts=self._counts,
+            listener=self._listener,
             **self._kwargs,
         )
 
 
 class TlsRequestHandler(GuardedRequestHandler):
-    __slots__ = ("_on_handshake", "client_subject")
+    """Made when a TCP connection is accepted; told of it only once the TLS handshake
+    completed. One dropped without being told never finished its handshake."""
 
-    def __init__(self, manager: Any, *, on_handshake: Any, **kwargs: Any) -> None:
+    __slots__ = ("_counts", "_handshaken", "_listener", "client_subject")
+
+    def __init__(
+        self, manager: Any, *, counts: HandshakeCounts, listener: str, **kwargs: Any
+    ) -> None:
         super().__init__(manager, **kwargs)
-        self._on_handshake = on_handshake
+        self._counts = counts
+        self._listener = listener
+        self._handshaken = False
         self.client_subject: str | None = None
         """The verified client certificate's subject (RFC 4514), if one was presented."""
 
+    def __del__(self) -> None:
+        if not self._handshaken:
+            self._counts.unfinished[self._listener] += 1
+
     def connection_made(self, transport: Any) -> None:
-        # With TLS the protocol learns of its connection only after the handshake.
-        self._on_handshake()
+        self._handshaken = True
+        self._counts.completed[self._listener] += 1
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.client_subject = client_subject(ssl_object)

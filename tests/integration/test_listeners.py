@@ -189,6 +189,11 @@ async def test_tls_13_only_listener_refuses_tls_12(
                 client.get(url),
             ):
                 pass
+        metrics = await _text(router.admin_url + "/metrics")
+        assert (
+            'commons_router_tls_handshake_failures_total{listener="https",reason="other"} 1'
+            in metrics
+        )
         modern = ssl.create_default_context(cadata=ca.pem.decode())
         modern.set_alpn_protocols(["h2", "http/1.1"])
         _, writer = await asyncio.open_connection(
@@ -220,3 +225,8 @@ routes: [{name: r, listeners: [htps], builtin: echo}]
 """
     with pytest.raises(ConfigError, match="unknown listeners"):
         load_config_text(text, "<test>")
+
+
+async def _text(url: str) -> str:
+    async with ClientSession() as client, client.get(url) as response:
+        return await response.text()
