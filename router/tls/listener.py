@@ -2,7 +2,12 @@
 
 SECURITY: TLS 1.2 at least (1.3 only by setting), forward-secret AEAD ciphers only, no
 compression, ALPN offers ``http/1.1`` alone (clients never try h2 on a connection that
-would not speak it). Session tickets are on (OpenSSL's per-process ticket keys).
+would not speak it).
+
+Sessions resume from the process's session cache (TLS 1.3 stateful tickets, TLS 1.2
+session ids), never from stateless tickets: Python cannot set or rotate ticket keys, and a
+ticket key that lives as long as the process would let whoever obtains it decrypt every
+resumed session. With no ticket key there is nothing to rotate or to leak.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ def policy(settings: ListenerTls) -> MakeContext:
             ssl.TLSVersion.TLSv1_3 if settings.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
         )
         context.set_ciphers(MODERN_CIPHERS)
-        context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+        context.options |= (
+            ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_TICKET
+        )
         context.set_alpn_protocols(["http/1.1"])
         if client is not None and ca_text is not None:
             # Each certificate's context verifies clients too: after the SNI switch,
