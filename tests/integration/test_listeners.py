@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientConnectionError, ClientSession, TCPConnector
+from aiohttp import ClientConnectionError, ClientSession, TCPConnector, web
 from yarl import URL
 
+from router.api import Handler, Middleware, NoConfig, Plugin, context_of
 from router.config.loader import ConfigError, load_config_text
 from router.testing import Backend, run_router
 from tests.support.tls import TestCA
@@ -259,3 +260,33 @@ async def test_sessions_resume_without_ticket_keys(
         assert session.has_ticket == (version == ssl.TLSVersion.TLSv1_3)
         _, reused = await asyncio.to_thread(connect, port, session)
         assert reused
+
+
+class SubjectProbe(Plugin[NoConfig]):
+    """Answers with the client certificate subject the router hands to plugins."""
+
+    name = "subject_probe"
+
+    def global_middleware(self) -> Middleware | None:
+        async def probe(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
+            subject = context_of(request).client_certificate_subject
+            return web.Response(text=repr(subject))
+
+        return probe
+
+
+async def test_plugins_see_the_verified_client_certificate_subject(
+    backend: Backend, ca: TestCA, server_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config = two_listeners(backend, server_files, https=mutual(ca, "optional", tmp_path))
+    config["plugins"] = [{"name": "subject_probe"}]
+    async with run_router(config, plugins={"subject_probe": SubjectProbe}) as router:
+        url = f"https://localhost:{router.port_of('https')}/"
+        with_cert = client_context(ca, tmp_path)
+        without = ssl.create_default_context(cadata=ca.pem.decode())
+        for context, expected in ((with_cert, "'CN=alice'"), (without, "None")):
+            async with (
+                ClientSession(connector=TCPConnector(ssl=context)) as client,
+                client.get(url) as response,
+            ):
+                assert await response.text() == expected
