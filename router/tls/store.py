@@ -105,9 +105,6 @@ class CertificateStore:
         if self.problems.pop(source, None) is None:
             logger.info("certificate source %s removed", source)
 
-    def sources(self) -> set[str]:
-        return set(self._by_source) | set(self.problems)
-
     def certificates(self) -> list[Certificate]:
         return sorted(self._by_source.values(), key=lambda c: c.source)
 

@@ -70,10 +70,6 @@ class SecretCertificates:
         self._sink = sink
         self._watches: dict[str, tuple[Reflector[Obj], asyncio.Task[None]]] = {}
 
-    @property
-    def watched(self) -> set[str]:
-        return set(self._watches)
-
     def want(self, wanted: set[str]) -> None:
         """Watch exactly ``wanted`` (``namespace/name`` keys) from now on."""
         for secret_key in sorted(wanted - self._watches.keys()):
