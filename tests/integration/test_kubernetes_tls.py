@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import ssl
 from pathlib import Path
 from typing import Any
 
 from tests.support.kubecluster import KubeCluster, eventually, run_cluster
-from tests.support.tls import TestCA, served_names
+from tests.support.tls import TestCA, served_common_name, served_names
 
 LISTENERS = {
     "listeners": [
@@ -46,20 +45,7 @@ def with_tls(cluster: KubeCluster, secret_name: str | None, **annotations: str) 
 
 async def common_name(cluster: KubeCluster, ca: TestCA) -> str | None:
     port = cluster.router.port_of("https")
-
-    def handshake() -> str | None:
-        context = ssl.create_default_context(cadata=ca.pem.decode())
-        try:
-            with (
-                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-                context.wrap_socket(raw, server_hostname="app.test") as tls,
-            ):
-                peer = tls.getpeercert()
-        except (ssl.SSLError, ConnectionError):
-            return None
-        return str(dict(x[0] for x in peer["subject"])["commonName"])
-
-    return await asyncio.to_thread(handshake)
+    return await asyncio.to_thread(served_common_name, port, "app.test", ca)
 
 
 async def test_secret_created_changed_broken_and_deleted(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import asyncio
 import shutil
 import ssl
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 
 from router.testing import Backend, RunningRouter, run_router
-from tests.support.tls import TestCA, served_names
+from tests.support.kubecluster import eventually
+from tests.support.tls import TestCA, served_common_name, served_names
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +39,6 @@ def tls_config(backend: Backend, files: list[tuple[Path, Path]], **tls: Any) -> 
 
 async def names(router: RunningRouter, sni: str | None, ca: TestCA) -> list[str]:
     return await asyncio.to_thread(served_names, router.port, sni, ca)
-
-
-async def eventually(check: Callable[[], Any], what: str) -> None:
-    for _ in range(200):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def test_sni_picks_the_most_specific_certificate_and_never_another_hosts(
@@ -131,9 +123,8 @@ async def test_rotation_serves_new_handshakes_and_keeps_open_connections(
             shutil.move(new_cert, cert)
 
             async def rotated() -> bool:
-                return await asyncio.to_thread(_common_name_of, router.port, "a.example", ca) == (
-                    "second"
-                )
+                name = await asyncio.to_thread(served_common_name, router.port, "a.example", ca)
+                return name == "second"
 
             await eventually(rotated, "the new certificate is served")
             # The connection opened before the rotation still answers.
@@ -172,7 +163,7 @@ async def test_broken_certificate_is_rejected_and_the_previous_keeps_serving(
         [problem] = document["problems"]
         assert problem["source"] == f"file:{cert}"
         assert [c["names"] for c in document["certificates"]] == [["a.example"]]
-        assert await asyncio.to_thread(_common_name_of, router.port, "a.example", ca) == "good"
+        assert await asyncio.to_thread(served_common_name, router.port, "a.example", ca) == "good"
 
 
 async def test_routes_lists_certificates_with_names_issuer_expiry_and_source(
@@ -251,17 +242,6 @@ def _common_name(peer: Any) -> str:
             if key == "commonName":
                 return str(value)
     return ""
-
-
-def _common_name_of(port: int, name: str, ca: TestCA) -> str:
-    import socket
-
-    context = ssl.create_default_context(cadata=ca.pem.decode())
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname=name) as tls,
-    ):
-        return _common_name(tls.getpeercert())
 
 
 async def _json(url: str) -> Any:

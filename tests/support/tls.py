@@ -142,9 +142,10 @@ class TestCA:
         return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
-def served_names(port: int, server_name: str | None, ca: TestCA) -> list[str]:
-    """Handshake with 127.0.0.1:port sending ``server_name`` as SNI (None: no SNI); the DNS
-    names of the certificate served. Raises ``ssl.SSLError`` when refused."""
+def served_certificate(port: int, server_name: str | None, ca: TestCA) -> x509.Certificate:
+    """Handshake with 127.0.0.1:port sending ``server_name`` as SNI (None: no SNI), trusting
+    ``ca`` (host name not checked); the leaf certificate served. Raises ``ssl.SSLError``
+    when the handshake is refused."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.load_verify_locations(cadata=ca.pem.decode())
@@ -154,9 +155,23 @@ def served_names(port: int, server_name: str | None, ca: TestCA) -> list[str]:
     ):
         der = tls.getpeercert(binary_form=True)
     assert der is not None
-    leaf = x509.load_der_x509_certificate(der)
+    return x509.load_der_x509_certificate(der)
+
+
+def served_names(port: int, server_name: str | None, ca: TestCA) -> list[str]:
+    """The DNS names (SAN) of the certificate served for ``server_name``."""
+    leaf = served_certificate(port, server_name, ca)
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
     return list(san.get_values_for_type(x509.DNSName))
+
+
+def served_common_name(port: int, server_name: str, ca: TestCA) -> str | None:
+    """The subject CN of the certificate served for ``server_name``; None if refused."""
+    try:
+        leaf = served_certificate(port, server_name, ca)
+    except (ssl.SSLError, ConnectionError):
+        return None
+    return str(leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
