@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from router.dispatch import TableHolder
 from router.observability.metrics import Metrics
+from router.routing.holder import TableHolder
 from router.routing.watcher import RouteWatcher
 from router.tls.store import CertificateStore
 
@@ -41,7 +40,7 @@ def routes_document(state: AdminState) -> dict[str, Any]:
                 "path_type": spec.path_type,
                 "builtin": spec.builtin,
                 "balancer": spec.balancer,
-                "plugins": list(spec.plugins),
+                "plugins": list(route.plugins),
                 "endpoints": [
                     {
                         "url": endpoint.url,
@@ -110,15 +109,11 @@ async def routes(request: web.Request) -> web.Response:
     return _json(routes_document(request.app[ADMIN_STATE]))
 
 
-def build_admin_app(
-    state: AdminState, extra: Callable[[web.Application], None] | None = None
-) -> web.Application:
+def build_admin_app(state: AdminState) -> web.Application:
     app = web.Application()
     app[ADMIN_STATE] = state
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/routes", routes)
-    if extra is not None:
-        extra(app)
     return app

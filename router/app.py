@@ -24,14 +24,16 @@ from router.builtin.unavailable import unavailable
 from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
 from router.config.models import Config, Hsts, ListenerSpec
 from router.config.types import split_host_port
-from router.dispatch import Dispatcher, TableHolder
+from router.dispatch import Dispatcher
+from router.errors import error_page
 from router.http.protocol import GuardedServer
 from router.http.request import request_factory
 from router.observability.accesslog import AccessLog
 from router.observability.metrics import Metrics
+from router.proxy.body import BodyLimits
 from router.proxy.client import UpstreamClient
 from router.proxy.forward import Forwarder
-from router.proxy.headers import DEFAULT_IDENTITY_HEADERS, HeaderPolicy, TrustedPeers
+from router.proxy.headers import HeaderPolicy, TrustedPeers
 from router.proxy.upstream import EndpointRegistry
 from router.proxy.websocket import proxy_websocket
 from router.registry import (
@@ -44,6 +46,7 @@ from router.registry import (
 )
 from router.routing.compiler import RouteCompiler, isolate
 from router.routing.file_provider import FileProvider
+from router.routing.holder import TableHolder
 from router.routing.watcher import RouteWatcher
 from router.tls.files import CertificateFileWatcher, file_source
 from router.tls.listener import HandshakeCounts, TlsListener, policy
@@ -150,7 +153,7 @@ class RouterRuntime:
             self.plugins.append((spec, plugin))
 
         trusted = TrustedPeers(config.trusted_proxies)
-        protected = [*DEFAULT_IDENTITY_HEADERS, *services.protected_headers]
+        protected = list(services.protected_headers)
         for listener in listeners:
             mutual = listener.tls.client_certificates if listener.tls is not None else None
             if mutual is not None and mutual.subject_header is not None:
@@ -160,11 +163,17 @@ class RouterRuntime:
         forwarder = Forwarder(
             upstream_client,
             session,
-            HeaderPolicy(tuple(protected)),
+            HeaderPolicy(protected),
             trusted,
             self.metrics,
             observers=tuple(services.upstream_observers),
-            body_timeout=config.limits.body_timeout,
+            body_limits=BodyLimits(
+                idle_timeout=config.limits.body_timeout,
+                buffer_size=config.limits.request_buffer_size,
+                min_rate=config.limits.body_min_rate,
+                rate_grace=config.limits.body_rate_grace,
+            ),
+            detailed_errors=self.dev_mode,
         )
         forwarder.websocket = functools.partial(proxy_websocket, forwarder)
 
@@ -179,6 +188,7 @@ class RouterRuntime:
             EndpointRegistry(),
             self.metrics,
             config.limits.max_body_size,
+            config.paths.match,
         )
         watcher = RouteWatcher(compiler, self.holder, self.metrics)
         self.watcher = watcher
@@ -268,6 +278,7 @@ class RouterRuntime:
             access_log=access_log,
             merge_slashes=config.paths.merge_slashes,
             reject_encoded_slash=config.paths.reject_encoded_slash,
+            reject_encoded_controls=config.paths.reject_encoded_controls,
             listener=spec.name,
             hsts=hsts_value(tls.hsts) if tls is not None and tls.hsts is not None else None,
             redirect_port=spec.https_redirect_port,
@@ -282,6 +293,8 @@ class RouterRuntime:
             dispatcher,
             request_factory=request_factory(asyncio.get_running_loop()),
             header_timeout=limits.header_timeout,
+            rejections=dispatcher.rejected,
+            page=error_page,
             handler_cancellation=True,
             access_log=None,
             keepalive_timeout=limits.keepalive_timeout,

@@ -15,8 +15,16 @@ from pathlib import Path
 
 from yarl import URL
 
+from router.api import DevOptions
 from router.buildinfo import version_text
-from router.config.loader import ConfigError, LineMap, LoadedConfig, load_config_file
+from router.config.loader import (
+    ConfigError,
+    LineMap,
+    LoadedConfig,
+    load_config_file,
+    render_config_error,
+    report_invalid_config,
+)
 from router.config.models import (
     Admin,
     Config,
@@ -44,10 +52,30 @@ def _host_port(value: str) -> str:
     return value
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, reading the build commit only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=str(kwargs.get("help", "")))
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(version_text())
+        parser.exit(EXIT_OK)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="commons-router",
         description="Authenticating edge router that shows which code served each request.",
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the version and build commit, and exit"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -94,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("--cookie", metavar="NAME=VALUE", help="send this Cookie header")
     inspect.add_argument("--bearer", metavar="TOKEN", help="send Authorization: Bearer TOKEN")
-    inspect.add_argument("--header", default="Provenance", help="provenance header name")
+    inspect.add_argument(
+        "--header", default=None, help="provenance header name (default: Provenance)"
+    )
 
     commands.add_parser("version", help="print the version and build commit")
     return parser
@@ -138,16 +168,6 @@ def _load(path: Path) -> LoadedConfig:
     return loaded
 
 
-def render_config_error(exc: ConfigError) -> str:
-    """Every issue, one per line, in file order (issues without a line first)."""
-    issues = sorted(exc.issues, key=lambda issue: issue.line or 0)
-    return "\n".join(issue.render(exc.source) for issue in issues)
-
-
-def report_invalid_config(exc: ConfigError) -> None:
-    print(f"commons-router: invalid configuration:\n{render_config_error(exc)}", file=sys.stderr)
-
-
 def _check(path: Path) -> int:
     try:
         loaded = _load(path)
@@ -182,41 +202,25 @@ def _is_loopback(listen: str) -> bool:
         return False
 
 
-def _dev_plugins(source: str | None) -> list[PluginEntry]:
-    """Provenance (and tracing) in front of the app, when those plugins are installed."""
-    from importlib.metadata import entry_points
+def _dev_plugins(listen: str, source: str | None) -> list[PluginEntry]:
+    """The installed plugins that take part in the development proxy, each with the
+    settings it asks for (:meth:`router.api.Plugin.dev_preset`), in the order they ask."""
+    from router.registry import discover_plugins
 
-    from router.registry import ENTRY_POINT_GROUP
-
-    installed = {entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)}
-    plugins = []
-    if "tracing" in installed:
-        # Spans go to a collector only when one is named the OpenTelemetry way.
-        collector = any(
-            os.environ.get(name)
-            for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        )
-        tracing = {"exporter": "otlp_http" if collector else "none"}
-        plugins.append(PluginEntry(name="tracing", config=tracing))
-    if "provenance" in installed:
-        settings = {"source_dir": source} if source else {}
-        plugins.append(PluginEntry(name="provenance", config=settings))
-    return plugins
-
-
-def _dev_login_plugins(listen: str) -> list[PluginEntry]:
-    """The built-in development login (INSECURE: any name, no identity provider) at
-    ``/.commons-router/login``, on loopback listeners only. Pages stay open without login;
-    the user's identity goes to the app once signed in."""
-    from importlib.metadata import entry_points
-
-    from router.registry import ENTRY_POINT_GROUP
-
-    installed = {entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)}
-    if not _is_loopback(listen) or not {"sessions", "auth"} <= installed:
-        return []
-    login = {"dev_login": True, "default": {"policy": "optional"}}
-    return [PluginEntry(name="sessions"), PluginEntry(name="auth", config=login)]
+    options = DevOptions(source=source, loopback=_is_loopback(listen), environ=os.environ)
+    presets = {}
+    for name, cls in discover_plugins().items():
+        preset = cls.dev_preset(options)
+        if preset is not None:
+            presets[name] = preset
+    chosen = [
+        (preset.order, name, preset)
+        for name, preset in presets.items()
+        if all(required in presets for required in preset.requires)
+    ]
+    return [
+        PluginEntry(name=name, config=dict(preset.config)) for _, name, preset in sorted(chosen)
+    ]
 
 
 def dev_config(
@@ -232,7 +236,7 @@ def dev_config(
         admin=Admin(listen=admin_listen),
         drain=Drain(delay=0, grace=5),
         file_provider=FileProvider(watch=False),
-        plugins=[*_dev_plugins(source), *_dev_login_plugins(listen)],
+        plugins=_dev_plugins(listen, source),
         routes=[route],
     )
 

@@ -14,32 +14,18 @@ from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
 from router.api.plugin import Handler
 from router.errors import error_response
-from router.http.framing import HostParser, framing_problem
+from router.http.framing import HostParser
 from router.observability.accesslog import AccessLog
 from router.observability.metrics import Metrics
 from router.proxy.headers import TrustedPeers, joined
 from router.randomness import RANDOM_HEX
 from router.routing.compiled import CompiledRoute
+from router.routing.holder import TableHolder
 from router.routing.paths import PathError, normalize_target
-from router.routing.table import RouteTable
 
 logger = logging.getLogger("commons_router.dispatch")
 
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
-
-class TableHolder:
-    """The current route table. Swapped by assignment: readers never see a partial one."""
-
-    __slots__ = ("generation", "table")
-
-    def __init__(self) -> None:
-        self.table: RouteTable[CompiledRoute] = RouteTable(())
-        self.generation = 0
-
-    def swap(self, table: RouteTable[CompiledRoute]) -> None:
-        self.table = table
-        self.generation += 1
 
 
 def new_request_id() -> str:
@@ -61,6 +47,7 @@ class Dispatcher:
         "metrics",
         "mutual_tls",
         "redirect_port",
+        "reject_encoded_controls",
         "reject_encoded_slash",
         "reserved",
         "scheme",
@@ -78,6 +65,7 @@ class Dispatcher:
         access_log: AccessLog | None,
         merge_slashes: bool,
         reject_encoded_slash: bool,
+        reject_encoded_controls: bool = True,
         listener: str = "default",
         hsts: str | None = None,
         redirect_port: int = 443,
@@ -100,6 +88,7 @@ class Dispatcher:
         self.access_log = access_log
         self.merge_slashes = merge_slashes
         self.reject_encoded_slash = reject_encoded_slash
+        self.reject_encoded_controls = reject_encoded_controls
         self._hosts = HostParser()
         self.reserved: dict[str, Handler] = {}
         """Exact paths answered by plugins on every host (``/.well-known/commons-router/...``,
@@ -164,11 +153,6 @@ class Dispatcher:
     async def _answer(
         self, request: web.BaseRequest, ctx: RequestContext
     ) -> tuple[web.StreamResponse, CompiledRoute | None]:
-        problem = framing_problem(request)
-        if problem is not None:
-            response = self._error(request, ctx, 400, f"Bad request framing: {problem}.")
-            response.force_close()
-            return response, None
         host = self._hosts.parse(request.headers.get("Host", ""))
         if host is None:
             return self._error(request, ctx, 400, "The Host header is not a valid host name."), None
@@ -184,12 +168,17 @@ class Dispatcher:
                 target,
                 merge_slashes=self.merge_slashes,
                 reject_encoded_slash=self.reject_encoded_slash,
+                reject_encoded_controls=self.reject_encoded_controls,
             )
+            table = self.holder.table
+            if normalized.encoded:
+                route = table.resolve(host, normalized)
+            else:
+                route = table.match(host, normalized.match_path)
         except PathError as exc:
             return self._error(request, ctx, 400, f"Bad request path: {exc}."), None
         ctx.path = normalized.path
         ctx.query = normalized.query
-        route = self.holder.table.match(host, normalized.match_path)
         if route is not None:
             if route.listeners and self.listener not in route.listeners:
                 route = None
@@ -232,7 +221,6 @@ class Dispatcher:
             route = ctx.route
             if route is None:
                 raise RouterHTTPError(404, "No route matches this host and path.")
-            assert route.handler is not None
             return await route.handler(request)
         except RouterHTTPError as exc:
             return await self._http_error(request, ctx, exc)
@@ -253,6 +241,33 @@ class Dispatcher:
             if transport is not None:
                 transport.close()
         return response
+
+    def rejected(self, client: str, status: int, reason: str) -> str:
+        """Count and log a request refused before it could be handled (unparsable head,
+        ambiguous framing, head timeout); returns its request id."""
+        self.metrics.rejected(reason)
+        self.metrics.unmatched.observe(status, 0.0)
+        request_id = new_request_id()
+        access_log = self.access_log
+        if access_log is not None:
+            access_log.write(
+                {
+                    "time": access_log.timestamp(),
+                    "request_id": request_id,
+                    "client": client,
+                    "method": None,
+                    "host": None,
+                    "path": None,
+                    "route": None,
+                    "upstream": None,
+                    "status": status,
+                    "error": reason,
+                    "bytes_in": 0,
+                    "bytes_out": 0,
+                    "duration_ms": 0.0,
+                }
+            )
+        return request_id
 
     def _error(
         self,

@@ -18,7 +18,10 @@ code{{background:#f3f3f3;padding:0 .3em}}</style></head>
 
 
 def wants_json(request: web.BaseRequest) -> bool:
-    accept = request.headers.get("Accept", "")
+    return accept_wants_json(request.headers.get("Accept", ""))
+
+
+def accept_wants_json(accept: str) -> bool:
     if "json" not in accept:
         return False
     return "text/html" not in accept or accept.find("json") < accept.find("text/html")
@@ -31,8 +34,19 @@ def error_response(
     request_id: str = "",
     headers: dict[str, str] | None = None,
 ) -> web.Response:
+    return error_page(request.headers.get("Accept", ""), status, message, request_id, headers)
+
+
+def error_page(
+    accept: str,
+    status: int,
+    message: str,
+    request_id: str = "",
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """The error page for a client whose ``Accept`` header is ``accept``."""
     reason = HTTPStatus(status).phrase
-    if wants_json(request):
+    if accept_wants_json(accept):
         body = orjson.dumps(
             {"error": reason, "status": status, "message": message, "request_id": request_id}
         )

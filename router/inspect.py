@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,21 +28,32 @@ from http_message_signatures import algorithms as signature_algorithms
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 from yarl import URL
 
-KEYS_PATH = "/.well-known/commons-router/provenance-keys"
-DEFAULT_TAG = "commons-router"
-DEFAULT_HEADER = "Provenance"
+from router.api import SignedStatementProfile
+
 MAX_KEYS_SIZE = 64 * 1024
 MAX_AGE = datetime.timedelta(minutes=5)
-ACCEPT_SIGNATURE = (
-    'prov=("@status" "provenance" "x-request-id" "@method";req "@authority";req "@path";req)'
-    ';tag="commons-router"'
-)
+
 
 Result = Literal["valid", "invalid", "missing", "key unknown"]
 
 
 class InspectError(Exception):
     """The page or the keys could not be fetched or read."""
+
+
+@cache
+def signed_statement() -> SignedStatementProfile:
+    """The installed plugin's description of what it signs (the provenance plugin's)."""
+    from router.registry import discover_plugins
+
+    profiles = [
+        cls.signed_statement
+        for _, cls in sorted(discover_plugins().items())
+        if cls.signed_statement is not None
+    ]
+    if not profiles:
+        raise InspectError("no installed plugin signs responses (is commons-router complete?)")
+    return profiles[0]
 
 
 @dataclass
@@ -146,11 +158,14 @@ def verify(
     response_headers: Iterable[tuple[str, str]],
     keys: Mapping[str, Ed25519PublicKey],
     *,
-    header: str = DEFAULT_HEADER,
-    tag: str = DEFAULT_TAG,
+    header: str | None = None,
+    tag: str | None = None,
     keys_url: str | None = None,
 ) -> Verification:
     """Check the router's signature on a response to ``method url``."""
+    profile = signed_statement()
+    header = header or profile.header
+    tag = tag or profile.tag
     lines = list(response_headers)
     names = {name.lower() for name, _ in lines}
     if "signature-input" not in names or "signature" not in names:
@@ -184,7 +199,7 @@ def verify(
         signature_algorithm=signature_algorithms.ED25519,
         key_resolver=MappingKeyResolver(public_keys=dict(keys), private_keys={}),
     )
-    required = ("@status", header.lower(), '"@method";req', '"@authority";req', '"@path";req')
+    required = (header.lower(), *profile.required_components)
     try:
         verified = verifier.verify(
             message,
@@ -251,23 +266,26 @@ async def inspect(
     keys: str | None = None,
     cookie: str | None = None,
     bearer: str | None = None,
-    header: str = DEFAULT_HEADER,
-    tag: str = DEFAULT_TAG,
+    header: str | None = None,
+    tag: str | None = None,
     deadline: float = 30.0,
 ) -> Inspection:
+    profile = signed_statement()
+    header = header or profile.header
+    tag = tag or profile.tag
     target = URL(url)
     if target.scheme not in ("http", "https") or not target.host:
         raise InspectError(f"not an http(s) URL: {url}")
     request_headers = {
         "Accept": "text/html,application/json;q=0.9,*/*;q=0.5",
         # RFC 9421 section 5.1: ask for the signature (routers may sign only when asked).
-        "Accept-Signature": ACCEPT_SIGNATURE,
+        "Accept-Signature": profile.accept_signature(),
     }
     if cookie:
         request_headers["Cookie"] = cookie
     if bearer:
         request_headers["Authorization"] = f"Bearer {bearer}"
-    keys_url = keys or str(target.origin().with_path(KEYS_PATH))
+    keys_url = keys or str(target.origin().with_path(profile.keys_path))
     async with ClientSession(
         timeout=ClientTimeout(total=deadline), auto_decompress=False
     ) as session:
@@ -325,9 +343,23 @@ _LABELS = {
     "pod": "pod",
     "namespace": "namespace",
     "route": "route",
-    "router": "router version",
-    "router-commit": "router commit",
+    "router": "version",
+    "router-commit": "commit",
+    "router-dirty": "uncommitted changes",
+    "router-image-digest": "image digest",
 }
+
+
+def _is_router_field(key: str) -> bool:
+    return key.startswith("router")
+
+
+def _field_lines(fields: list[tuple[str, Any]], width: int) -> list[str]:
+    lines = []
+    for key, value in fields:
+        shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+        lines.append(f"    {_LABELS.get(key, key):<{width}}  {shown}")
+    return lines
 
 
 def render_text(inspection: Inspection) -> str:
@@ -336,10 +368,14 @@ def render_text(inspection: Inspection) -> str:
     lines = [f"{inspection.url}  ->  {inspection.status}"]
     if inspection.provenance is not None:
         lines.append("provenance" + ("" if verified else " (NOT verified)") + ":")
-        width = max((len(_LABELS.get(k, k)) for k in inspection.provenance), default=0)
-        for key, value in inspection.provenance.items():
-            shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
-            lines.append(f"  {_LABELS.get(key, key):<{width}}  {shown}")
+        items = list(inspection.provenance.items())
+        width = max((len(_LABELS.get(k, k)) for k, _ in items), default=0)
+        app = [(k, v) for k, v in items if not _is_router_field(k)]
+        router = [(k, v) for k, v in items if _is_router_field(k)]
+        lines.append("  application code:")
+        lines.extend(_field_lines(app, width) or ["    (none published)"])
+        lines.append("  router code (commons-router):")
+        lines.extend(_field_lines(router, width) or ["    (none published)"])
     else:
         lines.append(f"provenance: none ({inspection.provenance_problem})")
     lines.append(f"request id: {inspection.request_id or '-'}")
@@ -357,7 +393,7 @@ def run(
     keys: str | None,
     cookie: str | None,
     bearer: str | None,
-    header: str = DEFAULT_HEADER,
+    header: str | None = None,
 ) -> int:
     """The ``inspect`` command; 0 only when a signature verified."""
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import uvloop
 
 from router.app import RouterRuntime
-from router.config.loader import ConfigError, LoadedConfig
+from router.config.loader import ConfigError, LoadedConfig, report_invalid_config
 
 logger = logging.getLogger("commons_router.server")
 
@@ -95,8 +95,6 @@ def serve(
     try:
         uvloop.run(run_until_signalled(runtime, supervised=worker_index is not None))
     except ConfigError as exc:
-        from router.cli import report_invalid_config
-
         report_invalid_config(exc)
         return 1
     except OSError as exc:

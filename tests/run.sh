@@ -48,6 +48,11 @@ if ! cmp -s tests/oidc/package-lock.json tests/oidc/node_modules/.installed-lock
     (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error \
         && cp package-lock.json node_modules/.installed-lock.json)
 fi
+# Express 5 for the path differential tests (tests/express, pinned by its lockfile).
+if ! cmp -s tests/express/package-lock.json tests/express/node_modules/.installed-lock.json; then
+    (cd tests/express && npm ci --no-audit --no-fund --loglevel=error \
+        && cp package-lock.json node_modules/.installed-lock.json)
+fi
 
 # Provenance page test: chromium, driven headless by Playwright. Installed only when missing.
 if ! command -v chromium >/dev/null; then

@@ -1,6 +1,7 @@
 """The plugin API: everything a plugin may import from the core."""
 
 from router.api.context import CONTEXT_KEY, RequestContext, context_of
+from router.api.contributions import DevOptions, DevPreset, SignedStatementProfile
 from router.api.errors import RouterHTTPError
 from router.api.plugin import (
     CertificateSink,
@@ -13,10 +14,15 @@ from router.api.plugin import (
     UpstreamObserver,
 )
 from router.api.provider import Provider, ProviderUpdate, Publish, RouteProblem
+from router.buildinfo import ROUTER_IMAGE, BuildInfo, RouterImage, build_info
 
 __all__ = [
     "CONTEXT_KEY",
+    "ROUTER_IMAGE",
+    "BuildInfo",
     "CertificateSink",
+    "DevOptions",
+    "DevPreset",
     "Handler",
     "Middleware",
     "NoConfig",
@@ -28,7 +34,10 @@ __all__ = [
     "RequestContext",
     "RouteProblem",
     "RouterHTTPError",
+    "RouterImage",
     "ServiceKey",
+    "SignedStatementProfile",
     "UpstreamObserver",
+    "build_info",
     "context_of",
 ]

@@ -16,6 +16,7 @@ from aiohttp import ClientSession, web
 from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict
 
+from router.api.contributions import DevOptions, DevPreset, SignedStatementProfile
 from router.api.provider import Provider
 from router.config.models import Config, Route
 
@@ -146,6 +147,14 @@ class Plugin(Generic[C]):
     guards_access: ClassVar[bool] = False
     """True for plugins that allow or deny requests: their failures are logged as
     fail-closed denials."""
+    signed_statement: ClassVar[SignedStatementProfile | None] = None
+    """How this plugin signs a statement about each response, for ``inspect``; None: it
+    signs nothing."""
+
+    @classmethod
+    def dev_preset(cls, options: DevOptions) -> DevPreset | None:
+        """This plugin's place in ``commons-router dev`` (None: not part of it)."""
+        return None
 
     def __init__(self, config: C, services: PluginServices) -> None:
         self.config = config

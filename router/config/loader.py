@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,3 +219,13 @@ def load_config_file(path: str | Path, environ: Mapping[str, str] | None = None)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(source, [ConfigIssue((), f"cannot read file: {exc}")]) from None
     return load_config_text(text, source, environ)
+
+
+def render_config_error(exc: ConfigError) -> str:
+    """Every issue, one per line, in file order (issues without a line first)."""
+    issues = sorted(exc.issues, key=lambda issue: issue.line or 0)
+    return "\n".join(issue.render(exc.source) for issue in issues)
+
+
+def report_invalid_config(exc: ConfigError) -> None:
+    print(f"commons-router: invalid configuration:\n{render_config_error(exc)}", file=sys.stderr)

@@ -103,6 +103,28 @@ def validate_upstream_url(value: str) -> str:
     return value
 
 
+EncodedAction = Literal["reject", "decode", "forward"]
+
+
+class PathMatch(Model):
+    """How a route's path matches, for backends that normalize paths more than Ingress
+    does. SECURITY: each option widens what a route takes, so that a protected route's
+    policy applies to every spelling that reaches its handler in such a backend."""
+
+    case_sensitive: bool = True
+    """False: ``/ADMIN`` and ``/Admin`` match a ``/admin`` route (Express, Spring, IIS)."""
+    exact_trailing_slash: bool = False
+    """True: an ``Exact`` route also matches its path with (or without) a final ``/``
+    (Express without ``strict`` routing)."""
+    encoded_delimiters: EncodedAction = "reject"
+    """``%3B``, ``%23``, ``%3F`` in a path: ``reject`` (400), ``decode`` (the route also
+    takes paths that match it once they are decoded, a ``;`` starting parameters and a
+    ``#``/``?`` ending the path) or ``forward`` (opaque, as Ingress reads them)."""
+    double_encoding: EncodedAction = "reject"
+    """``%25`` followed by two hex digits (``%252e``): ``reject``, ``decode`` (the route
+    also takes paths that match it once decoded twice) or ``forward``."""
+
+
 class Route(Model):
     name: str
     """Unique name; it labels metrics and log lines."""
@@ -110,6 +132,8 @@ class Route(Model):
     """Exact names or ``*.example.com`` wildcards (one label). Empty: any host."""
     path: str = "/"
     path_type: Literal["Prefix", "Exact"] = "Prefix"
+    path_match: PathMatch = Field(default_factory=PathMatch)
+    """Options set here replace those of ``paths.match`` for this route."""
     upstreams: list[Endpoint] = Field(default_factory=list)
     builtin: Literal["echo", "unavailable"] | None = None
     """Answer from the router itself: ``echo`` shows what the router saw and would add;
@@ -174,7 +198,17 @@ class Limits(Model):
     header_timeout: Duration = 10.0
     """Time a client has to send a complete request head."""
     body_timeout: Duration = 30.0
-    """Longest silence while receiving a request body (then 408 and close)."""
+    """Longest silence while receiving a request body (then 408 and close); nginx's
+    ``client_body_timeout``."""
+    request_buffer_size: ByteCount = 1024 * 1024
+    """Request bodies up to this size are read whole before the upstream is contacted
+    (nginx's ``proxy_request_buffering``, in memory); a longer body is streamed once this
+    much has arrived. 0 streams every body from its first byte."""
+    body_min_rate: ByteCount = 500
+    """Lowest average rate, in bytes per second, at which a request body may arrive once
+    ``body_rate_grace`` has passed (then 408 and close). 0: no minimum."""
+    body_rate_grace: Duration = 10.0
+    """Time a request body is given before ``body_min_rate`` applies."""
     keepalive_timeout: Duration = 75.0
     max_request_line: ByteCount = 8190
     max_header_size: ByteCount = 8190
@@ -188,6 +222,18 @@ class PathPolicy(Model):
     """Treat ``//`` as ``/`` (and forward the merged path)."""
     reject_encoded_slash: bool = True
     """Reject ``%2F``, ``%5C`` and ``%00`` in paths with 400."""
+    reject_encoded_controls: bool = True
+    """Reject encoded control characters (``%00``-``%1F``, ``%7F``) in paths with 400."""
+    match: PathMatch = Field(default_factory=PathMatch)
+    """Path matching options of routes that do not set them in ``path_match``."""
+
+
+def effective_path_match(route: Route, defaults: PathMatch) -> PathMatch:
+    """The route's ``path_match`` options, the unset ones taken from ``defaults``."""
+    own = route.path_match
+    if not own.model_fields_set:
+        return defaults
+    return defaults.model_copy(update={name: getattr(own, name) for name in own.model_fields_set})
 
 
 class Listener(Model):

@@ -1,10 +1,11 @@
 """Request framing and Host checks, applied before anything else looks at a request.
 
 SECURITY: anything that two HTTP parsers could read differently (request smuggling) is
-refused with 400 and the connection closed: HTTP versions other than 1.0 and 1.1 (llhttp
-also accepts ``HTTP/0.9`` and ``HTTP/2.0`` request lines), Content-Length together with
-Transfer-Encoding, several or non-numeric Content-Length values, any Transfer-Encoding but
-exactly ``chunked``, Transfer-Encoding in HTTP/1.0, and several Host headers.
+refused with 400 and the connection closed (by ``protocol.py``, before any handler runs):
+HTTP versions other than 1.0 and 1.1 (llhttp also accepts ``HTTP/0.9`` and ``HTTP/2.0``
+request lines), Content-Length together with Transfer-Encoding, several or non-numeric
+Content-Length values, any Transfer-Encoding but exactly ``chunked``, Transfer-Encoding in
+HTTP/1.0, and several Host headers.
 
 aiohttp's C parser (llhttp, strict mode) already refuses most of these, and obs-fold, bare
 LF, NUL and other control characters in header values; the checks here are the second line
@@ -15,26 +16,26 @@ from __future__ import annotations
 
 import re
 
-from aiohttp import HttpVersion10, HttpVersion11, web
+from aiohttp import HttpVersion, HttpVersion10, HttpVersion11
 from multidict import CIMultiDictProxy
 
 _HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?\.?$")
 _IPV6_LITERAL = re.compile(r"^\[[0-9a-f:.]+\]$")
 _VERSIONS = (HttpVersion10, HttpVersion11)
+UNSUPPORTED_VERSION = "unsupported HTTP version"
 
 
-def framing_problem(request: web.BaseRequest) -> str | None:
-    """Why the request's framing is ambiguous, or None when it is sound."""
-    if request.version not in _VERSIONS:
-        return "unsupported HTTP version"
-    headers: CIMultiDictProxy[str] = request.headers
+def framing_problem(version: HttpVersion, headers: CIMultiDictProxy[str]) -> str | None:
+    """Why a parsed request head's framing is ambiguous, or None when it is sound."""
+    if version not in _VERSIONS:
+        return UNSUPPORTED_VERSION
     hosts = headers.getall("Host", ())
     if len(hosts) > 1:
         return "several Host headers"
-    if not hosts and request.version >= (1, 1):
+    if not hosts and version >= (1, 1):
         return "missing Host header"
     if "Transfer-Encoding" in headers:
-        if request.version < (1, 1):
+        if version < (1, 1):
             return "Transfer-Encoding is not allowed in HTTP/1.0"
         codings = headers.getall("Transfer-Encoding")
         if len(codings) != 1 or codings[0].strip().lower() != "chunked":

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import ERROR, RequestHandler
 
 from router.api.context import CONTEXT_KEY
 
@@ -24,6 +24,11 @@ class RouterRequest(web.BaseRequest):
                 hook(self, response)
 
 
+_REFUSED = ERROR._replace(version=HttpVersion11)
+"""What aiohttp hands its error handler for an unparsable request, answered in HTTP/1.1
+(aiohttp's own placeholder says HTTP/1.0, and the status line repeats it)."""
+
+
 def request_factory(
     loop: asyncio.AbstractEventLoop,
 ) -> Any:
@@ -34,6 +39,8 @@ def request_factory(
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> RouterRequest:
+        if message is ERROR:
+            message = _REFUSED
         return RouterRequest(message, payload, protocol, writer, task, loop)
 
     return make

@@ -48,6 +48,10 @@ class Metrics:
         self.plugin_errors: dict[str, int] = {}
         self.collectors: list[Callable[[], Iterable[str]]] = []
         """More metric families (lines with HELP and TYPE), rendered after the core ones."""
+        self.rejections: dict[str, int] = {}
+
+    def rejected(self, reason: str) -> None:
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
 
     def route(self, name: str) -> RouteMetrics:
         metrics = self._routes.get(name)
@@ -99,12 +103,18 @@ class Metrics:
         yield "# TYPE commons_router_plugin_errors_total counter\n"
         for plugin, count in sorted(self.plugin_errors.items()):
             yield f'commons_router_plugin_errors_total{{plugin="{_escape(plugin)}"}} {count}\n'
+        yield (
+            "# HELP commons_router_rejected_requests_total Requests refused before they "
+            "could be handled (unparsable head, framing, head timeout), by reason.\n"
+        )
+        yield "# TYPE commons_router_rejected_requests_total counter\n"
+        for reason, count in sorted(self.rejections.items()):
+            yield f'commons_router_rejected_requests_total{{reason="{reason}"}} {count}\n'
         yield "# HELP commons_router_in_flight_requests Requests being answered now.\n"
         yield "# TYPE commons_router_in_flight_requests gauge\n"
         yield f"commons_router_in_flight_requests {self.in_flight}\n"
         yield (
-            "# HELP commons_router_endpoint_ejections_total "
-            "Endpoints ejected by passive health.\n"
+            "# HELP commons_router_endpoint_ejections_total Endpoints ejected by passive health.\n"
         )
         yield "# TYPE commons_router_endpoint_ejections_total counter\n"
         yield f"commons_router_endpoint_ejections_total {self.ejections}\n"

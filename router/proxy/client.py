@@ -10,6 +10,8 @@ one head serialized (proxy/wire.py) and written in one call on a pooled connecti
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable
 from typing import Final
@@ -126,7 +128,7 @@ class UpstreamClient:
 
     async def _connect(self, origin: Origin, limit: float | None) -> UpstreamConnection:
         if self._closed:
-            raise ConnectFailed("the router is shutting down")
+            raise ConnectFailed("the router is shutting down", "the router is shutting down")
         tls: ssl.SSLContext | None = None
         if origin.tls:
             tls = self._ssl
@@ -143,15 +145,18 @@ class UpstreamClient:
                 )
         except TimeoutError:
             raise ConnectFailed(
-                f"connecting to {origin.host_header} took longer than {limit:g} s"
+                f"connecting to {origin.host_header} took longer than {limit:g} s",
+                "connecting took too long",
             ) from None
         except ssl.SSLError as exc:
             raise ConnectFailed(
-                f"TLS with {origin.host_header} failed: {exc.reason or exc}"
+                f"TLS with {origin.host_header} failed: {exc.reason or exc}",
+                "the TLS handshake failed",
             ) from None
         except OSError as exc:
             raise ConnectFailed(
-                f"cannot connect to {origin.host_header}: {exc.strerror or exc}"
+                f"cannot connect to {origin.host_header}: {exc.strerror or exc}",
+                _os_error_summary(exc),
             ) from None
         self._open.add(connection)
         return connection
@@ -168,3 +173,13 @@ class UpstreamClient:
         self._open.clear()
         # Let the transports deliver connection_lost before the loop goes away.
         await asyncio.sleep(0)
+
+
+def _os_error_summary(exc: OSError) -> str:
+    """What a failed connect means, without an address (asyncio's own ``strerror`` is
+    "Connect call failed ('10.1.0.11', 8080)"): the C library's text for its errno."""
+    if isinstance(exc, socket.gaierror):
+        return "the host name could not be resolved"
+    if exc.errno and exc.errno > 0:
+        return os.strerror(exc.errno).lower()
+    return "no connection could be opened"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
@@ -22,8 +22,17 @@ from router.proxy.wire import (
     UpstreamTimeouts,
 )
 
-if TYPE_CHECKING:
-    from router.proxy.client import UpstreamClient
+
+class ConnectionPool(Protocol):
+    """Where a connection returns when its exchange is done (the upstream client)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def keep(self, connection: UpstreamConnection) -> None:
+        """Take back a connection that may carry another exchange."""
+
+    def forget(self, connection: UpstreamConnection) -> None:
+        """Drop a connection that closed."""
 
 HIGH_WATER: Final = 256 * 1024
 """Response bytes buffered before reading from the upstream pauses."""
@@ -138,7 +147,7 @@ class UpstreamResponse:
 class UpstreamConnection(asyncio.Protocol):
     """One connection to an endpoint, carrying one exchange at a time."""
 
-    def __init__(self, client: UpstreamClient, origin: Origin) -> None:
+    def __init__(self, client: ConnectionPool, origin: Origin) -> None:
         self.client = client
         self.origin = origin
         self.loop = client.loop

@@ -13,6 +13,7 @@ from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
 from router.api.plugin import Handler, UpstreamObserver
 from router.observability.metrics import Metrics
+from router.proxy.body import BodyLimits, BodyReader, BodyTooLarge, ClientBodyError
 from router.proxy.client import UpstreamClient
 from router.proxy.connection import UpstreamResponse
 from router.proxy.headers import HeaderPolicy, TrustedPeers, forwarded_element, joined
@@ -30,54 +31,19 @@ logger = logging.getLogger("commons_router.proxy")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 SMALL_BODY = 64 * 1024
-"""Bodies up to this size (with a known length) are read whole: fewer writes, same memory."""
-
-
-class ClientBodyError(Exception):
-    """The client's request body failed: the client's fault, never the endpoint's."""
-
-    status = 400
-    kind = "client_body"
-
-
-class BodyTooLarge(ClientBodyError):
-    status = 413
-    kind = "body_too_large"
-
-
-class BodyTimedOut(ClientBodyError):
-    status = 408
-    kind = "body_timeout"
+"""Response bodies up to this size (with a known length) are read whole: fewer writes."""
 
 
 class _AttemptFailed(Exception):
-    def __init__(self, kind: str, status: int, message: str, retryable: bool) -> None:
+    def __init__(self, kind: str, status: int, message: str, retryable: bool, cause: str) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
         self.message = message
+        """For the client: names the route and what happened."""
         self.retryable = retryable
-
-
-async def limited_body(
-    request: web.BaseRequest, limit: int, idle_timeout: float
-) -> AsyncIterator[bytes]:
-    """The request body as a stream that fails once it exceeds ``limit`` bytes, or when
-    the client sends nothing for ``idle_timeout`` seconds."""
-    received = 0
-    content = request.content
-    while True:
-        try:
-            async with asyncio.timeout(idle_timeout):
-                chunk = await content.readany()
-        except TimeoutError:
-            raise BodyTimedOut() from None
-        if not chunk:
-            return
-        received += len(chunk)
-        if received > limit:
-            raise BodyTooLarge()
-        yield chunk
+        self.cause = cause
+        """For the log: names the endpoint and what happened."""
 
 
 class Forwarder:
@@ -91,7 +57,8 @@ class Forwarder:
         trusted: TrustedPeers,
         metrics: Metrics,
         observers: tuple[UpstreamObserver, ...] = (),
-        body_timeout: float = 30.0,
+        body_limits: BodyLimits | None = None,
+        detailed_errors: bool = False,
     ) -> None:
         self.client = client
         self.session = session
@@ -102,7 +69,12 @@ class Forwarder:
         self.observers = observers
         self._loop: asyncio.AbstractEventLoop | None = None
         """Cached: ``asyncio.get_running_loop()`` costs a ``getpid()`` system call."""
-        self.body_timeout = body_timeout
+        self.body_limits = body_limits or BodyLimits(
+            idle_timeout=30.0, buffer_size=1024 * 1024, min_rate=0, rate_grace=0.0
+        )
+        self.detailed_errors = detailed_errors
+        """Error pages say which endpoint failed and how (dev mode); otherwise they name
+        the route and what happened, never an internal address."""
         self.websocket: Handler | None = None
         """Answers WebSocket upgrades on routes that allow them."""
 
@@ -110,12 +82,13 @@ class Forwarder:
         self, request: web.BaseRequest, ctx: RequestContext, route: CompiledRoute
     ) -> CIMultiDict[str]:
         incoming = request.headers
-        headers = self.policy.upstream_headers(
-            incoming, keep_host=route.keep_host, remove=route.request_remove
-        )
         peer = request.remote or ""
+        trusted = self.trusted.trusts(peer)
+        headers = self.policy.upstream_headers(
+            incoming, keep_host=route.keep_host, remove=route.request_remove, trusted=trusted
+        )
         host = incoming.get("Host", "")
-        if self.trusted.trusts(peer):
+        if trusted:
             prior_for = joined(incoming, "X-Forwarded-For")
             headers["X-Forwarded-For"] = f"{prior_for}, {peer}" if prior_for else peer
             headers["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto", ctx.scheme)
@@ -154,25 +127,23 @@ class Forwarder:
         if ctx.query:
             path_qs = f"{path_qs}?{ctx.query}"
 
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         body: bytes | AsyncIterator[bytes] | None = None
         if request.body_exists:
             length = request.content_length
             if length is not None and length > route.max_body_size:
-                raise RouterHTTPError(413, _too_large(route))
-            if length is not None and length <= SMALL_BODY:
-                try:
-                    async with asyncio.timeout(self.body_timeout):
-                        body = await request.read()
-                except TimeoutError:
-                    raise _body_error(BodyTimedOut(), route) from None
-            else:
-                body = limited_body(request, route.max_body_size, self.body_timeout)
+                ctx.add_log_field("error", BodyTooLarge.kind)
+                raise RouterHTTPError(413, _too_large(route), close_connection=True)
+            reader = BodyReader(request, route.max_body_size, self.body_limits, loop)
+            try:
+                body = await reader.buffered()
+            except ClientBodyError as exc:
+                raise _body_error(exc, ctx, route) from None
         replayable = body is None or isinstance(body, bytes)
         may_retry = replayable and request.method in IDEMPOTENT_METHODS
 
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
         pool = route.pool
         tried: EndpointState | None = None
         attempts = 1 + (route.retries if may_retry else 0)
@@ -182,6 +153,7 @@ class Forwarder:
             if endpoint is None:
                 if failure is not None:
                     break
+                ctx.add_log_field("error", "no_endpoint")
                 raise RouterHTTPError(
                     503, f"No healthy upstream endpoint is available for route {route.name!r}."
                 )
@@ -193,6 +165,14 @@ class Forwarder:
             except _AttemptFailed as exc:
                 failure = exc
                 route.metrics.upstream_error(exc.kind)
+                ctx.add_log_field("error", exc.kind)
+                logger.warning(
+                    "route %s: upstream %s failed (%s): %s",
+                    route.name,
+                    endpoint.url,
+                    exc.kind,
+                    exc.cause,
+                )
                 if pool.record_failure(endpoint, loop.time()):
                     self.metrics.ejections += 1
                     logger.warning(
@@ -243,8 +223,10 @@ class Forwarder:
                 raise _AttemptFailed(
                     "connect",
                     502,
-                    f"The upstream of route {route.name!r} could not be reached ({exc}).",
+                    f"The upstream of route {route.name!r} could not be reached "
+                    f"({self._detail(exc)}).",
                     retryable=True,
+                    cause=str(exc),
                 ) from None
             except TimeoutError:
                 error = "timeout"
@@ -253,13 +235,14 @@ class Forwarder:
                     504,
                     f"The upstream of route {route.name!r} did not answer in time.",
                     retryable=False,
+                    cause="no answer in time",
                 ) from None
             except RequestBodyFailed as exc:
                 body_error = exc.__cause__
                 if not isinstance(body_error, ClientBodyError):
                     body_error = ClientBodyError()
                 error = body_error.kind
-                raise _body_error(body_error, route) from None
+                raise _body_error(body_error, ctx, route) from None
             except InvalidRequest as exc:
                 error = "request"
                 logger.warning("request on route %s not forwarded: %s", route.name, exc)
@@ -271,8 +254,10 @@ class Forwarder:
                 raise _AttemptFailed(
                     "protocol",
                     502,
-                    f"The upstream of route {route.name!r} sent an invalid response ({exc}).",
+                    f"The upstream of route {route.name!r} sent an invalid response "
+                    f"({self._detail(exc)}).",
                     retryable=False,
+                    cause=str(exc),
                 ) from None
             status = upstream.status
             try:
@@ -316,9 +301,11 @@ class Forwarder:
                 payload = await upstream.read()
             except (UpstreamError, TimeoutError) as exc:
                 route.metrics.upstream_error("body")
+                self._log_body_failure(ctx, route, exc)
                 raise RouterHTTPError(
                     502,
-                    f"The upstream of route {route.name!r} broke off its answer ({_reason(exc)}).",
+                    f"The upstream of route {route.name!r} broke off its answer "
+                    f"({self._detail(exc)}).",
                 ) from None
             # Headers go straight into the response's own multidict (headers= would copy).
             small = web.Response(status=status, reason=upstream.reason, body=payload)
@@ -338,13 +325,31 @@ class Forwarder:
             # Headers are out: the only honest signal left is to cut the connection, so
             # the client sees a truncated response rather than a complete-looking one.
             route.metrics.upstream_error("body")
-            logger.warning(
-                "upstream of route %s broke off its answer: %s", route.name, _reason(exc)
-            )
+            self._log_body_failure(ctx, route, exc)
             _abort(request)
             return response
         await response.write_eof()
         return response
+
+    def _detail(self, exc: BaseException) -> str:
+        """What happened, for an error page: in full in dev mode, else without addresses."""
+        if self.detailed_errors:
+            return _reason(exc)
+        if isinstance(exc, UpstreamError):
+            return exc.summary
+        return "it did not answer in time" if isinstance(exc, TimeoutError) else "it failed"
+
+    def _log_body_failure(
+        self, ctx: RequestContext, route: CompiledRoute, exc: BaseException
+    ) -> None:
+        ctx.add_log_field("error", "body")
+        endpoint = ctx.endpoint
+        logger.warning(
+            "route %s: upstream %s broke off its answer (body): %s",
+            route.name,
+            endpoint.url if endpoint is not None else None,
+            _reason(exc),
+        )
 
 
 def is_websocket_upgrade(request: web.BaseRequest) -> bool:
@@ -361,13 +366,11 @@ def _abort(request: web.BaseRequest) -> None:
         transport.abort()
 
 
-def _body_error(error: ClientBodyError, route: CompiledRoute) -> RouterHTTPError:
-    if isinstance(error, BodyTooLarge):
-        message = _too_large(route)
-    elif isinstance(error, BodyTimedOut):
-        message = "The request body was not received in time."
-    else:
-        message = "The request body could not be read."
+def _body_error(
+    error: ClientBodyError, ctx: RequestContext, route: CompiledRoute
+) -> RouterHTTPError:
+    ctx.add_log_field("error", error.kind)
+    message = _too_large(route) if isinstance(error, BodyTooLarge) else error.message
     # The rest of the body may still be on its way: do not keep this connection.
     return RouterHTTPError(error.status, message, close_connection=True)
 

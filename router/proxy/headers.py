@@ -56,13 +56,38 @@ DEFAULT_IDENTITY_HEADERS = (
     "X-Forwarded-Groups",
     "X-Forwarded-Preferred-Username",
     "X-Forwarded-Access-Token",
-    "X-Auth-Request-User",
-    "X-Auth-Request-Email",
-    "X-Auth-Request-Groups",
-    "X-Auth-Request-Access-Token",
-    "X-Remote-User",
-    "Remote-User",
+    "X-Auth-User",
+    # The signed identity assertion's default name: removed whether or not one is configured.
+    "X-Commons-Identity",
 )
+"""Identity headers removed from every client request, besides the families below and the
+names the configuration gives."""
+
+IDENTITY_PREFIXES = ("x-auth-request-", "remote-", "x-remote-")
+"""SECURITY: whole families, removed by prefix (canonical form): oauth2-proxy's
+``X-Auth-Request-*``, and the ``Remote-*`` / ``X-Remote-*`` names that Authelia, Apache
+and frameworks' remote-user middleware trust."""
+
+URL_OVERRIDE_HEADERS = frozenset({"x-original-url", "x-rewrite-url", "x-original-uri"})
+"""SECURITY: frameworks that honour these (Symfony, Laminas, IIS) route by them instead of
+the request line, so ``/public`` with ``X-Original-URL: /admin`` would reach ``/admin``
+after the router decided on ``/public``."""
+
+CLIENT_ADDRESS_HEADERS = frozenset(
+    {
+        "true-client-ip",
+        "x-original-forwarded-for",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-originating-ip",
+        "x-forwarded",
+        "forwarded-for",
+    }
+)
+"""Headers that claim the client's address: passed on only from ``trusted_proxies``."""
 
 
 def canonical_header(name: str) -> str:
@@ -89,9 +114,6 @@ class TrustedPeers:
     def __init__(self, cidrs: Iterable[str]) -> None:
         self._networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
         self._cache: dict[str, bool] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._networks)
 
     def trusts(self, address: str) -> bool:
         if not self._networks:
@@ -126,11 +148,18 @@ class TrustedPeers:
 class HeaderPolicy:
     """What to drop from client requests and upstream responses. Built once per config."""
 
-    __slots__ = ("request_drop", "response_drop")
+    __slots__ = ("request_drop", "response_drop", "untrusted_drop")
 
     def __init__(self, identity_headers: Iterable[str]) -> None:
-        identity = {canonical_header(name) for name in identity_headers}
-        self.request_drop = frozenset(HOP_BY_HOP | FORWARDING_HEADERS | identity)
+        identity = {
+            canonical_header(name) for name in (*DEFAULT_IDENTITY_HEADERS, *identity_headers)
+        }
+        self.request_drop = frozenset(
+            HOP_BY_HOP | FORWARDING_HEADERS | URL_OVERRIDE_HEADERS | identity
+        )
+        """Dropped from every client request."""
+        self.untrusted_drop = self.request_drop | CLIENT_ADDRESS_HEADERS
+        """Dropped from requests whose peer is not a trusted proxy."""
         self.response_drop = HOP_BY_HOP
 
     def upstream_headers(
@@ -139,9 +168,12 @@ class HeaderPolicy:
         *,
         keep_host: bool,
         remove: frozenset[str],
+        trusted: bool = False,
     ) -> CIMultiDict[str]:
-        """Client headers minus hop-by-hop, forwarding, identity and ``remove`` names."""
-        drop = self.request_drop
+        """Client headers minus hop-by-hop, forwarding, identity (by name and by family),
+        URL-override and ``remove`` names; client-address headers only from a ``trusted``
+        peer."""
+        drop = self.request_drop if trusted else self.untrusted_drop
         connection = joined(incoming, "Connection")
         if connection is not None:
             drop = drop | (connection_tokens(connection) - _NOT_HOP_BY_HOP)
@@ -152,7 +184,11 @@ class HeaderPolicy:
             key = name.lower()
             if "_" in key:
                 key = key.replace("_", "-")
-            if key in drop or (key == "host" and not keep_host):
+            if (
+                key in drop
+                or key.startswith(IDENTITY_PREFIXES)
+                or (key == "host" and not keep_host)
+            ):
                 continue
             headers.add(name, value)
         return headers

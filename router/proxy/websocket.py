@@ -47,6 +47,7 @@ async def proxy_websocket(forwarder: Forwarder, request: web.BaseRequest) -> web
         raise RouterHTTPError(400, "A WebSocket upgrade must use GET.")
     endpoint = route.pool.pick(asyncio.get_running_loop().time())
     if endpoint is None:
+        ctx.add_log_field("error", "no_endpoint")
         raise RouterHTTPError(
             503, f"No healthy upstream endpoint is available for route {route.name!r}."
         )
@@ -83,8 +84,11 @@ async def proxy_websocket(forwarder: Forwarder, request: web.BaseRequest) -> web
         ) from None
     except (ClientError, OSError, TimeoutError) as exc:
         route.metrics.upstream_error("connect")
+        ctx.add_log_field("error", "connect")
+        logger.warning("route %s: upstream %s failed (connect): %s", route.name, endpoint.url, exc)
+        detail = str(exc) if forwarder.detailed_errors else "no connection could be opened"
         raise RouterHTTPError(
-            502, f"The upstream of route {route.name!r} could not be reached ({exc})."
+            502, f"The upstream of route {route.name!r} could not be reached ({detail})."
         ) from None
 
     endpoint.outstanding += 1

@@ -11,23 +11,40 @@ from collections.abc import Iterable
 
 
 class UpstreamError(Exception):
-    """Forwarding to an endpoint failed; ``str()`` says how, for the error page."""
+    """Forwarding to an endpoint failed. ``str()`` says how, naming the endpoint (for the
+    log, and error pages in dev mode); ``summary`` says what happened without any address
+    (for error pages everywhere else)."""
+
+    summary = "the exchange with it failed"
+
+    def __init__(self, message: str, summary: str | None = None) -> None:
+        super().__init__(message)
+        if summary is not None:
+            self.summary = summary
 
 
 class ConnectFailed(UpstreamError):
     """No connection could be opened; nothing was sent."""
 
+    summary = "no connection could be opened"
+
 
 class Disconnected(UpstreamError):
     """The endpoint closed the connection before the response head was complete."""
+
+    summary = "it closed the connection before answering"
 
 
 class ProtocolViolation(UpstreamError):
     """The endpoint's answer is not valid HTTP/1.1."""
 
+    summary = "its answer was not valid HTTP/1.1"
+
 
 class BodyBroken(UpstreamError):
     """The response body broke off before its end."""
+
+    summary = "its answer broke off before the end"
 
 
 class RequestBodyFailed(UpstreamError):

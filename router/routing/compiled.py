@@ -40,12 +40,14 @@ class CompiledRoute:
         metrics: RouteMetrics,
         default_max_body: int,
         plugins: tuple[str, ...],
+        handler: Handler,
     ) -> None:
         self.spec = spec
         self.name = spec.name
         self.pool = pool
         self.metrics = metrics
         self.plugins = plugins
+        """The plugins whose middleware runs on this route, outermost first."""
         self.max_body_size = (
             spec.max_body_size if spec.max_body_size is not None else default_max_body
         )
@@ -69,13 +71,15 @@ class CompiledRoute:
             canonical_header(name) for name in spec.response_headers.remove
         )
         self.response_set = tuple(spec.response_headers.set.items())
-        self.handler: Handler | None = None
-        """The plugin chain ending at the upstream; set by the route compiler."""
+        self.handler = handler
+        """The plugin chain ending at the upstream (or the route's builtin)."""
 
     def upstream_path(self, path: str) -> str:
         """The path to send upstream: ``path`` with the route prefix stripped if asked."""
         prefix = self.strip_prefix
         if not prefix:
             return path
+        if path[: len(prefix)].lower() != prefix.lower():
+            return path  # matched only once decoded (path_match): nothing to strip as sent
         rest = path[len(prefix) :]
         return rest if rest.startswith("/") else "/" + rest

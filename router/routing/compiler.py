@@ -13,7 +13,7 @@ from router.api.errors import RouterHTTPError
 from router.api.plugin import Handler, Middleware, Plugin
 from router.api.provider import RouteProblem
 from router.config.loader import format_location
-from router.config.models import Route
+from router.config.models import PathMatch, Route
 from router.observability.metrics import Metrics
 from router.proxy.upstream import EndpointRegistry, UpstreamPool
 from router.registry import PluginSpec, route_plugin_configs
@@ -61,8 +61,10 @@ class RouteCompiler:
         endpoints: EndpointRegistry,
         metrics: Metrics,
         default_max_body: int,
+        path_match: PathMatch | None = None,
     ) -> None:
         self._plugins = plugins
+        self._path_match = path_match
         self._specs = [spec for spec, _ in plugins]
         self._terminal_proxy = terminal_proxy
         self._terminal_builtin = terminal_builtin
@@ -78,15 +80,14 @@ class RouteCompiler:
         handler = self._terminal_builtin.get("unavailable")
         if handler is None:
             return None
-        placeholder = CompiledRoute(
+        return CompiledRoute(
             route,
             pool=None,
             metrics=self._metrics.route(route.name),
             default_max_body=self._default_max_body,
             plugins=(),
+            handler=handler,
         )
-        placeholder.handler = handler
-        return placeholder
 
     def compile_one(self, route: Route, source: str) -> CompiledRoute | RouteProblem:
         configs, issues = route_plugin_configs(route, self._specs, ())
@@ -101,22 +102,23 @@ class RouteCompiler:
                 max_failures=route.health.max_failures,
                 ejection=route.health.ejection,
             )
-        compiled = CompiledRoute(
-            route,
-            pool=pool,
-            metrics=self._metrics.route(route.name),
-            default_max_body=self._default_max_body,
-            plugins=tuple(spec.name for spec, _ in self._plugins),
-        )
         handler: Handler = (
             self._terminal_builtin[route.builtin] if route.builtin else self._terminal_proxy
         )
+        applied: list[str] = []
         for spec, plugin in reversed(self._plugins):
             middleware = plugin.middleware(route, configs.get(spec.name))
             if middleware is not None:
                 handler = isolate(plugin, middleware, handler, self._metrics)
-        compiled.handler = handler
-        return compiled
+                applied.append(spec.name)
+        return CompiledRoute(
+            route,
+            pool=pool,
+            metrics=self._metrics.route(route.name),
+            default_max_body=self._default_max_body,
+            plugins=tuple(reversed(applied)),
+            handler=handler,
+        )
 
     def __call__(
         self, routes: Sequence[Route]
@@ -154,4 +156,4 @@ class RouteCompiler:
                 current[id(route)] = result
         self._previous = current
         self._endpoints.retain(e.url for c in compiled for e in c.spec.upstreams)
-        return RouteTable(compiled), problems
+        return RouteTable(compiled, self._path_match), problems

@@ -8,6 +8,12 @@ fall-through to a less specific host (which could have weaker auth).
 Path precedence (Kubernetes Ingress semantics): the longest match wins; ``Prefix`` matches
 element by element (``/foo`` matches ``/foo`` and ``/foo/bar``, not ``/foobar``); an
 ``Exact`` match beats a ``Prefix`` of the same length.
+
+Each route's ``path_match`` options (defaults: ``paths.match``) widen what it takes, for
+backends that normalize more than Ingress does: any letter case, an ``Exact`` path with a
+final ``/``, and paths that match it once ``%3B``/``%23``/``%3F`` or ``%25XX`` are decoded
+(:meth:`RouteTable.resolve`). Two routes that would both take one spelling of the same
+length (``/Admin`` and a case-insensitive ``/admin``) conflict, like two routes with one path.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from router.config.models import Route
+from router.config.models import PathMatch, Route, effective_path_match
+from router.routing.paths import DOUBLE_ENCODED, ENCODED_DELIMITER, NormalizedTarget, PathError
 
 
 class HasSpec(Protocol):
@@ -27,17 +34,59 @@ class HasSpec(Protocol):
 R = TypeVar("R", bound=HasSpec)
 
 
-class _HostGroup(Generic[R]):
-    __slots__ = ("exact", "prefix")
+class _Keys(Generic[R]):
+    """The routes of one path type in one host group, by path (case-sensitive ones) and by
+    lowercased path (case-insensitive ones)."""
+
+    __slots__ = ("by_path", "folded", "lowered")
 
     def __init__(self) -> None:
-        self.exact: dict[str, R] = {}
-        self.prefix: dict[str, R] = {}
+        self.by_path: dict[str, R] = {}
+        self.folded: dict[str, R] = {}
+        self.lowered: dict[str, R] | None = None
+        """Case-sensitive routes by lowercased path, to find conflicts; made only once a
+        case-insensitive route comes (most tables have none)."""
+
+    def clash(self, key: str, case_sensitive: bool) -> R | None:
+        if case_sensitive:
+            found = self.by_path.get(key)
+            if found is None and self.folded:
+                found = self.folded.get(key.lower())
+            return found
+        lower = key.lower()
+        if self.lowered is None:
+            self.lowered = {}
+            for path, route in self.by_path.items():
+                self.lowered.setdefault(path.lower(), route)
+        found = self.folded.get(lower)
+        return found if found is not None else self.lowered.get(lower)
+
+    def add(self, key: str, case_sensitive: bool, route: R) -> None:
+        if case_sensitive:
+            self.by_path[key] = route
+            if self.lowered is not None:
+                self.lowered.setdefault(key.lower(), route)
+        else:
+            self.folded[key.lower()] = route
+
+
+class _HostGroup(Generic[R]):
+    __slots__ = ("exact", "folded_exact", "folded_prefix", "keys", "prefix")
+
+    def __init__(self) -> None:
+        self.keys: tuple[_Keys[R], _Keys[R]] = (_Keys(), _Keys())
+        """(Exact, Prefix)."""
+        self.exact = self.keys[0].by_path
+        self.prefix = self.keys[1].by_path
+        self.folded_exact = self.keys[0].folded
+        self.folded_prefix = self.keys[1].folded
 
     def match(self, path: str) -> R | None:
         found = self.exact.get(path)
         if found is not None:
             return found
+        if self.folded_exact or self.folded_prefix:
+            return self._match_folded(path)
         prefixes = self.prefix
         if not prefixes:
             return None
@@ -54,12 +103,42 @@ class _HostGroup(Generic[R]):
             if found is not None:
                 return found
 
+    def _match_folded(self, path: str) -> R | None:
+        # At most one of the two dictionaries holds a spelling of any key: see _Keys.clash.
+        lower = path.lower()
+        found = self.folded_exact.get(lower)
+        if found is not None:
+            return found
+        prefixes, folded = self.prefix, self.folded_prefix
+        cut, lower_cut = path, lower
+        while True:
+            found = prefixes.get(cut)
+            if found is None:
+                found = folded.get(lower_cut)
+            if found is not None or cut == "/":
+                return found
+            slash = cut.rfind("/")
+            if slash <= 0:
+                cut = lower_cut = "/"
+            else:
+                cut, lower_cut = cut[:slash], lower_cut[:slash]
+
 
 @dataclass(frozen=True, slots=True)
 class Conflict:
     route: str
     other: str
     message: str
+
+
+_REJECTED = {
+    ENCODED_DELIMITER: "the path contains an encoded ';', '#' or '?', which is not allowed",
+    DOUBLE_ENCODED: "the path contains a double percent-encoding (%25XX), which is not allowed",
+}
+
+
+def _action(options: PathMatch, flag: int) -> str:
+    return options.encoded_delimiters if flag == ENCODED_DELIMITER else options.double_encoding
 
 
 def prefix_key(path: str) -> str:
@@ -69,12 +148,14 @@ def prefix_key(path: str) -> str:
 class RouteTable(Generic[R]):
     """Immutable once built; replaced as a whole when routes change."""
 
-    __slots__ = ("_any", "_exact", "_wildcard", "conflicts", "routes")
+    __slots__ = ("_any", "_defaults", "_exact", "_options", "_wildcard", "conflicts", "routes")
 
-    def __init__(self, routes: Iterable[R]) -> None:
+    def __init__(self, routes: Iterable[R], defaults: PathMatch | None = None) -> None:
         self._exact: dict[str, _HostGroup[R]] = {}
         self._wildcard: dict[str, _HostGroup[R]] = {}
         self._any: _HostGroup[R] | None = None
+        self._defaults = defaults if defaults is not None else PathMatch()
+        self._options: dict[int, PathMatch] = {}
         accepted: list[R] = []
         conflicts: list[Conflict] = []
         for route in routes:
@@ -104,21 +185,72 @@ class RouteTable(Generic[R]):
 
     def _add(self, route: R) -> Conflict | None:
         spec = route.spec
+        options = effective_path_match(spec, self._defaults)
         groups = self._groups_for(route)
         exact = spec.path_type == "Exact"
-        key = spec.path if exact else prefix_key(spec.path)
+        if not exact:
+            keys = [prefix_key(spec.path)]
+        elif options.exact_trailing_slash and spec.path != "/":
+            bare = spec.path.rstrip("/")
+            keys = [bare, bare + "/"]
+        else:
+            keys = [spec.path]
+        case_sensitive = options.case_sensitive
         for group in groups:
-            existing = (group.exact if exact else group.prefix).get(key)
-            if existing is not None:
-                return Conflict(
-                    spec.name,
-                    existing.spec.name,
-                    f"same host and {spec.path_type} path {spec.path!r} as route "
-                    f"{existing.spec.name!r}",
-                )
+            kind = group.keys[0 if exact else 1]
+            for key in keys:
+                existing = kind.clash(key, case_sensitive)
+                if existing is not None:
+                    return Conflict(
+                        spec.name,
+                        existing.spec.name,
+                        f"same host and {spec.path_type} path {spec.path!r} as route "
+                        f"{existing.spec.name!r} (with their path_match options)",
+                    )
         for group in groups:
-            (group.exact if exact else group.prefix)[key] = route
+            kind = group.keys[0 if exact else 1]
+            for key in keys:
+                kind.add(key, case_sensitive, route)
+        if options is not self._defaults:
+            self._options[id(route)] = options
         return None
+
+    def options(self, route: R) -> PathMatch:
+        """The route's effective ``path_match`` options."""
+        return self._options.get(id(route), self._defaults)
+
+    def resolve(self, host: str, target: NormalizedTarget) -> R | None:
+        """The route for a normalized target, judging ``%3B``/``%23``/``%3F`` and ``%25XX``
+        by the ``path_match`` options of the route it matches as sent and of the one it
+        matches once decoded. Raises PathError when one of them rejects the encoding.
+
+        SECURITY: a route set to ``decode`` takes every path that matches it once decoded,
+        so its policy applies to the spellings a decoding backend routes to its handler.
+        """
+        route = self.match(host, target.match_path)
+        encoded = target.encoded
+        if not encoded:
+            return route
+        decoded_path = target.decoded_match_path
+        decoded = None if decoded_path is None else self.match(host, decoded_path)
+        flags = [flag for flag in (ENCODED_DELIMITER, DOUBLE_ENCODED) if encoded & flag]
+        for candidate in (route, decoded):
+            if candidate is None:
+                continue
+            options = self.options(candidate)
+            for flag in flags:
+                if _action(options, flag) == "reject":
+                    raise PathError(_REJECTED[flag])
+        if decoded_path is None:
+            # Decoding once more yields a dot segment, slash or control: never legitimate.
+            if route is not None and _action(self.options(route), DOUBLE_ENCODED) != "forward":
+                raise PathError(_REJECTED[DOUBLE_ENCODED])
+            return route
+        if decoded is not None and decoded is not route:
+            options = self.options(decoded)
+            if all(_action(options, flag) == "decode" for flag in flags):
+                return decoded
+        return route
 
     def match(self, host: str, path: str) -> R | None:
         group = self._exact.get(host)

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 from router.api.provider import ProviderUpdate, RouteProblem
 from router.config.models import Route
-from router.dispatch import TableHolder
 from router.observability.metrics import Metrics
 from router.routing.compiled import CompiledRoute
+from router.routing.holder import TableHolder
 from router.routing.table import RouteTable
 
 logger = logging.getLogger("commons_router.routing")

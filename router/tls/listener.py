@@ -12,6 +12,7 @@ resumed session. With no ticket key there is nothing to rotate or to leak.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import Any
@@ -61,23 +62,23 @@ def policy(settings: ListenerTls) -> MakeContext:
     return make
 
 
+HANDSHAKE_DEADLINE = 61.0
+"""A TLS connection not handshaken this long after accept never will be: the event loop's
+handshake timeout (60 s) has ended it."""
+
+
 class HandshakeCounts:
-    """Handshakes per listener: completed, refused by the router with a reason, and
-    abandoned (failed inside OpenSSL, or the client left before finishing)."""
+    """Handshakes per listener: completed, refused by the router (with a reason), and
+    every accepted connection whose handshake never completed (refused ones included)."""
 
     def __init__(self) -> None:
         self.completed: dict[str, int] = {}
         self.failed: dict[tuple[str, str], int] = {}
         self.unfinished: dict[str, int] = {}
-        """Connections dropped before their handshake completed, refused ones included."""
 
     def fail(self, listener: str, reason: str) -> None:
         key = (listener, reason)
         self.failed[key] = self.failed.get(key, 0) + 1
-
-    def _other(self, listener: str) -> int:
-        refused = sum(n for (name, _), n in self.failed.items() if name == listener)
-        return max(0, self.unfinished.get(listener, 0) - refused)
 
     def metric_lines(self) -> list[str]:
         lines = [
@@ -90,18 +91,24 @@ class HandshakeCounts:
         ]
         lines += [
             "# HELP commons_router_tls_handshake_failures_total "
-            "TLS handshakes that did not complete, by listener and reason (other: failed "
-            "inside OpenSSL, e.g. no shared version or cipher or a bad client certificate, "
-            "or the client left).\n",
+            "TLS handshakes refused by the router, by listener and reason.\n",
             "# TYPE commons_router_tls_handshake_failures_total counter\n",
         ]
-        failures = dict(self.failed)
-        for name in self.completed:
-            failures[(name, "other")] = self._other(name)
         lines += [
             f'commons_router_tls_handshake_failures_total{{listener="{name}",reason="{why}"}} '
             f"{count}\n"
-            for (name, why), count in sorted(failures.items())
+            for (name, why), count in sorted(self.failed.items())
+        ]
+        lines += [
+            "# HELP commons_router_tls_handshakes_unfinished_total Accepted TLS connections "
+            "whose handshake never completed (refused by the router or by OpenSSL: no shared "
+            "version or cipher, a bad client certificate; or the client left), counted "
+            f"{HANDSHAKE_DEADLINE:.0f} s after accept.\n",
+            "# TYPE commons_router_tls_handshakes_unfinished_total counter\n",
+        ]
+        lines += [
+            f'commons_router_tls_handshakes_unfinished_total{{listener="{name}"}} {count}\n'
+            for name, count in sorted(self.unfinished.items())
         ]
         return lines
 
@@ -150,42 +157,37 @@ class TlsServer(GuardedServer):
 
     def __init__(self, *args: Any, counts: HandshakeCounts, listener: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._counts = counts
-        self._listener = listener
+        self.handshakes = counts
+        self.listener = listener
+        self.handler_class = TlsRequestHandler
 
-    def __call__(self) -> TlsRequestHandler:
-        return TlsRequestHandler(
-            self,
-            loop=self._loop,
-            header_timeout=self._header_timeout,
-            counts=self._counts,
-            listener=self._listener,
-            **self._kwargs,
-        )
+    def watch_handshake(self) -> asyncio.TimerHandle:
+        """Count the connection accepted now as unfinished unless cancelled in time.
+
+        A timer, not the handler's lifetime: aiohttp's handler and parser refer to each
+        other, so a dropped handler is only freed by a later garbage collection."""
+        return self._loop.call_later(HANDSHAKE_DEADLINE, self._unfinished)
+
+    def _unfinished(self) -> None:
+        self.handshakes.unfinished[self.listener] += 1
 
 
 class TlsRequestHandler(GuardedRequestHandler):
     """Made when a TCP connection is accepted; told of it only once the TLS handshake
     completed. One dropped without being told never finished its handshake."""
 
-    __slots__ = ("_counts", "_handshaken", "_listener", "client_subject")
+    __slots__ = ("_counts", "_handshake_deadline", "_listener", "client_subject")
 
-    def __init__(
-        self, manager: Any, *, counts: HandshakeCounts, listener: str, **kwargs: Any
-    ) -> None:
+    def __init__(self, manager: TlsServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
-        self._counts = counts
-        self._listener = listener
-        self._handshaken = False
+        self._counts = manager.handshakes
+        self._listener = manager.listener
+        self._handshake_deadline = manager.watch_handshake()
         self.client_subject: str | None = None
         """The verified client certificate's subject (RFC 4514), if one was presented."""
 
-    def __del__(self) -> None:
-        if not self._handshaken:
-            self._counts.unfinished[self._listener] += 1
-
     def connection_made(self, transport: Any) -> None:
-        self._handshaken = True
+        self._handshake_deadline.cancel()
         self._counts.completed[self._listener] += 1
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:

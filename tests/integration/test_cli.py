@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -306,10 +307,15 @@ def test_version_prints_version_and_commit() -> None:
     assert result.stdout.strip() == f"commons-router {__version__} (commit {'0123abcd' * 5})"
     from_git = run_cli("version")
     assert from_git.returncode == 0
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert re.fullmatch(
-        rf"commons-router {re.escape(__version__)} \(commit ([0-9a-f]{{40}}|unknown)\)\n",
+        rf"commons-router {re.escape(__version__)} \(commit {head}"
+        r"(, with uncommitted changes)?\)\n",
         from_git.stdout,
     ), from_git.stdout
+    assert run_cli("--version").stdout == from_git.stdout
 
 
 def test_serve_port_in_use_exits_1_without_traceback(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, web
 
+from router.buildinfo import build_info
 from router.inspect import inspect
 from router.testing import Backend, RunningRouter, run_backend, run_router
 from tests.support.signatures import new_key_pem
@@ -65,12 +66,16 @@ async def test_valid_signature_exits_zero_and_shows_the_code(router: RunningRout
     assert "signature:  VALID" in out
     assert "https://github.com/example/app" in out
     assert "4f2a9c1d0e" in out
+    app_part, router_part = out.split("  router code (commons-router):\n")
+    assert "  application code:\n" in app_part and "4f2a9c1d0e" in app_part
+    assert build_info().commit in router_part and build_info().commit != "unknown"
     code, out, _ = await run_cli("--json", router.url + "/some/page")
     assert code == 0
     result = json.loads(out)
     assert result["signature"]["result"] == "valid"
     assert result["provenance"]["commit"] == "4f2a9c1d0e"
     assert result["provenance"]["route"] == "app"
+    assert result["provenance"]["router-commit"] == build_info().commit
     assert result["request_id"]
 
 

@@ -105,6 +105,10 @@ async def test_plugins_wrap_in_config_order_with_route_settings(
         line = (await router.access_log())[-1]
         assert line["tag_first"] == "one"
         assert line["tag_second"] == "two-app"
+        async with client.get(router.admin_url + "/routes") as response:
+            (route,) = (await response.json())["routes"]
+        # Every plugin that acts on the route, not only those with a per-route block.
+        assert route["plugins"] == ["first", "second"]
 
 
 async def test_plugin_exception_is_500_logged_by_name_and_router_survives(

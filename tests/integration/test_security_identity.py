@@ -71,7 +71,17 @@ def spellings(name: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("name", DEFAULT_IDENTITY_HEADERS)
+FAMILY_MEMBERS = (
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X-Auth-Request-Groups",
+    "X-Auth-Request-Access-Token",
+    "X-Remote-User",
+    "Remote-User",
+)
+
+
+@pytest.mark.parametrize("name", (*DEFAULT_IDENTITY_HEADERS, *FAMILY_MEMBERS))
 async def test_client_identity_headers_never_reach_the_backend(
     backend_seen: tuple[RecordingBackend, str], name: str
 ) -> None:

@@ -93,8 +93,6 @@ PUBLIC_PATHS = [
     ("/admin/..", "/"),
     ("/admin/../public", "/public"),
     ("/admin;x/../public", "/public"),
-    ("/%2561dmin", "/%2561dmin"),
-    ("/public/%3B/admin", "/public/%3B/admin"),
     ("/ADMIN", "/ADMIN"),
 ]
 
@@ -122,11 +120,25 @@ REJECTED = [
     "/\\admin",
     "/admin%zz",
     "/admin%4",
+    # Encoded controls, like their raw forms (uvicorn decodes them; "$" matches before "\n").
+    "/admin%0A",
+    "/admin%0a",
+    "/internal/secret%0D",
+    "/ad%09min",
+    "/admin%1f/x",
+    "/admin%7F",
+    # Encoded delimiters and double encodings (default path_match: reject).
+    "/admin%3Bx",
+    "/public/%3B/admin",
+    "/admin%23",
+    "/admin%3f",
+    "/%2561dmin",
+    "/public/%252e%252e/admin",
 ]
 
 
 @pytest.mark.parametrize("target", REJECTED)
-async def test_encoded_separators_nul_and_backslash_are_400(site: Site, target: str) -> None:
+async def test_encoded_separators_controls_and_backslash_are_400(site: Site, target: str) -> None:
     result = await exchange(site.router.port, request_bytes("GET", target))
     assert result.statuses == [400], result.data
     assert site.admin.requests == []
@@ -170,6 +182,73 @@ async def test_access_log_records_the_route_and_the_judged_path(site: Site) -> N
         ("admin", "/admin"),
         ("public", "/"),
     ]
+
+
+async def test_encoded_controls_pass_only_when_allowed() -> None:
+    async with recording_backend("public") as (public, public_backend):
+        config: dict[str, Any] = {
+            "paths": {"reject_encoded_controls": False},
+            "routes": [{"name": "public", "path": "/", "upstreams": [{"url": public_backend.url}]}],
+        }
+        async with run_router(config) as router:
+            result = await exchange(router.port, request_bytes("GET", "/a%0ab"))
+    assert result.statuses == [200]
+    assert public.targets == ["/a%0Ab"]
+
+
+@pytest.mark.parametrize(
+    ("target", "backend", "forwarded"),
+    [
+        ("/ADMIN", "admin", "/ADMIN"),
+        ("/%41dmin/Users", "admin", "/Admin/Users"),
+        ("/internal/secret/", "secret", "/internal/secret/"),
+        ("/internal/secret", "secret", "/internal/secret"),
+        ("/Internal/Secret", "public", "/Internal/Secret"),
+        ("/admin%3Bjsessionid=1", "admin", "/admin%3Bjsessionid=1"),
+        ("/admin%3Fx", "admin", "/admin%3Fx"),
+        ("/public/..%3B/admin", "admin", "/public/..%3B/admin"),
+        ("/%2561dmin", "admin", "/%2561dmin"),
+        ("/public%3Bx", "public", "/public%3Bx"),
+    ],
+)
+async def test_path_match_options_route_every_spelling_to_the_protected_route(
+    target: str, backend: str, forwarded: str
+) -> None:
+    """The global default (paths.match) decodes; each protected route adds what its
+    backend needs, and gets the spellings that backend sends to its handler."""
+    async with (
+        recording_backend("admin") as (admin, admin_backend),
+        recording_backend("secret") as (secret, secret_backend),
+        recording_backend("public") as (public, public_backend),
+    ):
+        config: dict[str, Any] = {
+            "paths": {"match": {"encoded_delimiters": "decode", "double_encoding": "decode"}},
+            "routes": [
+                {
+                    "name": "admin",
+                    "path": "/admin",
+                    "path_match": {"case_sensitive": False},
+                    "upstreams": [{"url": admin_backend.url}],
+                },
+                {
+                    "name": "secret",
+                    "path": "/internal/secret",
+                    "path_type": "Exact",
+                    "path_match": {"exact_trailing_slash": True},
+                    "upstreams": [{"url": secret_backend.url}],
+                },
+                {"name": "public", "path": "/", "upstreams": [{"url": public_backend.url}]},
+            ],
+        }
+        async with run_router(config) as router:
+            result = await exchange(router.port, request_bytes("GET", target))
+            log = await router.access_log()
+    assert result.statuses == [200], result.data
+    assert result.only.headers["X-Backend"] == backend
+    recorders = {"admin": admin, "secret": secret, "public": public}
+    assert recorders.pop(backend).targets == [forwarded]
+    assert all(recorder.requests == [] for recorder in recorders.values())
+    assert [line["route"] for line in log] == [backend]
 
 
 async def test_merge_slashes_off_forwards_the_slashes_it_matched() -> None:

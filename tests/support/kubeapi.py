@@ -230,7 +230,24 @@ class KubeApiServer:
         for prefix in ("/api/{version}", "/apis/{group}/{version}"):
             app.router.add_get(prefix + "/{plural}", self._handle)
             app.router.add_get(prefix + "/namespaces/{namespace}/{plural}", self._handle)
+            app.router.add_get(prefix + "/namespaces/{namespace}/{plural}/{name}", self._get_one)
         return app
+
+    async def _get_one(self, request: web.Request) -> web.StreamResponse:
+        plural, name = request.match_info["plural"], request.match_info["name"]
+        namespace = request.match_info["namespace"]
+        group = request.match_info.get("group", "")
+        self.calls.append(Call("get", group, plural, namespace, dict(request.query)))
+        if plural not in PLURALS or PLURALS[plural][0] != group:
+            return web.json_response(
+                status(404, "NotFound", "the server could not find it"), status=404
+            )
+        obj = self.objects[plural].get(f"{namespace}/{name}")
+        if obj is None:
+            return web.json_response(
+                status(404, "NotFound", f'{plural} "{name}" not found'), status=404
+            )
+        return web.Response(body=orjson.dumps(obj), content_type="application/json")
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -33,3 +33,76 @@ def test_core_does_not_import_plugins() -> None:
 def test_no_bare_top_level_plugins_package() -> None:
     assert not (ROOT / "plugins" / "__init__.py").exists()
     assert (ROOT / "plugins" / "router_plugins" / "__init__.py").exists()
+
+
+def core_modules() -> dict[str, Path]:
+    modules = {}
+    for path in (ROOT / "router").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def core_import_graph() -> dict[str, set[str]]:
+    """Module -> the core modules it imports (at module level or inside functions)."""
+    modules = core_modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                candidates = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            else:
+                continue
+            targets.update(c for c in candidates if c in modules and c != name)
+        graph[name] = targets
+    return graph
+
+
+COMPOSITION = frozenset(
+    {
+        "router.__main__",
+        "router.admin",
+        "router.app",
+        "router.cli",
+        "router.dispatch",
+        "router.inspect",
+        "router.server",
+        "router.testing",
+        "router.workers",
+    }
+)
+"""The modules that put the router together; nothing below them may import them."""
+
+
+def test_core_imports_have_no_circles() -> None:
+    graph = core_import_graph()
+    circles = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                circles.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert circles == []
+
+
+def test_no_upward_imports_into_the_composition_layer() -> None:
+    upward = {
+        (module, target)
+        for module, targets in core_import_graph().items()
+        if module not in COMPOSITION
+        for target in targets
+        if target in COMPOSITION
+    }
+    assert upward == set()

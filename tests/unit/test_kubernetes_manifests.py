@@ -15,6 +15,7 @@ from router.registry import discover_plugins, validate_all
 from router_plugins.kubernetes.annotations import parse_annotations
 from router_plugins.kubernetes.mapping import ClassSelection, is_ours
 from router_plugins.kubernetes.resources import ALL, VERBS
+from router_plugins.kubernetes.selfimage import CONTAINER_ENV, POD_NAME_ENV, POD_NAMESPACE_ENV
 from router_plugins.kubernetes.settings import KubernetesSettings
 
 DIRECTORY = Path(__file__).resolve().parents[2] / "config" / "kubernetes"
@@ -131,6 +132,23 @@ def test_deployment_is_highly_available_probed_and_locked_down(
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
+
+
+def test_the_router_is_told_its_pod_to_publish_its_image_digest(
+    objects: dict[str, dict[str, Any]],
+) -> None:
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    field = {k: v.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for k, v in env.items()}
+    assert field[POD_NAME_ENV] == "metadata.name"
+    assert field[POD_NAMESPACE_ENV] == "metadata.namespace"
+    assert env[CONTAINER_ENV]["value"] == container["name"]
+    pods = [
+        rule
+        for rule in objects["ClusterRole"]["rules"]
+        if "" in rule["apiGroups"] and "pods" in rule["resources"]
+    ]
+    assert any("get" in rule["verbs"] for rule in pods), "reading its own Pod needs get"
 
 
 def test_prestop_matches_the_drain(objects: dict[str, dict[str, Any]]) -> None:

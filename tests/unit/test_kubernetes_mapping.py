@@ -254,6 +254,24 @@ def test_plugin_options_annotation_goes_to_the_route() -> None:
     assert route.plugins == {"ip_filter": {"allow": ["10.0.0.0/8"]}}
 
 
+def test_path_match_annotation_goes_to_the_route() -> None:
+    cluster = cluster_of("classes.yaml")
+    ingress = dict(cluster.ingresses["apps/by-class-name"])
+    ingress["metadata"] = {
+        **ingress["metadata"],
+        "annotations": {
+            "commons-router.io/path-match": "{case_sensitive: false, exact_trailing_slash: true}"
+        },
+    }
+    cluster.ingresses = {"apps/by-class-name": ingress}
+    (route,), problems = build_routes(cluster, SELECTION)
+    assert problems == ()
+    assert route.path_match.case_sensitive is False
+    assert route.path_match.exact_trailing_slash is True
+    # Options the annotation leaves out still come from paths.match.
+    assert route.path_match.model_fields_set == {"case_sensitive", "exact_trailing_slash"}
+
+
 @pytest.mark.parametrize(
     ("annotation", "value", "fragment"),
     [
@@ -264,6 +282,8 @@ def test_plugin_options_annotation_goes_to_the_route() -> None:
         ("balancer", "random", "round_robin"),
         ("backend-protocol", "grpc", "expected 'http' or 'https'"),
         ("request-headers", "{set: {'Bad Header': x}}", "invalid header name"),
+        ("path-match", "{encoded_delimiters: strip}", "'reject', 'decode' or 'forward'"),
+        ("path-match", "{case_insensitive: true}", "Extra inputs are not permitted"),
         ("auth", "none", "unknown annotation"),
     ],
 )

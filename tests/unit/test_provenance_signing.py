@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from http_message_signatures import InvalidSignature
 
-from router_plugins.provenance.fields import RecordCache, build_record
+from router_plugins.provenance.fields import RecordCache, RouterCode, build_record
 from router_plugins.provenance.signing import (
     Signer,
     load_private_key,
@@ -121,8 +121,7 @@ def test_provenance_header_is_an_rfc8941_dictionary() -> None:
             "pod": "app-7f9\u00e9",
         },
         "app",
-        "0.1.0",
-        "c0ffee",
+        RouterCode("0.1.0", "c0ffee"),
         ("repository", "commit", "dirty", "image", "pod"),
     )
     parsed = http_sf.parse(record.header.encode(), tltype="dictionary")
@@ -140,12 +139,26 @@ def test_provenance_header_is_an_rfc8941_dictionary() -> None:
 
 
 def test_records_are_cached_per_version_object() -> None:
-    cache = RecordCache("0.1.0", "c0ffee", ("commit",))
+    cache = RecordCache(RouterCode("0.1.0", "c0ffee"), ("commit",))
     version = {"commit": "a"}
     first = cache.get("app", version)
     assert cache.get("app", version) is first
     assert cache.get("app", {"commit": "b"}).fields["commit"] == "b"
     assert cache.get("other", version).fields["route"] == "other"
+
+
+def test_router_image_digest_and_dirty_build_reach_records_built_before() -> None:
+    digest = "sha256:" + "ab" * 32
+    cache = RecordCache(RouterCode("0.1.0", "c0ffee", dirty=True), ("commit",))
+    version = {"commit": "a"}
+    before = cache.get("app", version)
+    assert "router-image-digest" not in before.fields  # absent, not invented
+    assert before.fields["router-dirty"] is True
+    cache.set_router_image(digest)
+    after = cache.get("app", version)
+    parsed = http_sf.parse(after.header.encode(), tltype="dictionary")
+    assert parsed["router-image-digest"][0] == digest
+    assert parsed["router-dirty"][0] is True
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from aiohttp import web
 
 from router.api import ProviderUpdate, RouteProblem
 from router.config.models import Route
-from router.dispatch import TableHolder
 from router.observability.metrics import Metrics
 from router.proxy.upstream import EndpointRegistry
 from router.routing.compiler import RouteCompiler
+from router.routing.holder import TableHolder
 from router.routing.watcher import RouteWatcher
 
 

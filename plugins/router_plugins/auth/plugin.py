@@ -15,6 +15,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from router.api import (
+    DevOptions,
+    DevPreset,
     Handler,
     Middleware,
     Plugin,
@@ -73,6 +75,16 @@ class AuthPlugin(Plugin[AuthConfig]):
     config_model = AuthConfig
     route_config_model = RouteAuth
     guards_access = True
+
+    @classmethod
+    def dev_preset(cls, options: DevOptions) -> DevPreset | None:
+        """The built-in development login (INSECURE: any name, no identity provider) at
+        ``/.commons-router/login``, on loopback listeners only. Pages stay open without
+        login; the user's identity goes to the app once signed in."""
+        if not options.loopback:
+            return None
+        login = {"dev_login": True, "default": {"policy": "optional"}}
+        return DevPreset(order=40, config=login, requires=("sessions",))
 
     def __init__(self, config: AuthConfig, services: PluginServices) -> None:
         super().__init__(config, services)

@@ -61,6 +61,7 @@ ROUTE_ANNOTATIONS: Mapping[str, Callable[[str], dict[str, Any]]] = {
     "ssl-redirect": _scalar(("https_redirect",)),
     "request-headers": _yaml_mapping("request_headers"),
     "response-headers": _yaml_mapping("response_headers"),
+    "path-match": _yaml_mapping("path_match"),
 }
 """Annotation (after the prefix) -> the Route fields it sets."""
 

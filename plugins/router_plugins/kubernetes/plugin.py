@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from collections.abc import Sequence
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector
 
-from router.api import Plugin, Provider
+from router.api import ROUTER_IMAGE, Plugin, Provider
 from router_plugins.kubernetes.apiclient import KubeApi
 from router_plugins.kubernetes.credentials import (
     Credentials,
@@ -19,6 +21,7 @@ from router_plugins.kubernetes.credentials import (
 from router_plugins.kubernetes.mapping import ClassSelection
 from router_plugins.kubernetes.provider import KubernetesProvider
 from router_plugins.kubernetes.secrets import SecretCertificates
+from router_plugins.kubernetes.selfimage import learn_router_image, own_pod_from_env
 from router_plugins.kubernetes.settings import KubernetesSettings
 from router_plugins.kubernetes.watch import ClusterWatch
 
@@ -45,6 +48,7 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
     _cluster: ClusterWatch | None = None
     _provider: KubernetesProvider | None = None
     _secrets: SecretCertificates | None = None
+    _self_image: asyncio.Task[str | None] | None = None
 
     async def start(self) -> None:
         settings = self.config
@@ -65,6 +69,11 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
             secrets=self._secrets,
         )
         self._cluster.start()
+        own_pod = own_pod_from_env(os.environ)
+        if own_pod is not None:
+            self._self_image = asyncio.create_task(
+                learn_router_image(api, own_pod, ROUTER_IMAGE.publish)
+            )
         logger.info(
             "kubernetes: watching %s with %s (class %r, namespaces: %s)",
             credentials.server,
@@ -86,6 +95,11 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
         if self._secrets is not None:
             await self._secrets.stop()
             self._secrets = None
+        if self._self_image is not None:
+            self._self_image.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._self_image
+            self._self_image = None
         if self._cluster is not None:
             await self._cluster.stop()
             self._cluster = None

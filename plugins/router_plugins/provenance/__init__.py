@@ -23,15 +23,29 @@ import orjson
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from router import __version__
-from router.api import CONTEXT_KEY, Handler, Middleware, Plugin, PluginServices
+from router.api import (
+    CONTEXT_KEY,
+    ROUTER_IMAGE,
+    DevOptions,
+    DevPreset,
+    Handler,
+    Middleware,
+    Plugin,
+    PluginServices,
+    SignedStatementProfile,
+    build_info,
+)
 from router.api.context import ResponseHook
-from router.buildinfo import build_commit
 from router.config.loader import ConfigError, ConfigIssue
 from router.errors import wants_json
 from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
-from router_plugins.provenance.config import ProvenanceConfig
-from router_plugins.provenance.fields import Record, RecordCache
+from router_plugins.provenance.config import (
+    DEFAULT_HEADER,
+    DEFAULT_LABEL,
+    DEFAULT_TAG,
+    ProvenanceConfig,
+)
+from router_plugins.provenance.fields import Record, RecordCache, RouterCode
 from router_plugins.provenance.message import (
     merge_signatures,
     request_authority,
@@ -56,10 +70,33 @@ logger = logging.getLogger("commons_router.plugin.provenance")
 class ProvenancePlugin(Plugin[ProvenanceConfig]):
     name = "provenance"
     config_model = ProvenanceConfig
+    signed_statement = SignedStatementProfile(
+        header=DEFAULT_HEADER,
+        label=DEFAULT_LABEL,
+        tag=DEFAULT_TAG,
+        keys_path=KEYS_PATH,
+        required_components=("@status", '"@method";req', '"@authority";req', '"@path";req'),
+        requested_components=(
+            '"@status"',
+            f'"{DEFAULT_HEADER.lower()}"',
+            '"x-request-id"',
+            '"@method";req',
+            '"@authority";req',
+            '"@path";req',
+        ),
+    )
+
+    @classmethod
+    def dev_preset(cls, options: DevOptions) -> DevPreset:
+        return DevPreset(order=20, config={"source_dir": options.source} if options.source else {})
 
     def __init__(self, config: ProvenanceConfig, services: PluginServices) -> None:
         super().__init__(config, services)
-        self.records = RecordCache(__version__, build_commit(), config.fields)
+        info = build_info()
+        self.records = RecordCache(
+            RouterCode(info.version, info.commit, info.dirty, ROUTER_IMAGE.digest), config.fields
+        )
+        ROUTER_IMAGE.subscribe(self.records.set_router_image)
         self.signer: Signer | None = None
         self.dev_key = False
         self.public_keys: list[Ed25519PublicKey] = []

@@ -27,6 +27,11 @@ DEFAULT_FIELDS = (
 """Endpoint version fields shown in the public header (``node`` is left out by default)."""
 
 
+DEFAULT_HEADER = "Provenance"
+DEFAULT_LABEL = "prov"
+DEFAULT_TAG = "commons-router"
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -39,7 +44,7 @@ class ContentDigest(Model):
 
 
 class ProvenanceConfig(Model):
-    header: str = "Provenance"
+    header: str = DEFAULT_HEADER
     """Name of the response header carrying the RFC 8941 dictionary."""
     fields: list[str] = Field(default_factory=lambda: list(DEFAULT_FIELDS))
     """Endpoint version fields (from the route table) that are published."""
@@ -53,9 +58,9 @@ class ProvenanceConfig(Model):
     """The same key inline, e.g. ``${PROVENANCE_KEY}``."""
     retired_public_keys: list[str] = Field(default_factory=list)
     """PEM public keys still published in the JWKS (key rotation)."""
-    label: str = "prov"
+    label: str = DEFAULT_LABEL
     """Label of the signature in ``Signature-Input`` / ``Signature``."""
-    tag: str = "commons-router"
+    tag: str = DEFAULT_TAG
     """Signed ``tag`` parameter: which application made the signature."""
     content_digest: ContentDigest = Field(default_factory=ContentDigest)
     page: bool = True

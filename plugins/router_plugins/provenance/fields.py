@@ -8,7 +8,7 @@ request except a dictionary lookup.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from router_plugins.provenance.signing import sf_string
@@ -18,6 +18,16 @@ HEADER_KEYS = {"repository": "repo"}
 BOOLEAN_FIELDS = frozenset({"dirty"})
 MAX_VALUE_LENGTH = 512
 _CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class RouterCode:
+    """The router's own code: version, commit, and the image digest once known."""
+
+    version: str
+    commit: str
+    dirty: bool | None = None
+    image_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +45,7 @@ def _key(name: str) -> str:
 def build_record(
     version: Mapping[str, str] | None,
     route: str | None,
-    router_version: str,
-    router_commit: str,
+    router: RouterCode,
     published: Sequence[str],
 ) -> Record:
     fields: dict[str, str | bool] = {}
@@ -51,8 +60,12 @@ def build_record(
                 fields[_key(name)] = text[:MAX_VALUE_LENGTH]
     if route is not None:
         fields["route"] = route
-    fields["router"] = router_version
-    fields["router-commit"] = router_commit
+    fields["router"] = router.version
+    fields["router-commit"] = router.commit
+    if router.dirty:
+        fields["router-dirty"] = True
+    if router.image_digest:
+        fields["router-image-digest"] = router.image_digest
     parts = []
     for key, value in fields.items():
         if isinstance(value, bool):
@@ -66,15 +79,20 @@ class RecordCache:
     """Records by route and endpoint version object (version maps are replaced, never
     changed, so identity is a safe key while the cache holds a reference)."""
 
-    __slots__ = ("_entries", "_last", "_published", "_router_commit", "_router_version")
+    __slots__ = ("_entries", "_last", "_published", "_router")
 
-    def __init__(self, router_version: str, router_commit: str, published: Sequence[str]) -> None:
-        self._router_version = router_version
-        self._router_commit = router_commit
+    def __init__(self, router: RouterCode, published: Sequence[str]) -> None:
+        self._router = router
         self._published = tuple(published)
         self._entries: dict[tuple[str | None, int], tuple[Any, Record]] = {}
         self._last: tuple[str | None, Any, Record] | None = None
         """The latest record asked for: most requests ask for the same one again."""
+
+    def set_router_image(self, digest: str) -> None:
+        """The router's image digest became known: records built before lack it."""
+        self._router = replace(self._router, image_digest=digest)
+        self._entries = {}
+        self._last = None
 
     def get(self, route: str | None, version: Mapping[str, str] | None) -> Record:
         last = self._last
@@ -89,9 +107,7 @@ class RecordCache:
         entry = self._entries.get(key)
         if entry is not None and entry[0] is version:
             return entry[1]
-        record = build_record(
-            version, route, self._router_version, self._router_commit, self._published
-        )
+        record = build_record(version, route, self._router, self._published)
         if len(self._entries) >= _CACHE_LIMIT:
             self._entries.clear()
         self._entries[key] = (version, record)

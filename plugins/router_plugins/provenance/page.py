@@ -62,11 +62,24 @@ def commit_url(repository: str, commit: str) -> str | None:
     return f"{repository.rstrip('/')}/commit/{commit}"
 
 
+def _router_extra_rows(router: Mapping[str, str | bool]) -> str:
+    rows = []
+    if router.get("router-dirty"):
+        rows.append(
+            '<tr><th>uncommitted changes</th>'
+            '<td><span class="dirty">yes: built from a modified tree</span></td></tr>\n'
+        )
+    digest = router.get("router-image-digest")
+    if isinstance(digest, str):
+        rows.append(f"<tr><th>image digest</th><td><code>{html.escape(digest)}</code></td></tr>\n")
+    return "".join(rows)
+
+
 def _rows(fields: Mapping[str, str | bool]) -> str:
     repository = str(fields.get("repo", ""))
     rows = []
     for key, value in fields.items():
-        if key in ("route", "router", "router-commit"):
+        if key == "route" or key.startswith("router"):
             continue
         if isinstance(value, bool):
             cell = '<span class="dirty">yes: uncommitted changes</span>' if value else "no"
@@ -140,7 +153,7 @@ cloud's public configuration repository).</p>"""
 <table>
 <tr><th>version</th><td><code>commons-router {html.escape(str(router["router"]))}</code></td></tr>
 <tr><th>commit</th><td><code>{html.escape(str(router["router-commit"]))}</code></td></tr>
-</table>
+{_router_extra_rows(router)}</table>
 <h2>How to verify</h2>
 {verify}
 <p><small>request id <code>{html.escape(data.request_id)}</code>{trace}</small></p>

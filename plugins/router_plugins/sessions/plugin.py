@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from router.api import Plugin, PluginServices, ServiceKey
+from router.api import DevOptions, DevPreset, Plugin, PluginServices, ServiceKey
 from router.config.loader import ConfigError, ConfigIssue
 from router.config.types import Duration
 from router_plugins.sessions.backend import Backend
@@ -137,6 +137,11 @@ def build_backend(config: SessionsConfig) -> Backend:
 class SessionsPlugin(Plugin[SessionsConfig]):
     name = "sessions"
     config_model = SessionsConfig
+
+    @classmethod
+    def dev_preset(cls, options: DevOptions) -> DevPreset | None:
+        # In-memory sessions for the development login, which is offered on loopback only.
+        return DevPreset(order=30) if options.loopback else None
 
     def __init__(self, config: SessionsConfig, services: PluginServices) -> None:
         super().__init__(config, services)

@@ -33,7 +33,16 @@ from opentelemetry.trace import (
 from yarl import URL
 
 from router import __version__
-from router.api import CONTEXT_KEY, Handler, Middleware, Plugin, PluginServices, RequestContext
+from router.api import (
+    CONTEXT_KEY,
+    DevOptions,
+    DevPreset,
+    Handler,
+    Middleware,
+    Plugin,
+    PluginServices,
+    RequestContext,
+)
 from router.proxy.headers import TrustedPeers
 from router.randomness import RANDOM_HEX
 from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
@@ -132,6 +141,15 @@ class _Responder(TraceResponse):
 class TracingPlugin(Plugin[TracingConfig]):
     name = "tracing"
     config_model = TracingConfig
+
+    @classmethod
+    def dev_preset(cls, options: DevOptions) -> DevPreset:
+        # Spans go to a collector only when one is named the OpenTelemetry way.
+        collector = any(
+            options.environ.get(name)
+            for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        )
+        return DevPreset(order=10, config={"exporter": "otlp_http" if collector else "none"})
 
     def __init__(self, config: TracingConfig, services: PluginServices) -> None:
         super().__init__(config, services)

@@ -1,0 +1,1 @@
+"""Small apps on real web frameworks, for the path differential tests."""
