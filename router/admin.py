@@ -11,6 +11,7 @@ from aiohttp import web
 from router.observability.metrics import Metrics
 from router.routing.holder import TableHolder
 from router.routing.watcher import RouteWatcher
+from router.tls.store import CertificateStore
 
 
 class AdminState:
@@ -20,6 +21,7 @@ class AdminState:
         self.watcher = watcher
         self.draining = False
         self.started = False
+        self.certificates: CertificateStore | None = None
 
 
 ADMIN_STATE = web.AppKey("admin_state", AdminState)
@@ -53,7 +55,19 @@ def routes_document(state: AdminState) -> dict[str, Any]:
     problems = [
         {"source": p.source, "route": p.route, "message": p.message} for p in state.watcher.problems
     ]
-    return {"generation": state.holder.generation, "routes": routes, "problems": problems}
+    document: dict[str, Any] = {
+        "generation": state.holder.generation,
+        "routes": routes,
+        "problems": problems,
+    }
+    store = state.certificates
+    if store is not None:
+        document["certificates"] = [c.describe() for c in store.certificates()]
+        problems.extend(
+            {"source": source, "route": None, "message": f"certificate rejected: {message}"}
+            for source, message in sorted(store.problems.items())
+        )
+    return document
 
 
 def _now() -> float:

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from router.api.provider import Provider, ProviderUpdate
 from router.builtin.echo import EchoHandler
 from router.builtin.unavailable import unavailable
 from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
-from router.config.models import Config
+from router.config.models import Config, Hsts, ListenerSpec
 from router.config.types import split_host_port
 from router.dispatch import Dispatcher
 from router.errors import error_page
@@ -51,6 +50,9 @@ from router.routing.holder import TableHolder
 from router.routing.original import OriginalRequests
 from router.routing.relay import RouteRelay
 from router.routing.watcher import RouteWatcher, run_provider
+from router.tls.files import CertificateFileWatcher, file_source
+from router.tls.listener import HandshakeCounts, TlsListener, policy
+from router.tls.store import CertificateStore
 
 logger = logging.getLogger("commons_router")
 
@@ -65,14 +67,13 @@ def check_config(loaded: LoadedConfig, available: dict[str, PluginClass] | None 
         raise ConfigError(loaded.source, issues)
 
 
-def _ssl_context(config: Config) -> ssl.SSLContext | None:
-    listener = config.listener
-    if listener.tls_cert is None or listener.tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(listener.tls_cert, listener.tls_key)
-    return context
+def hsts_value(hsts: Hsts) -> str:
+    value = f"max-age={int(hsts.max_age)}"
+    if hsts.include_subdomains:
+        value += "; includeSubDomains"
+    if hsts.preload:
+        value += "; preload"
+    return value
 
 
 class RouterRuntime:
@@ -105,6 +106,12 @@ class RouterRuntime:
         self.file_provider: FileProvider | None = None
         self.admin_state: AdminState | None = None
         self.public_port = 0
+        """The first listener's port."""
+        self.public_ports: dict[str, int] = {}
+        """Every listener's bound port, by listener name."""
+        self.certificates: CertificateStore | None = None
+        self._tls_listeners: dict[str, TlsListener] = {}
+        self._handshakes: HandshakeCounts | None = None
         self.admin_port = 0
         self._public_runner: web.ServerRunner | None = None
 
@@ -143,6 +150,8 @@ class RouterRuntime:
             router_config=config,
             providers_elsewhere=self.routes_socket is not None,
         )
+        listeners = config.public_listeners()
+        self.certificates = services.certificates = self._certificate_store(config, listeners)
         for spec in specs:
             plugin = spec.cls(spec.config, services)
             await plugin.start()
@@ -150,18 +159,28 @@ class RouterRuntime:
             self.plugins.append((spec, plugin))
 
         trusted = TrustedPeers(config.trusted_proxies)
-        host, port = split_host_port(config.listener.listen)
-        ssl_context = _ssl_context(config)
-        scheme = "https" if ssl_context is not None else "http"
+        services.set_original_resolver(
+            OriginalRequests(
+                self.holder,
+                trusted,
+                merge_slashes=config.paths.merge_slashes,
+                reject_encoded_slash=config.paths.reject_encoded_slash,
+                reject_encoded_controls=config.paths.reject_encoded_controls,
+            ).resolve
+        )
+        protected = list(services.protected_headers)
+        for listener in listeners:
+            mutual = listener.tls.client_certificates if listener.tls is not None else None
+            if mutual is not None and mutual.subject_header is not None:
+                protected.append(mutual.subject_header)
         upstream_client = UpstreamClient()
         self.stack.push_async_callback(upstream_client.close)
         forwarder = Forwarder(
             upstream_client,
             session,
-            HeaderPolicy(services.protected_headers),
+            HeaderPolicy(protected),
             trusted,
             self.metrics,
-            port,
             observers=tuple(services.upstream_observers),
             body_limits=BodyLimits(
                 idle_timeout=config.limits.body_timeout,
@@ -171,7 +190,6 @@ class RouterRuntime:
             ),
             detailed_errors=self.dev_mode,
         )
-
         forwarder.websocket = functools.partial(proxy_websocket, forwarder)
 
         builtins: dict[str, Handler] = {
@@ -221,28 +239,77 @@ class RouterRuntime:
         self.admin_state = AdminState(self.holder, self.metrics, watcher)
         await self._start_admin(self.admin_state)
 
+        self.admin_state.certificates = self.certificates
+        for listener in listeners:
+            await self._start_listener(listener, trusted, access_log)
+        self.admin_state.started = True
+        logger.info(
+            "listening on %s (admin on %s)",
+            ", ".join(
+                f"{'https' if spec.tls else 'http'}://{spec.listen.rpartition(':')[0]}:"
+                f"{self.public_ports[spec.name]}"
+                for spec in listeners
+            ),
+            self.admin_unix_path or f"{config.admin.listen.rpartition(':')[0]}:{self.admin_port}",
+        )
+
+    def _certificate_store(
+        self, config: Config, listeners: list[ListenerSpec]
+    ) -> CertificateStore | None:
+        policies = {spec.name: policy(spec.tls) for spec in listeners if spec.tls is not None}
+        if not policies:
+            return None
+        files = config.certificate_files()
+        legacy = None if config.listeners or not files else file_source(files[-1])
+        store = CertificateStore(
+            policies=policies,
+            default_name=config.tls.default_certificate,
+            fallback_source=legacy,
+            expiry_warning=config.tls.expiry_warning,
+        )
+        self.stack.callback(store.close)
+        watcher = CertificateFileWatcher(store, files, config.tls.watch_interval)
+        watcher.load_all()
+        tasks = [asyncio.create_task(store.check_expiry_hourly(), name="certificate-expiry")]
+        if files:
+            tasks.append(asyncio.create_task(watcher.run(), name="certificate-files"))
+        for task in tasks:
+            self.stack.callback(task.cancel)
+        self._handshakes = HandshakeCounts()
+        self._tls_listeners = {
+            name: TlsListener(name, store, make, self._handshakes)
+            for name, make in policies.items()
+        }
+        self.metrics.collectors.append(store.metric_lines)
+        self.metrics.collectors.append(self._handshakes.metric_lines)
+        return store
+
+    async def _start_listener(
+        self, spec: ListenerSpec, trusted: TrustedPeers, access_log: AccessLog | None
+    ) -> None:
+        config = self.config
+        tls = spec.tls
+        mutual = tls.client_certificates if tls is not None else None
         dispatcher = Dispatcher(
             self.holder,
-            scheme=scheme,
+            scheme="https" if tls is not None else "http",
             trusted=trusted,
             metrics=self.metrics,
             access_log=access_log,
             merge_slashes=config.paths.merge_slashes,
             reject_encoded_slash=config.paths.reject_encoded_slash,
             reject_encoded_controls=config.paths.reject_encoded_controls,
+            listener=spec.name,
+            hsts=hsts_value(tls.hsts) if tls is not None and tls.hsts is not None else None,
+            redirect_port=spec.https_redirect_port,
+            mutual_tls=mutual is not None,
+            subject_header=mutual.subject_header if mutual is not None else None,
         )
         dispatcher.install_plugins(*self._global_chain(dispatcher))
-        services.set_original_resolver(
-            OriginalRequests(
-                self.holder,
-                trusted,
-                merge_slashes=config.paths.merge_slashes,
-                reject_encoded_slash=config.paths.reject_encoded_slash,
-                reject_encoded_controls=config.paths.reject_encoded_controls,
-            ).resolve
-        )
         limits = config.limits
-        server = GuardedServer(
+        tls_listener = self._tls_listeners.get(spec.name) if tls is not None else None
+        make_server = tls_listener.server if tls_listener is not None else GuardedServer
+        server = make_server(
             dispatcher,
             request_factory=request_factory(asyncio.get_running_loop()),
             header_timeout=limits.header_timeout,
@@ -258,26 +325,22 @@ class RouterRuntime:
         runner = web.ServerRunner(server, shutdown_timeout=config.drain.grace)
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
+        host, port = split_host_port(spec.listen)
         site = web.TCPSite(
             runner,
             host or None,
             port,
-            ssl_context=ssl_context,
+            ssl_context=tls_listener.context if tls_listener is not None else None,
             reuse_port=self.reuse_port or None,
             backlog=1024,
         )
         await site.start()
-        self._public_runner = runner
-        self.public_port = _bound_port(runner, port)
-        forwarder.listen_port = str(self.public_port)  # the real one when asked for port 0
-        self.admin_state.started = True
-        logger.info(
-            "listening on %s://%s:%d (admin on %s)",
-            scheme,
-            host,
-            self.public_port,
-            self.admin_unix_path or f"{config.admin.listen.rpartition(':')[0]}:{self.admin_port}",
-        )
+        bound = _bound_port(runner, port)
+        dispatcher.listen_port = str(bound)
+        self.public_ports[spec.name] = bound
+        if self._public_runner is None:
+            self._public_runner = runner
+            self.public_port = bound
 
     def _global_chain(self, dispatcher: Dispatcher) -> tuple[Handler, dict[str, Handler]]:
         entry: Handler = dispatcher.route_request

@@ -41,12 +41,18 @@ class Dispatcher:
         "_loop_time",
         "access_log",
         "holder",
+        "hsts",
+        "listen_port",
+        "listener",
         "merge_slashes",
         "metrics",
+        "mutual_tls",
+        "redirect_port",
         "reject_encoded_controls",
         "reject_encoded_slash",
         "reserved",
         "scheme",
+        "subject_header",
         "trusted",
     )
 
@@ -61,8 +67,22 @@ class Dispatcher:
         merge_slashes: bool,
         reject_encoded_slash: bool,
         reject_encoded_controls: bool = True,
+        listener: str = "default",
+        hsts: str | None = None,
+        redirect_port: int = 443,
+        mutual_tls: bool = False,
+        subject_header: str | None = None,
     ) -> None:
         self.holder = holder
+        self.listener = listener
+        """This listener's name: routes limited to other listeners do not match here."""
+        self.listen_port = ""
+        """Set once the listener is bound (the real port when asked for port 0)."""
+        self.hsts = hsts
+        """The Strict-Transport-Security value added to every answer, if any."""
+        self.redirect_port = redirect_port
+        self.mutual_tls = mutual_tls
+        self.subject_header = subject_header
         self.scheme = scheme
         self.trusted = trusted
         self.metrics = metrics
@@ -104,6 +124,11 @@ class Dispatcher:
             "",
             start,
         )
+        ctx.listen_port = self.listen_port
+        if self.mutual_tls:
+            self._client_certificate(request, ctx)
+        if self.hsts is not None:
+            ctx.on_response(self._add_hsts)
         request[CONTEXT_KEY] = ctx
         route: CompiledRoute | None = None
         response: web.StreamResponse | None = None
@@ -148,17 +173,42 @@ class Dispatcher:
             )
             table = self.holder.table
             if normalized.encoded:
-                ctx.route = table.resolve(host, normalized)
+                route = table.resolve(host, normalized)
             else:
-                ctx.route = table.match(host, normalized.match_path)
+                route = table.match(host, normalized.match_path)
         except PathError as exc:
             return self._error(request, ctx, 400, f"Bad request path: {exc}."), None
         ctx.path = normalized.path
         ctx.query = normalized.query
+        if route is not None:
+            if route.listeners and self.listener not in route.listeners:
+                route = None
+            elif route.https_redirect and self.scheme == "http":
+                return self._https_redirect(ctx), route
+        ctx.route = route
         try:
             return await self._entry(request), ctx.route
         except RouterHTTPError as exc:
             return await self._http_error(request, ctx, exc), ctx.route
+
+    def _https_redirect(self, ctx: RequestContext) -> web.Response:
+        # The normalized path and the host parsed from Host: nothing unchecked is echoed.
+        port = "" if self.redirect_port == 443 else f":{self.redirect_port}"
+        query = f"?{ctx.query}" if ctx.query else ""
+        location = f"https://{ctx.host}{port}{ctx.path}{query}"
+        response = web.Response(status=308, headers={"Location": location})
+        response.headers["X-Request-Id"] = ctx.request_id
+        return response
+
+    def _client_certificate(self, request: web.BaseRequest, ctx: RequestContext) -> None:
+        subject: str | None = getattr(request.protocol, "client_subject", None)
+        ctx.client_certificate_subject = subject
+        if self.subject_header is not None and subject is not None:
+            ctx.add_upstream_header(self.subject_header, subject)
+
+    def _add_hsts(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        assert self.hsts is not None
+        response.headers["Strict-Transport-Security"] = self.hsts
 
     async def route_request(self, request: web.BaseRequest) -> web.StreamResponse:
         """The end of the global plugin chain: a reserved path, else the route's chain."""

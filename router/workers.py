@@ -34,7 +34,12 @@ _ASK_TIMEOUT = ClientTimeout(total=5.0)
 # A worker that ran this long before dying is restarted at once, not after a back-off.
 _STABLE_AFTER = 60.0
 # Gauges that describe one process's state rather than an amount: merged with max, not sum.
-_MAX_SERIES = frozenset({"commons_router_route_table_generation"})
+_MAX_SERIES = frozenset(
+    {
+        "commons_router_route_table_generation",
+        "commons_router_tls_certificate_expiry_timestamp_seconds",
+    }
+)
 
 
 class Worker:

@@ -19,9 +19,11 @@ class RequestContext:
     """What the router knows about one request. Reach it with :func:`context_of`."""
 
     __slots__ = (
+        "client_certificate_subject",
         "client_ip",
         "endpoint",
         "host",
+        "listen_port",
         "log_fields",
         "path",
         "query",
@@ -52,6 +54,11 @@ class RequestContext:
         self.response_hooks: list[ResponseHook] | None = None
         self.upgraded = False
         """True once the connection was switched to another protocol (WebSocket)."""
+        self.listen_port = ""
+        """The port of the listener the request came in on."""
+        self.client_certificate_subject: str | None = None
+        """Subject (RFC 4514) of the client certificate, verified against the listener's CA
+        bundle; None without mutual TLS or when the client sent none."""
 
     def add_log_field(self, name: str, value: Any) -> None:
         """Add a field to this request's access-log line (e.g. ``user``, ``trace_id``)."""

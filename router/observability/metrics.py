@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 NO_ROUTE = "(none)"
@@ -46,6 +46,8 @@ class Metrics:
         self.reloads: dict[str, int] = {"ok": 0, "failed": 0}
         self.ejections = 0
         self.plugin_errors: dict[str, int] = {}
+        self.collectors: list[Callable[[], Iterable[str]]] = []
+        """More metric families (lines with HELP and TYPE), rendered after the core ones."""
         self.rejections: dict[str, int] = {}
 
     def rejected(self, reason: str) -> None:
@@ -123,3 +125,5 @@ class Metrics:
         yield "# TYPE commons_router_config_reloads_total counter\n"
         for result, count in sorted(self.reloads.items()):
             yield f'commons_router_config_reloads_total{{result="{result}"}} {count}\n'
+        for collect in self.collectors:
+            yield from collect()

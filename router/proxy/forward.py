@@ -56,7 +56,6 @@ class Forwarder:
         policy: HeaderPolicy,
         trusted: TrustedPeers,
         metrics: Metrics,
-        listen_port: int,
         observers: tuple[UpstreamObserver, ...] = (),
         body_limits: BodyLimits | None = None,
         detailed_errors: bool = False,
@@ -67,7 +66,6 @@ class Forwarder:
         self.policy = policy
         self.trusted = trusted
         self.metrics = metrics
-        self.listen_port = str(listen_port)
         self.observers = observers
         self._loop: asyncio.AbstractEventLoop | None = None
         """Cached: ``asyncio.get_running_loop()`` costs a ``getpid()`` system call."""
@@ -95,7 +93,7 @@ class Forwarder:
             headers["X-Forwarded-For"] = f"{prior_for}, {peer}" if prior_for else peer
             headers["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto", ctx.scheme)
             headers["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host", host)
-            headers["X-Forwarded-Port"] = incoming.get("X-Forwarded-Port", self.listen_port)
+            headers["X-Forwarded-Port"] = incoming.get("X-Forwarded-Port", ctx.listen_port)
             prior = joined(incoming, "Forwarded")
             element = forwarded_element(peer, host, ctx.scheme)
             headers["Forwarded"] = f"{prior}, {element}" if prior else element
@@ -103,7 +101,7 @@ class Forwarder:
             headers["X-Forwarded-For"] = peer
             headers["X-Forwarded-Proto"] = ctx.scheme
             headers["X-Forwarded-Host"] = host
-            headers["X-Forwarded-Port"] = self.listen_port
+            headers["X-Forwarded-Port"] = ctx.listen_port
             headers["Forwarded"] = forwarded_element(peer, host, ctx.scheme)
         if route.strip_prefix:
             headers["X-Forwarded-Prefix"] = route.strip_prefix

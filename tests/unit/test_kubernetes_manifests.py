@@ -236,5 +236,25 @@ def test_example_ingress_is_ours_and_its_annotations_are_valid(
     settings, problems = parse_annotations(ingress["metadata"]["annotations"])
     assert problems == []
     assert settings.route_fields["retries"] == "2"
+    assert settings.route_fields["https_redirect"] == "true"
+    assert ingress["spec"]["tls"] == [{"hosts": ["hello.example.org"], "secretName": "hello-tls"}]
     pod_annotations = example["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert {"commons-router.io/repository", "commons-router.io/commit"} <= set(pod_annotations)
+
+
+def test_service_exposes_http_and_https_on_the_configured_listeners(
+    objects: dict[str, dict[str, Any]],
+) -> None:
+    config = router_config(objects).config
+    listeners = {spec.name: spec for spec in config.public_listeners()}
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    service_ports = {p["port"]: p["targetPort"] for p in objects["Service"]["spec"]["ports"]}
+    assert service_ports == {80: "http", 443: "https"}
+    assert listeners["http"].tls is None
+    assert listeners["https"].tls is not None
+    for name in ("http", "https"):
+        assert int(listeners[name].listen.rsplit(":", 1)[1]) == container_ports[name]
+    # Certificates come through the API: the pod mounts no Secret.
+    volumes = objects["Deployment"]["spec"]["template"]["spec"].get("volumes", [])
+    assert not [v for v in volumes if "secret" in v]
