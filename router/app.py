@@ -26,6 +26,7 @@ from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
 from router.config.models import Config
 from router.config.types import split_host_port
 from router.dispatch import Dispatcher, TableHolder
+from router.http.drain import DrainSignal, stop_serving
 from router.http.protocol import GuardedServer
 from router.http.request import request_factory
 from router.observability.accesslog import AccessLog
@@ -99,6 +100,7 @@ class RouterRuntime:
         self.public_port = 0
         self.admin_port = 0
         self._public_runner: web.ServerRunner | None = None
+        self.drain_signal = DrainSignal()
 
     async def __aenter__(self) -> RouterRuntime:
         await self.start()
@@ -213,7 +215,7 @@ class RouterRuntime:
         limits = config.limits
         server = GuardedServer(
             dispatcher,
-            request_factory=request_factory(asyncio.get_running_loop()),
+            request_factory=request_factory(asyncio.get_running_loop(), self.drain_signal),
             header_timeout=limits.header_timeout,
             handler_cancellation=True,
             access_log=None,
@@ -222,9 +224,11 @@ class RouterRuntime:
             max_field_size=limits.max_header_size,
             max_headers=limits.max_headers,
         )
-        runner = web.ServerRunner(server, shutdown_timeout=config.drain.grace)
+        # stop_serving() waits out the grace; the runner's own shutdown finds nothing left.
+        runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
+        self.stack.push_async_callback(stop_serving, runner, config.drain.grace)
         site = web.TCPSite(
             runner,
             host or None,
@@ -348,11 +352,13 @@ class RouterRuntime:
         """SIGTERM: fail /readyz, keep serving for ``drain.delay``, then stop gracefully."""
         if self.admin_state is not None:
             self.admin_state.draining = True
+        self.drain_signal.draining = True
         logger.info("draining: /readyz now fails; closing in %.1fs", self.config.drain.delay)
         await asyncio.sleep(self.config.drain.delay)
         await self.stop()
 
     async def stop(self) -> None:
+        self.drain_signal.draining = True
         await self.stack.aclose()
 
 

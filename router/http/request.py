@@ -12,9 +12,18 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from router.api.context import CONTEXT_KEY
+from router.http.drain import DrainSignal
 
 
 class RouterRequest(web.BaseRequest):
+    _drain: DrainSignal
+
+    @property
+    def keep_alive(self) -> bool:
+        # Read when the response is prepared, so answers to requests that began before a
+        # drain say ``Connection: close`` too.
+        return not (self._message.should_close or self._drain.draining)
+
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
         # aiohttp calls this from StreamResponse.prepare(), i.e. for every response just
         # before its headers are written: the one place all responses pass through.
@@ -24,9 +33,7 @@ class RouterRequest(web.BaseRequest):
                 hook(self, response)
 
 
-def request_factory(
-    loop: asyncio.AbstractEventLoop,
-) -> Any:
+def request_factory(loop: asyncio.AbstractEventLoop, drain: DrainSignal) -> Any:
     def make(
         message: RawRequestMessage,
         payload: StreamReader,
@@ -34,6 +41,8 @@ def request_factory(
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> RouterRequest:
-        return RouterRequest(message, payload, protocol, writer, task, loop)
+        request = RouterRequest(message, payload, protocol, writer, task, loop)
+        request._drain = drain
+        return request
 
     return make
