@@ -170,9 +170,7 @@ async def test_answers_during_the_drain_say_connection_close(
         await eventually(lambda: _is(in_flight(client, admin), 1), message="slow request in flight")
 
         router.send(signal.SIGTERM)
-        await eventually(
-            lambda: _is(_status(client, admin + "/readyz"), 503), message="draining"
-        )
+        await eventually(lambda: _is(_status(client, admin + "/readyz"), 503), message="draining")
         for connection in [*connections, await KeepAliveConnection.open(port)]:
             answer = await connection.ask("/during-delay")
             assert answer.status == 200

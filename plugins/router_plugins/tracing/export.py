@@ -194,9 +194,7 @@ class _Sender:
 class OtlpHttpSpanExporter(SpanExporter):
     """OTLP/HTTP (protobuf) span exporter; see the module docstring."""
 
-    def __init__(
-        self, endpoint: str | None, headers: Mapping[str, str], timeout: float
-    ) -> None:
+    def __init__(self, endpoint: str | None, headers: Mapping[str, str], timeout: float) -> None:
         self._sender = _Sender(resolve_endpoint(endpoint), resolve_headers(headers), timeout)
         self.failed_batches = 0
 
