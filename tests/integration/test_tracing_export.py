@@ -80,7 +80,9 @@ def live_spans() -> int:
 
 
 @pytest.mark.parametrize("dead", [black_hole, closed_port])
-def test_a_failed_batch_is_freed_when_its_export_returns(dead: object) -> None:
+def test_a_failed_batch_is_freed_when_its_export_returns(
+    dead: object, caplog: pytest.LogCaptureFixture
+) -> None:
     assert callable(dead)
     with dead() as endpoint:
         config = TracingConfig.model_validate(
@@ -97,6 +99,9 @@ def test_a_failed_batch_is_freed_when_its_export_returns(dead: object) -> None:
                 assert [ref() for ref in alive if ref() is not None] == []
         finally:
             exporter.shutdown()
+    (warning,) = [r for r in caplog.records if "exporting 50 spans" in r.getMessage()]
+    assert endpoint in warning.getMessage()
+    assert warning.exc_info is None and "Traceback" not in caplog.text
 
 
 async def test_a_working_collector_gets_the_batch() -> None:

@@ -9,9 +9,11 @@ by about 1 MB a second at full sampling.
 
 Here the batch is encoded to bytes on the batch thread (``encoding.py``, several times
 cheaper than the SDK's encoder), and the bytes are posted from a separate sender thread:
-nothing that a failed request leaves behind can reach the spans through its frames. The sender also drops the failure's traceback frames, so the bytes
-are freed at once too. One POST per batch on a kept-alive connection, no retry (the batch
-processor moves on to the next batch; traces are samples, a lost batch is logged).
+nothing that a failed request leaves behind can reach the spans through its frames. The
+sender also drops the failure's traceback frames, so the bytes are freed at once too. One
+POST per batch on a kept-alive connection; no retry, except once on a kept-alive connection
+the collector had closed (the batch processor moves on to the next batch; traces are
+samples, and lost batches are counted in a warning).
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ logger = logging.getLogger("commons_router.plugin.tracing")
 DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
 # One warning per this many seconds while the collector keeps failing.
 _WARN_EVERY = 30.0
+# How a kept-alive connection the collector closed in the meantime fails (not a timeout:
+# a collector that does not answer is not asked twice).
+_STALE = frozenset(
+    {"RemoteDisconnected", "ConnectionResetError", "BrokenPipeError", "BadStatusLine"}
+)
 
 
 def resolve_endpoint(endpoint: str | None, environ: Mapping[str, str] = os.environ) -> str:
@@ -86,7 +93,8 @@ class _Sender:
         url = urlsplit(endpoint)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {endpoint!r}")
-        self.endpoint = endpoint
+        netloc = url.hostname if url.port is None else f"{url.hostname}:{url.port}"
+        self.endpoint = f"{url.scheme}://{netloc}{url.path}"  # for logs: no user info
         self._https = url.scheme == "https"
         self._host = url.hostname
         self._port = url.port or (443 if self._https else 80)
@@ -148,7 +156,7 @@ class _Sender:
     def _post_once_more_if_stale(self, body: bytes) -> str | None:
         reused = self._connection is not None
         problem = self._post(body)
-        if problem is not None and reused:
+        if reused and problem in _STALE:
             # A kept-alive connection the collector closed while idle: one fresh try.
             problem = self._post(body)
         return problem
