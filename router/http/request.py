@@ -16,7 +16,7 @@ from router.http.drain import DrainSignal
 
 
 class RouterRequest(web.BaseRequest):
-    _drain: DrainSignal
+    _drain = DrainSignal()  # the factory sets the process's; this one for clones
 
     @property
     def keep_alive(self) -> bool:

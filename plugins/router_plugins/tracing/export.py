@@ -208,10 +208,6 @@ class OtlpHttpSpanExporter(SpanExporter):
         self._encoder = SpanEncoder()
         self.failed_batches = 0
 
-    @property
-    def endpoint(self) -> str:
-        return self._sender.endpoint
-
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         body = self._encoder.encode(spans)
         problem = self._sender.send(body)
