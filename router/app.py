@@ -26,6 +26,7 @@ from router.config.models import Config, Hsts, ListenerSpec
 from router.config.types import split_host_port
 from router.dispatch import Dispatcher
 from router.errors import error_page
+from router.http.drain import DrainSignal, stop_serving
 from router.http.protocol import GuardedServer
 from router.http.request import request_factory
 from router.observability.accesslog import AccessLog
@@ -113,7 +114,8 @@ class RouterRuntime:
         self._tls_listeners: dict[str, TlsListener] = {}
         self._handshakes: HandshakeCounts | None = None
         self.admin_port = 0
-        self._public_runner: web.ServerRunner | None = None
+        self._public_runners: list[web.ServerRunner] = []
+        self.drain_signal = DrainSignal()
 
     async def __aenter__(self) -> RouterRuntime:
         await self.start()
@@ -242,6 +244,8 @@ class RouterRuntime:
         self.admin_state.certificates = self.certificates
         for listener in listeners:
             await self._start_listener(listener, trusted, access_log)
+        # One drain for every listener: one deadline, not one grace after another.
+        self.stack.push_async_callback(stop_serving, self._public_runners, config.drain.grace)
         self.admin_state.started = True
         logger.info(
             "listening on %s (admin on %s)",
@@ -311,7 +315,7 @@ class RouterRuntime:
         make_server = tls_listener.server if tls_listener is not None else GuardedServer
         server = make_server(
             dispatcher,
-            request_factory=request_factory(asyncio.get_running_loop()),
+            request_factory=request_factory(asyncio.get_running_loop(), self.drain_signal),
             header_timeout=limits.header_timeout,
             rejections=dispatcher.rejected,
             page=error_page,
@@ -322,9 +326,11 @@ class RouterRuntime:
             max_field_size=limits.max_header_size,
             max_headers=limits.max_headers,
         )
-        runner = web.ServerRunner(server, shutdown_timeout=config.drain.grace)
+        # stop_serving() waits out the grace; the runner's own shutdown finds nothing left.
+        runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
+        self._public_runners.append(runner)
         host, port = split_host_port(spec.listen)
         site = web.TCPSite(
             runner,
@@ -338,8 +344,7 @@ class RouterRuntime:
         bound = _bound_port(runner, port)
         dispatcher.listen_port = str(bound)
         self.public_ports[spec.name] = bound
-        if self._public_runner is None:
-            self._public_runner = runner
+        if len(self._public_runners) == 1:
             self.public_port = bound
 
     def _global_chain(self, dispatcher: Dispatcher) -> tuple[Handler, dict[str, Handler]]:
@@ -430,11 +435,13 @@ class RouterRuntime:
         """SIGTERM: fail /readyz, keep serving for ``drain.delay``, then stop gracefully."""
         if self.admin_state is not None:
             self.admin_state.draining = True
+        self.drain_signal.draining = True
         logger.info("draining: /readyz now fails; closing in %.1fs", self.config.drain.delay)
         await asyncio.sleep(self.config.drain.delay)
         await self.stop()
 
     async def stop(self) -> None:
+        self.drain_signal.draining = True
         await self.stack.aclose()
 
 

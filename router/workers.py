@@ -49,6 +49,8 @@ class Worker:
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self.restarts = 0
+        """Restarts in a row, for the back-off (0 again after a stable run)."""
+        self.restarts_total = 0
 
     @property
     def alive(self) -> bool:
@@ -131,6 +133,7 @@ class Supervisor:
             if self._stop.is_set():
                 return
             await self._spawn(worker)
+            worker.restarts_total += 1
             if self._stop.is_set():
                 # SIGTERM arrived while this worker was being started.
                 self._signal_workers(signal.SIGTERM)
@@ -167,6 +170,7 @@ class Supervisor:
         async def metrics(request: web.Request) -> web.Response:
             answers = await asyncio.gather(*(self._ask(w, "/metrics") for w in self.workers))
             texts = [text for status, text in answers if status == 200]
+            texts.append(self._own_metrics())
             return web.Response(text=merge_metrics(texts), content_type="text/plain")
 
         async def routes(request: web.Request) -> web.Response:
@@ -179,6 +183,18 @@ class Supervisor:
         app.router.add_get("/metrics", metrics)
         app.router.add_get("/routes", routes)
         return app
+
+    def _own_metrics(self) -> str:
+        lines = [
+            "# HELP commons_router_worker_restarts_total Worker processes restarted after "
+            "they died, by worker.\n",
+            "# TYPE commons_router_worker_restarts_total counter\n",
+        ]
+        lines.extend(
+            f'commons_router_worker_restarts_total{{worker="{w.index}"}} {w.restarts_total}\n'
+            for w in self.workers
+        )
+        return "".join(lines)
 
     def _request_stop(self) -> None:
         self.stopping = True
