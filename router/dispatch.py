@@ -18,6 +18,7 @@ from router.http.framing import HostParser
 from router.observability.accesslog import AccessLog
 from router.observability.metrics import Metrics
 from router.proxy.headers import TrustedPeers, joined
+from router.proxy.websocket import is_websocket_upgrade
 from router.randomness import RANDOM_HEX
 from router.routing.compiled import CompiledRoute
 from router.routing.holder import TableHolder
@@ -109,7 +110,7 @@ class Dispatcher:
         self.metrics.in_flight += 1
         try:
             response, route = await self._answer(request, ctx)
-            if "Upgrade" in request.headers and not _websocket_upgrade(request):
+            if "Upgrade" in request.headers and not is_websocket_upgrade(request.headers):
                 # SECURITY: aiohttp discards the bytes that follow a request with an
                 # upgrade it does not support (h2c ...) in the same read; the connection
                 # must not go on from an unknown position in the byte stream.
@@ -276,10 +277,6 @@ def _bytes_out(response: web.StreamResponse | None) -> int:
         if isinstance(body, bytes | bytearray):
             return len(body)
     return 0
-
-
-def _websocket_upgrade(request: web.BaseRequest) -> bool:
-    return request.headers.get("Upgrade", "").strip().lower() == "websocket"
 
 
 def _origin_form(target: str, host_header: str) -> tuple[str, str | None]:
