@@ -129,6 +129,30 @@ async def test_route_connect_timeout_bounds_the_handshake(client: ClientSession)
     assert log[-1]["status"] == 502
 
 
+async def test_route_read_timeout_bounds_the_wait_for_the_switch(client: ClientSession) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read()  # never answers; returns when the router gives up
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = {
+        "routes": [
+            {
+                "name": "ws",
+                "timeouts": {"read": "300ms"},
+                "upstreams": [{"url": f"http://127.0.0.1:{port}"}],
+            }
+        ]
+    }
+    async with server, run_router(config) as router:
+        with pytest.raises(WSServerHandshakeError) as caught:
+            await asyncio.wait_for(client.ws_connect(router.url + "/ws"), 10)
+        assert caught.value.status == 504
+        log = await router.access_log()
+    assert log[-1]["error"] == "timeout"
+
 async def test_unreachable_endpoint_is_passed_over_and_ejected(
     backend: Backend, client: ClientSession
 ) -> None:
