@@ -58,6 +58,7 @@ from router.routing.compiler import RouteCompiler  # noqa: E402
 from router_plugins.kubernetes.builder import RouteBuilder  # noqa: E402
 from router_plugins.kubernetes.mapping import ClassSelection, Cluster  # noqa: E402
 from router_plugins.kubernetes.version import pod_info  # noqa: E402
+from tests.support import netns  # noqa: E402
 from tests.support.kubeapi import KubeApiServer, kubeconfig  # noqa: E402
 
 INGRESSES = 1000
@@ -66,10 +67,16 @@ SELECTION = ClassSelection("commons-router", "commons-router.io/ingress-controll
 REBUILD_TARGET_MS = 200.0
 CHURN_TARGET = 0.95
 TARGET_HOST = "app-0.example.com"
-TARGET_IPS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+TARGET_IPS = tuple(netns.pod_addresses(3))
+"""The pods nginx stands for: not loopback (a real API server refuses those), inside a
+network namespace this benchmark makes (tests/support/netns.py)."""
 
 
-def synthetic_objects(target_port: int = 8080, ingresses: int = INGRESSES) -> list[dict[str, Any]]:
+def synthetic_objects(
+    target_port: int = 8080,
+    ingresses: int = INGRESSES,
+    endpoints_per_service: int = ENDPOINTS_PER_SERVICE,
+) -> list[dict[str, Any]]:
     """1,000 apps: Ingress, Service, one EndpointSlice of 5 endpoints, 5 Pods each."""
     objects: list[dict[str, Any]] = [
         {
@@ -121,7 +128,7 @@ def synthetic_objects(target_port: int = 8080, ingresses: int = INGRESSES) -> li
             }
         )
         endpoints = []
-        for j in range(ENDPOINTS_PER_SERVICE):
+        for j in range(endpoints_per_service):
             pod = f"{app}-{j}"
             address = (
                 TARGET_IPS[j]
@@ -354,7 +361,11 @@ async def churn_benchmark(duration: float, rounds: int, ingresses: int) -> dict[
     nginx, wrk_path = shutil.which("nginx") or "/usr/sbin/nginx", shutil.which("wrk")
     if not Path(nginx).exists() or wrk_path is None:
         return {"skipped": "nginx and wrk are needed (apt-get install nginx-light wrk)"}
-    pod_port = free_port(TARGET_IPS[0])
+    try:
+        network = netns.create(len(TARGET_IPS))
+    except netns.Unavailable as exc:
+        return {"skipped": f"the pods need a network namespace: {exc}"}
+    pod_port = 8080  # the namespace is this benchmark's own
     objects = synthetic_objects(pod_port, ingresses)
     api = KubeApiServer()
     api.apply(*objects)
@@ -369,6 +380,10 @@ async def churn_benchmark(duration: float, rounds: int, ingresses: int) -> dict[
             Path(tmp, "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, listens=listens))
             processes.append(
                 await asyncio.create_subprocess_exec(
+                    "ip",
+                    "netns",
+                    "exec",
+                    network.name,
                     nginx,
                     "-c",
                     f"{tmp}/nginx.conf",
@@ -432,6 +447,7 @@ async def churn_benchmark(duration: float, rounds: int, ingresses: int) -> dict[
                 await process.wait()
             api.close_watches()
             await runner.cleanup()
+            network.delete()
     static_rps = statistics.median(r["requests_per_s"] for r in static)
     churn_rps = statistics.median(r["requests_per_s"] for r in churn)
     errors = sum(r["non_2xx"] + r["socket_errors"] for r in static + churn)

@@ -46,7 +46,9 @@ from router.registry import (
 from router.routing.compiler import RouteCompiler, isolate
 from router.routing.file_provider import FileProvider
 from router.routing.holder import TableHolder
-from router.routing.watcher import RouteWatcher
+from router.routing.original import OriginalRequests
+from router.routing.relay import RouteRelay
+from router.routing.watcher import RouteWatcher, run_provider
 
 logger = logging.getLogger("commons_router")
 
@@ -82,6 +84,7 @@ class RouterRuntime:
         dev_mode: bool = False,
         reuse_port: bool = False,
         admin_unix_path: str | None = None,
+        routes_socket: str | None = None,
         available_plugins: dict[str, PluginClass] | None = None,
     ) -> None:
         self.loaded = loaded
@@ -90,6 +93,8 @@ class RouterRuntime:
         self.dev_mode = dev_mode
         self.reuse_port = reuse_port
         self.admin_unix_path = admin_unix_path
+        self.routes_socket = routes_socket
+        """A worker's connection to the supervisor's shared providers (router.routing.relay)."""
         self._available = available_plugins
         self.metrics = Metrics()
         self.holder = TableHolder()
@@ -134,6 +139,7 @@ class RouterRuntime:
             dev_mode=self.dev_mode,
             logger=logging.getLogger("commons_router.plugin"),
             router_config=config,
+            providers_elsewhere=self.routes_socket is not None,
         )
         for spec in specs:
             plugin = spec.cls(spec.config, services)
@@ -194,6 +200,11 @@ class RouterRuntime:
             watcher.publish(ProviderUpdate("file", tuple(config.routes)))
         for _, plugin in self.plugins:
             providers.extend(plugin.providers())
+        if self.routes_socket is not None:
+            relay = RouteRelay(self.routes_socket)
+            for update in await asyncio.wait_for(relay.connect(), 60):
+                watcher.publish(update)
+            providers.append(relay)
         watcher.apply_now()
         await self.stack.enter_async_context(self._provider_tasks(providers, watcher))
         # Providers that already have their state (plugins sync in start()) publish it in
@@ -216,6 +227,15 @@ class RouterRuntime:
             reject_encoded_controls=config.paths.reject_encoded_controls,
         )
         dispatcher.install_plugins(*self._global_chain(dispatcher))
+        services.set_original_resolver(
+            OriginalRequests(
+                self.holder,
+                trusted,
+                merge_slashes=config.paths.merge_slashes,
+                reject_encoded_slash=config.paths.reject_encoded_slash,
+                reject_encoded_controls=config.paths.reject_encoded_controls,
+            ).resolve
+        )
         limits = config.limits
         server = GuardedServer(
             dispatcher,
@@ -324,7 +344,7 @@ class RouterRuntime:
         self, providers: list[Provider], watcher: RouteWatcher
     ) -> AsyncIterator[None]:
         tasks = [
-            asyncio.create_task(self._run_provider(provider, watcher), name=provider.name)
+            asyncio.create_task(run_provider(provider, watcher.publish), name=provider.name)
             for provider in providers
         ]
         try:
@@ -333,20 +353,6 @@ class RouterRuntime:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _run_provider(self, provider: Provider, watcher: RouteWatcher) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                await provider.run(watcher.publish)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The last good routes keep serving while the provider restarts.
-                logger.exception("provider %s failed; restarting in %.0fs", provider.name, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
 
     def request_reload(self) -> None:
         if self.file_provider is not None:

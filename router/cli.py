@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", required=True, metavar="FILE", help="YAML configuration file")
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--routes-socket", help=argparse.SUPPRESS)
     serve.add_argument("--admin-socket", help=argparse.SUPPRESS)
 
     dev = commands.add_parser(
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return _check(Path(args.config))
     if args.command == "serve":
-        return _serve(Path(args.config), args.worker_index, args.admin_socket)
+        return _serve(Path(args.config), args.worker_index, args.admin_socket, args.routes_socket)
     if args.command == "inspect":
         from router.inspect import run
 
@@ -180,7 +181,9 @@ def _check(path: Path) -> int:
     return EXIT_OK
 
 
-def _serve(path: Path, worker_index: int | None, admin_socket: str | None) -> int:
+def _serve(
+    path: Path, worker_index: int | None, admin_socket: str | None, routes_socket: str | None
+) -> int:
     from router.server import configure_logging, serve
 
     try:
@@ -189,7 +192,13 @@ def _serve(path: Path, worker_index: int | None, admin_socket: str | None) -> in
         report_invalid_config(exc)
         return EXIT_INVALID
     configure_logging()
-    return serve(loaded, config_path=path, worker_index=worker_index, admin_unix_path=admin_socket)
+    return serve(
+        loaded,
+        config_path=path,
+        worker_index=worker_index,
+        admin_unix_path=admin_socket,
+        routes_socket=routes_socket,
+    )
 
 
 def _is_loopback(listen: str) -> bool:

@@ -10,7 +10,7 @@ line too).
 from __future__ import annotations
 
 import html
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{status} {reason}</title>
 <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em}}
 code{{background:#f3f3f3;padding:0 .3em}}</style></head>
-<body><h1>{status} {reason}</h1><p>{message}</p>
+<body><h1>{status} {reason}</h1><p>{message}</p>{links}
 <p><small>commons-router &middot; request id <code>{request_id}</code></small></p></body></html>
 """
 
@@ -50,8 +50,11 @@ def error_response(
     message: str,
     request_id: str = "",
     headers: dict[str, str] | None = None,
+    links: Sequence[tuple[str, str]] = (),
 ) -> web.Response:
-    return error_page(request.headers.get("Accept", ""), status, message, request_id, headers)
+    return error_page(
+        request.headers.get("Accept", ""), status, message, request_id, headers, links
+    )
 
 
 def error_page(
@@ -60,19 +63,27 @@ def error_page(
     message: str,
     request_id: str = "",
     headers: dict[str, str] | None = None,
+    links: Sequence[tuple[str, str]] = (),
 ) -> web.Response:
     """The error page for a client whose ``Accept`` header is ``accept``."""
     reason = HTTPStatus(status).phrase
     if accept_wants_json(accept):
-        body = orjson.dumps(
-            {"error": reason, "status": status, "message": message, "request_id": request_id}
-        )
+        document: dict[str, object] = {
+            "error": reason,
+            "status": status,
+            "message": message,
+            "request_id": request_id,
+        }
+        if links:
+            document["links"] = [{"title": label, "href": href} for label, href in links]
+        body = orjson.dumps(document)
         content_type = "application/json"
     else:
         body = _PAGE.format(
             status=status,
             reason=html.escape(reason),
             message=html.escape(message),
+            links=_links(links),
             request_id=html.escape(request_id),
         ).encode()
         content_type = "text/html"
@@ -81,11 +92,24 @@ def error_page(
     return response
 
 
+def _links(links: Sequence[tuple[str, str]]) -> str:
+    if not links:
+        return ""
+    items = "".join(
+        f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>' for label, href in links
+    )
+    return f"<ul>{items}</ul>"
+
+
 def _request_error_page(
-    request: web.BaseRequest, status: int, message: str, headers: dict[str, str] | None
+    request: web.BaseRequest,
+    status: int,
+    message: str,
+    headers: dict[str, str] | None,
+    links: Sequence[tuple[str, str]] = (),
 ) -> web.Response:
     request_id = request[CONTEXT_KEY].request_id
-    response = error_response(request, status, message, request_id, headers)
+    response = error_response(request, status, message, request_id, headers, links)
     response.headers["X-Request-Id"] = request_id
     return response
 
@@ -93,7 +117,7 @@ def _request_error_page(
 async def answer_router_http_error(
     request: web.BaseRequest, exc: RouterHTTPError
 ) -> web.StreamResponse:
-    response = _request_error_page(request, exc.status, exc.message, exc.headers)
+    response = _request_error_page(request, exc.status, exc.message, exc.headers, exc.links)
     if exc.close_connection:
         # Send the answer now and close: aiohttp would otherwise linger, reading the rest
         # of a body that may never come.

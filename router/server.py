@@ -79,6 +79,7 @@ def serve(
     dev_mode: bool = False,
     worker_index: int | None = None,
     admin_unix_path: str | None = None,
+    routes_socket: str | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     if loaded.config.workers > 1 and worker_index is None:
@@ -91,6 +92,7 @@ def serve(
         dev_mode=dev_mode,
         reuse_port=worker_index is not None,
         admin_unix_path=admin_unix_path,
+        routes_socket=routes_socket,
     )
     try:
         uvloop.run(run_until_signalled(runtime, supervised=worker_index is not None))

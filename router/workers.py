@@ -3,7 +3,9 @@
 Each worker is ``commons-router serve --worker-index I`` binding the public port with
 SO_REUSEPORT and serving its admin app on a private Unix socket. The supervisor owns the
 admin listener: /healthz and /readyz ask every worker, /metrics sums the workers' counters,
-/routes shows worker 0's table.
+/routes shows worker 0's table. Plugins whose providers are shared (the Kubernetes
+watches) run once, in the supervisor, which relays their routes to every worker
+(:mod:`router.shared_providers`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from pathlib import Path
 import uvloop
 from aiohttp import ClientError, ClientSession, ClientTimeout, UnixConnector, web
 
-from router.config.loader import LoadedConfig
+from router.config.loader import ConfigError, LoadedConfig, report_invalid_config
 from router.config.types import split_host_port
+from router.shared_providers import SharedProviders
 
 logger = logging.getLogger("commons_router.workers")
 
@@ -79,6 +82,7 @@ def merge_metrics(texts: list[str]) -> str:
 
 class Supervisor:
     def __init__(self, loaded: LoadedConfig, config_path: Path) -> None:
+        self.loaded = loaded
         self.config = loaded.config
         self.config_path = config_path
         self.runtime_dir = tempfile.mkdtemp(prefix="commons-router-")
@@ -88,6 +92,8 @@ class Supervisor:
         ]
         self.stopping = False
         self._stop = asyncio.Event()
+        self.shared = SharedProviders(loaded)
+        self.routes_socket: str | None = None
 
     async def _spawn(self, worker: Worker) -> None:
         worker.started_at = asyncio.get_running_loop().time()
@@ -102,6 +108,7 @@ class Supervisor:
             str(worker.index),
             "--admin-socket",
             worker.socket_path,
+            *(["--routes-socket", self.routes_socket] if self.routes_socket else []),
         )
 
     async def _watch(self, worker: Worker) -> None:
@@ -189,6 +196,9 @@ class Supervisor:
         try:
             host, port = split_host_port(self.config.admin.listen)
             await web.TCPSite(runner, host or None, port).start()
+            routes_socket = str(Path(self.runtime_dir) / "routes.sock")
+            if await self.shared.start(routes_socket):
+                self.routes_socket = routes_socket
             for worker in self.workers:
                 await self._spawn(worker)
             watchers = [asyncio.create_task(self._watch(w)) for w in self.workers]
@@ -200,6 +210,7 @@ class Supervisor:
         finally:
             self.stopping = True
             self._signal_workers(signal.SIGTERM)
+            await self.shared.stop()
             await runner.cleanup()
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
@@ -211,6 +222,9 @@ def supervise(loaded: LoadedConfig, *, config_path: Path | None) -> int:
     supervisor = Supervisor(loaded, config_path)
     try:
         return uvloop.run(supervisor.run())
+    except ConfigError as exc:
+        report_invalid_config(exc)
+        return 1
     except OSError as exc:
         print(f"commons-router: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,9 @@ missing=()
 command -v git >/dev/null || missing+=(git)
 # openssl: certificates for the TLS listener and in-cluster Kubernetes API tests.
 command -v openssl >/dev/null || missing+=(openssl)
+# ip (iproute2): the network namespace the Kubernetes tests' pods listen in. Only root can
+# make one; without root those tests are skipped, saying why.
+if [[ $(id -u) -eq 0 ]] && ! command -v ip >/dev/null; then missing+=(iproute2); fi
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         apt-get update -qq
@@ -27,13 +30,15 @@ if ((${#missing[@]})); then
     fi
 fi
 
-# Authentication tests: a real redis-server, chromium (driven by Playwright) and Node for
-# the OpenID provider. Installed only when missing; safe to run again.
+# Authentication tests: a real redis-server, chromium (driven by Playwright), Node for
+# the OpenID provider and nginx. Installed only when missing; safe to run again.
 auth_missing=()
 command -v redis-server >/dev/null || auth_missing+=(redis-server)
 command -v chromium >/dev/null || auth_missing+=(chromium)
 command -v node >/dev/null || auth_missing+=(nodejs)
 command -v npm >/dev/null || auth_missing+=(npm)
+# nginx: the forward-auth test puts a real nginx (auth_request) in front of the router.
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || auth_missing+=(nginx-light)
 if ((${#auth_missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         apt-get update -qq

@@ -3,6 +3,7 @@
 from router.api.context import CONTEXT_KEY, RequestContext, context_of
 from router.api.contributions import DevOptions, DevPreset, SignedStatementProfile
 from router.api.errors import RouterHTTPError
+from router.api.original import HeaderFamily, OriginalRequest
 from router.api.plugin import (
     Handler,
     Middleware,
@@ -22,8 +23,10 @@ __all__ = [
     "DevOptions",
     "DevPreset",
     "Handler",
+    "HeaderFamily",
     "Middleware",
     "NoConfig",
+    "OriginalRequest",
     "Plugin",
     "PluginServices",
     "Provider",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class RouterHTTPError(Exception):
     """Answer the request with ``status`` and ``message`` (rendered as HTML or JSON)."""
@@ -13,6 +15,7 @@ class RouterHTTPError(Exception):
         *,
         headers: dict[str, str] | None = None,
         close_connection: bool = False,
+        links: Sequence[tuple[str, str]] = (),
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -20,3 +23,6 @@ class RouterHTTPError(Exception):
         self.headers = headers or {}
         self.close_connection = close_connection
         """Close the client connection after this answer (e.g. an unread body remains)."""
+        self.links = tuple(links)
+        """``(label, same-site URL)`` pairs: the next steps offered on the page (e.g. "Sign
+        in again"). Fixed by the plugin, never taken from the request."""

@@ -16,7 +16,9 @@ from aiohttp import ClientSession, web
 from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict
 
+from router.api.context import RequestContext, context_of
 from router.api.contributions import DevOptions, DevPreset, SignedStatementProfile
+from router.api.original import HeaderFamily, OriginalRequest
 from router.api.provider import Provider
 from router.config.models import Config, Route
 
@@ -25,6 +27,8 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 Middleware = Callable[[web.BaseRequest, Handler], Awaitable[web.StreamResponse]]
 """``(request, handler) -> response``, the aiohttp middleware shape."""
+
+OriginalResolver = Callable[[web.BaseRequest, RequestContext, HeaderFamily], OriginalRequest]
 
 T = TypeVar("T")
 
@@ -58,6 +62,7 @@ class PluginServices:
         dev_mode: bool,
         logger: logging.Logger,
         router_config: Config,
+        providers_elsewhere: bool = False,
     ) -> None:
         self.http = http
         """Shared client session for outbound calls (IdP, JWKS, collectors)."""
@@ -66,9 +71,33 @@ class PluginServices:
         self.logger = logger
         self.router_config = router_config
         """The router's validated configuration (read-only)."""
+        self.providers_elsewhere = providers_elsewhere
+        """True in a worker process (``workers > 1``): plugins with ``shares_providers`` must
+        not run their providers (nor what feeds them) here; the supervisor runs them once
+        and every worker gets their routes."""
         self.protected_headers: list[str] = []
         self._services: dict[ServiceKey[Any], Any] = {}
         self.upstream_observers: list[UpstreamObserver] = []
+        self._original: OriginalResolver | None = None
+
+    def original_request(
+        self, request: web.BaseRequest, family: HeaderFamily = "any"
+    ) -> OriginalRequest:
+        """The request a trusted proxy asks about (``X-Forwarded-Method``/``-Host``/``-Uri``,
+        nginx's ``X-Original-Method``/``-URI``; ``family`` says which are read), normalized
+        and routed like a direct request; the request itself when the peer is not a trusted
+        proxy or names nothing.
+
+        Raises :class:`~router.api.errors.RouterHTTPError` (400) for malformed values.
+        """
+        ctx = context_of(request)
+        if self._original is None:
+            return OriginalRequest(request.method, ctx.host, ctx.path, ctx.query, ctx.route, False)
+        return self._original(request, ctx, family)
+
+    def set_original_resolver(self, resolver: OriginalResolver) -> None:
+        """Called by the core once the route table and trusted proxies are known."""
+        self._original = resolver
 
     def protect_header(self, name: str) -> None:
         """Always strip ``name`` from client requests (an identity header this plugin sets).
@@ -124,6 +153,10 @@ class Plugin(Generic[C]):
     config_model: ClassVar[type[BaseModel]] = NoConfig
     route_config_model: ClassVar[type[BaseModel] | None] = None
     """Model of the per-route block ``routes[].plugins.<name>``; None: not allowed."""
+    shares_providers: ClassVar[bool] = False
+    """True: with ``workers > 1`` this plugin's providers run once, in the supervisor
+    process, whose routes every worker gets (see ``PluginServices.providers_elsewhere``).
+    For providers that watch something outside: one watch instead of one per worker."""
     guards_access: ClassVar[bool] = False
     """True for plugins that allow or deny requests: their failures are logged as
     fail-closed denials."""

@@ -12,7 +12,7 @@ import gc
 import logging
 from collections.abc import Callable, Sequence
 
-from router.api.provider import ProviderUpdate, RouteProblem
+from router.api.provider import Provider, ProviderUpdate, Publish, RouteProblem
 from router.config.models import Route
 from router.observability.metrics import Metrics
 from router.routing.compiled import CompiledRoute
@@ -22,6 +22,22 @@ from router.routing.table import RouteTable
 logger = logging.getLogger("commons_router.routing")
 
 Compile = Callable[[Sequence[Route]], tuple[RouteTable[CompiledRoute], list[RouteProblem]]]
+
+
+async def run_provider(provider: Provider, publish: Publish) -> None:
+    """Run ``provider`` until cancelled, restarting it (after a growing delay) if it fails;
+    the last routes it published keep serving meanwhile."""
+    backoff = 1.0
+    while True:
+        try:
+            await provider.run(publish)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("provider %s failed; restarting in %.0fs", provider.name, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
 
 
 class RouteWatcher:
@@ -108,6 +124,14 @@ class RouteWatcher:
         for problem in self.problems:
             # Each problem is logged when it appears, not again at every table change.
             if problem not in logged:
-                logger.warning("route problem in %s: %s", problem.source, problem.message)
+                if problem.route is None:
+                    logger.warning("route problem in %s: %s", problem.source, problem.message)
+                else:
+                    logger.warning(
+                        "route problem in %s, route %s: %s",
+                        problem.source,
+                        problem.route,
+                        problem.message,
+                    )
         logger.info("route table %d applied: %d routes", self._holder.generation, len(table.routes))
         return True

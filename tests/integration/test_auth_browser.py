@@ -1,5 +1,6 @@
 """A real browser (Debian's chromium driven by Playwright) signs in through the router at a
-real OpenID provider, in two tabs at once, then signs out."""
+real OpenID provider, in two tabs at once, then signs out; pages full of frames and
+abandoned sign-ins never grow its Cookie header."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import tempfile
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import BrowserContext, Page, async_playwright
+from aiohttp import web
+from playwright.async_api import BrowserContext, Cookie, Page, async_playwright
 
-from router.testing import Backend, RunningRouter, run_router
+from router.testing import Backend, RunningRouter, run_backend, run_router
 from tests.support.auth_flow import (  # noqa: F401 (fixtures)
     provider_fixture,
     redis_server_fixture,
@@ -114,3 +116,61 @@ async def test_sign_in_two_tabs_at_once_then_sign_out(
     await second.goto(router.url + "/tab-two")
     await at_provider_login(second, provider)
     assert "commons-router-session" not in {c["name"] for c in await browser.cookies(router.url)}
+
+
+def frames_app(count: int) -> web.Application:
+    """A public page with ``count`` same-site iframes of protected pages."""
+
+    async def frames(request: web.Request) -> web.Response:
+        body = "".join(f'<iframe src="/frame-{i}"></iframe>' for i in range(count))
+        return web.Response(text=f"<!doctype html><body>{body}</body>", content_type="text/html")
+
+    async def other(request: web.Request) -> web.Response:
+        return web.json_response({"headers": list(request.headers.items())})
+
+    app = web.Application()
+    app.router.add_get("/public/frames", frames)
+    app.router.add_route("*", "/{tail:.*}", other)
+    return app
+
+
+def cookie_header(cookies: list[Cookie]) -> str:
+    return "; ".join(f"{c['name']}={c['value']}" for c in cookies)
+
+
+async def test_a_page_full_of_frames_or_abandoned_logins_keeps_the_cookie_header_small(
+    browser: BrowserContext,
+    router_port: int,
+    provider: OidcProvider,
+    redis_server: RedisServer,
+) -> None:
+    async with run_backend(frames_app(20)) as backend:
+        cfg = router_config(
+            router_port, provider, backend, store="redis", redis_url=redis_server.url
+        )
+        async with run_router(cfg) as router:
+            page = browser.pages[0] if browser.pages else await browser.new_page()
+            # The frames' logins happen at the router (each sets its flow cookie with the
+            # redirect); the provider's pages need not load in twenty frames.
+            provider_pages = f"{provider.issuer}/**"
+            await page.route(provider_pages, lambda route: route.fulfill(body="provider"))
+            for _ in range(2):
+                # Each frame is a signed-out navigation to a protected page: a login each.
+                await page.goto(router.url + "/public/frames", wait_until="load")
+                cookies = await browser.cookies(router.url)
+                flows = [c for c in cookies if "-login-" in c["name"]]
+                assert 1 <= len(flows) <= 5
+                assert len(cookie_header(cookies)) < 500
+            await page.unroute(provider_pages)
+            for i in range(7):  # logins started and abandoned at the provider
+                await page.goto(f"{router.url}/abandoned-{i}")
+                await at_provider_login(page, provider)
+            cookies = await browser.cookies(router.url)
+            assert len([c for c in cookies if "-login-" in c["name"]]) == 5
+            assert len(cookie_header(cookies)) < 500
+            # The last one is still good to finish, and leaves nothing behind.
+            await submit_login(page, "alice")
+            await page.wait_for_url(router.url + "/abandoned-6")
+            assert (await echo_of(page))["x-forwarded-user"] == "alice"
+            cookies = await browser.cookies(router.url)
+            assert len([c for c in cookies if "-login-" in c["name"]]) == 4

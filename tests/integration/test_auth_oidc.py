@@ -96,11 +96,20 @@ async def test_two_tabs_log_in_at_once(router: RunningRouter) -> None:
 
 
 async def test_callback_is_single_use(router: RunningRouter) -> None:
-    async with new_browser() as browser:
-        authorize = await start_login(browser, router, "/")
+    async with new_browser() as browser, new_browser() as other:
+        authorize = await start_login(browser, router, "/page?x=1")
         callback = await sign_in_at_provider(browser, authorize, "alice")
         assert (await finish_login(browser, callback))[0] == 302
-        assert (await finish_login(browser, callback))[0] == 400
+        first = session_cookie(browser)
+        # The signed-in user going Back to the callback gets the page, and no new session.
+        status, location, cookies = await finish_login(browser, callback)
+        assert (status, location) == (302, "/page?x=1")
+        assert "commons-router-session=" not in cookies
+        assert session_cookie(browser) == first
+        # Anyone else replaying it gets nothing.
+        status, page, cookies = await finish_login(other, callback)
+        assert status == 400 and "already used" in page
+        assert "commons-router-session=" not in cookies
 
 
 async def test_callback_in_another_browser_is_refused(router: RunningRouter) -> None:

@@ -106,13 +106,25 @@ async def test_failed_refresh_sends_the_user_to_login(
                 op.stop()
                 op.start()
                 await wait_for_access_token_expiry()
+                sid = session_cookie(browser)
                 async with browser.get(
                     router.url + "/x", headers=HTML, allow_redirects=False
                 ) as response:
                     assert response.status == 302
                     assert response.headers["Location"].startswith("/.commons-router/login")
+                    # The dead cookie is cleared with the redirect.
+                    cleared = [
+                        c
+                        for c in response.headers.getall("Set-Cookie", [])
+                        if c.startswith("commons-router-session=")
+                    ]
+                    assert cleared and "Max-Age=0" in cleared[0]
+                assert not [c for c in browser.cookie_jar if c.key == "commons-router-session"]
                 # The session is gone server-side, not only refused once.
-                assert (await get_json(browser, router.url + "/x"))[0] == 401
+                status, _ = await get_json(
+                    browser, router.url + "/x", headers={"Cookie": f"commons-router-session={sid}"}
+                )
+                assert status == 401
     finally:
         op.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import re
 import ssl
 from collections.abc import AsyncIterator
@@ -18,7 +19,13 @@ from router_plugins.kubernetes.credentials import CredentialsError
 from router_plugins.kubernetes.plugin import KubernetesSyncError, load_credentials
 from router_plugins.kubernetes.settings import KubernetesSettings
 from tests.support.kubeapi import KubeApiServer, kubeconfig
-from tests.support.kubecluster import app_objects, endpoint, eventually, set_endpoints
+from tests.support.kubecluster import (
+    POD_IPS,
+    app_objects,
+    endpoint,
+    eventually,
+    set_endpoints,
+)
 from tests.support.tls import self_signed
 
 
@@ -87,7 +94,7 @@ async def test_in_cluster_tls_and_rotating_token(
                     return [e["url"] for r in document["routes"] for e in r["endpoints"]]
 
                 async def first() -> bool:
-                    return await endpoints() == ["http://127.0.0.2:8080"]
+                    return await endpoints() == [f"http://{POD_IPS['app-0']}:8080"]
 
                 await eventually(first, "routes are read in-cluster over TLS")
                 assert api.unauthorized == 0
@@ -99,15 +106,16 @@ async def test_in_cluster_tls_and_rotating_token(
                 set_endpoints(api, [endpoint("app-1")])
 
                 async def second() -> bool:
-                    return await endpoints() == ["http://127.0.0.3:8080"]
+                    return await endpoints() == [f"http://{POD_IPS['app-1']}:8080"]
 
                 await eventually(second, "the rotated token is read and used")
                 assert api.unauthorized >= 1
 
 
 async def test_untrusted_api_server_certificate_fails_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, "commons_router.kubernetes")
     cert, key = make_certificate(tmp_path, "apiserver")
     other_ca, _ = make_certificate(tmp_path, "other-ca")
     api = KubeApiServer(token="t")
@@ -123,6 +131,10 @@ async def test_untrusted_api_server_certificate_fails_start(
             ):
                 pass
         assert api.calls == []  # the TLS handshake failed: no request was sent
+    lines = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert lines
+    assert all(f"TLS: the certificate of 127.0.0.1:{port} is not trusted" in x for x in lines)
+    assert not any("SSLContext" in line or " object at 0x" in line for line in lines)
 
 
 @pytest.mark.parametrize(

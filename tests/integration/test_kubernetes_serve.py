@@ -88,6 +88,25 @@ def test_check_reports_bad_kubernetes_settings(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_check_reports_bad_status_settings(tmp_path: Path) -> None:
+    config = kubernetes_config(
+        tmp_path,
+        "http://127.0.0.1:9",
+        status={"addresses": ["not an address!"], "service": "x/y", "retry_period": "20s"},
+    )
+    write_config(tmp_path / "router.yaml", config)
+    result = run_cli("check", "--config", str(tmp_path / "router.yaml"))
+    output = result.stderr + result.stdout
+    assert result.returncode == 1
+    assert "'not an address!' is neither an IP address nor a DNS name" in output
+    assert "Traceback" not in result.stderr
+    config["plugins"][0]["config"]["status"] = {"addresses": ["lb.example.org"], "service": "x/y"}
+    write_config(tmp_path / "router.yaml", config)
+    result = run_cli("check", "--config", str(tmp_path / "router.yaml"))
+    assert result.returncode == 1
+    assert "set exactly one of addresses and service" in result.stderr + result.stdout
+
+
 ROUTER_DIGEST = "sha256:" + "5e" * 32
 
 

@@ -3,9 +3,17 @@
 It serves list and watch for the resources it knows, the way kube-apiserver does:
 JSON lists with ``metadata.resourceVersion`` and ``continue`` (pages of ``limit``),
 newline-delimited watch events (``ADDED``/``MODIFIED``/``DELETED``/``BOOKMARK``/``ERROR``)
-from a resource version, ``timeoutSeconds``, label selectors, and bearer-token auth. Tests
-drive it: apply and delete objects, send bookmarks, compact the history (so older versions
-get a 410, as an ``ERROR`` event inside the 200 stream), and drop watch connections.
+from a resource version, ``timeoutSeconds``, label selectors, and bearer-token auth.
+It also serves single objects: ``get``, ``create`` and ``update`` (with the
+``resourceVersion`` check: a stale one gets 409 Conflict) — the Leases of leader
+election — and JSON merge patches of the ``status`` subresource (Ingress status).
+Objects are validated as the real API server does (:mod:`tests.support.kubevalidation`):
+what it would refuse, such as an EndpointSlice address in 127.0.0.0/8, raises (or gets a
+422 over the wire). With ``granted`` it enforces RBAC (a call outside the set gets 403;
+namespaces are not told apart), and ``users`` gives several clients tokens of their own,
+so tests can tell who made each call. Tests drive it: apply and delete objects, send
+bookmarks, compact the history (so older versions get a 410, as an ``ERROR`` event inside
+the 200 stream), drop watch connections, and fail the next requests with a given status.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -25,6 +34,7 @@ import yaml
 from aiohttp import web
 
 from router.testing import Backend, run_backend
+from tests.support.kubevalidation import Invalid, validate
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "kubernetes"
 
@@ -35,6 +45,16 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "Service": ("", "v1", "services", True),
     "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices", True),
     "Pod": ("", "v1", "pods", True),
+    "Lease": ("coordination.k8s.io", "v1", "leases", True),
+}
+_REASONS = {
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
 }
 PLURALS = {plural: (group, kind) for kind, (group, _, plural, _) in KINDS.items()}
 
@@ -43,6 +63,19 @@ def load_objects(name: str) -> list[dict[str, Any]]:
     """Every object of a multi-document YAML fixture."""
     text = (FIXTURES / name).read_text()
     return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            result.pop(name, None)
+        else:
+            result[name] = merge_patch(result.get(name), value)
+    return result
 
 
 def status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -59,11 +92,14 @@ def status(code: int, reason: str, message: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Call:
-    verb: str  # list | watch
+    verb: str  # list | watch | get | create | update | patch
     group: str
     resource: str
+    """The plural, or ``plural/subresource`` (``ingresses/status``)."""
     namespace: str | None
     params: dict[str, str] = field(default_factory=dict, compare=False)
+    user: str = field(default="", compare=False)
+    """Whose token it was (see :attr:`KubeApiServer.users`)."""
 
 
 @dataclass
@@ -74,9 +110,19 @@ class _Watch:
     queue: asyncio.Queue[dict[str, Any] | str | bytes] = field(default_factory=asyncio.Queue)
 
 
+USER = web.RequestKey("user", str)
+Grant = tuple[str, str, str]
+"""``(API group, resource or resource/subresource, verb)`` as RBAC rules name them."""
+
+
 class KubeApiServer:
-    def __init__(self, token: str = "test-token") -> None:
+    def __init__(self, token: str = "test-token", granted: set[Grant] | None = None) -> None:
         self.token = token
+        self.users: dict[str, str] = {}
+        """More bearer tokens, each with a user name (recorded with every call)."""
+        self.granted = granted
+        """With a set: RBAC — a call outside it gets 403 Forbidden."""
+        self.forbidden: list[Call] = []
         self.objects: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in PLURALS}
         self.history: list[tuple[int, str, str, dict[str, Any]]] = []
         self.revision = 100
@@ -88,6 +134,7 @@ class KubeApiServer:
         self.expire_as_response = False
         """Answer a stale watch with an HTTP 410 instead of an ERROR event in a 200 stream."""
         self._snapshots: dict[str, list[dict[str, Any]]] = {}
+        self._failures: list[tuple[int, str | None]] = []
         self._expire_next_continue = False
         self._uids = itertools.count(1)
 
@@ -100,6 +147,7 @@ class KubeApiServer:
             meta = obj.setdefault("metadata", {})
             key = self._key(meta)
             existing = self.objects[plural].get(key)
+            validate(obj, existing)
             self.revision += 1
             meta["resourceVersion"] = str(self.revision)
             meta.setdefault("uid", f"00000000-0000-4000-8000-{next(self._uids):012d}")
@@ -187,6 +235,11 @@ class KubeApiServer:
         took longer than the server keeps its snapshot)."""
         self._expire_next_continue = True
 
+    def fail_next(self, count: int, code: int = 503, verb: str | None = None) -> None:
+        """Answer the next ``count`` requests (of ``verb``: list or watch; None: any) with
+        an error Status of ``code``, as an API server does while it (re)starts."""
+        self._failures.extend([(code, verb)] * count)
+
     def calls_of(self, verb: str) -> list[Call]:
         return [call for call in self.calls if call.verb == verb]
 
@@ -224,32 +277,147 @@ class KubeApiServer:
         for prefix in ("/api/{version}", "/apis/{group}/{version}"):
             app.router.add_get(prefix + "/{plural}", self._handle)
             app.router.add_get(prefix + "/namespaces/{namespace}/{plural}", self._handle)
-            app.router.add_get(prefix + "/namespaces/{namespace}/{plural}/{name}", self._get_one)
+            app.router.add_post(prefix + "/namespaces/{namespace}/{plural}", self._create)
+            one = prefix + "/namespaces/{namespace}/{plural}/{name}"
+            app.router.add_get(one, self._get)
+            app.router.add_put(one, self._update)
+            app.router.add_patch(one + "/status", self._patch_status)
         return app
 
-    async def _get_one(self, request: web.Request) -> web.StreamResponse:
-        plural, name = request.match_info["plural"], request.match_info["name"]
-        namespace = request.match_info["namespace"]
+    # --- single objects: get, create, update, the status subresource ------------------------
+
+    def _target(self, request: web.Request) -> tuple[str, str, str] | web.Response:
+        plural = request.match_info["plural"]
         group = request.match_info.get("group", "")
-        self.calls.append(Call("get", group, plural, namespace, dict(request.query)))
         if plural not in PLURALS or PLURALS[plural][0] != group:
-            return web.json_response(
-                status(404, "NotFound", "the server could not find it"), status=404
-            )
-        obj = self.objects[plural].get(f"{namespace}/{name}")
+            return web.json_response(status(404, "NotFound", "no such resource"), status=404)
+        return group, plural, request.match_info["namespace"]
+
+    def _injected(self, request: web.Request, verb: str) -> web.Response | None:
+        """The error answer :meth:`fail_next` asked for, if this request is to get one."""
+        for index, (code, failing_verb) in enumerate(self._failures):
+            if failing_verb in (None, verb):
+                del self._failures[index]
+                return web.json_response(status(code, _REASONS[code], "injected"), status=code)
+        return None
+
+    async def _get(self, request: web.Request) -> web.Response:
+        target = self._target(request)
+        if isinstance(target, web.Response):
+            return target
+        group, plural, namespace = target
+        refused = self._record(request, Call("get", group, plural, namespace))
+        if refused is not None:
+            return refused
+        injected = self._injected(request, "get")
+        if injected is not None:
+            return injected
+        obj = self.objects[plural].get(f"{namespace}/{request.match_info['name']}")
         if obj is None:
-            return web.json_response(
-                status(404, "NotFound", f'{plural} "{name}" not found'), status=404
-            )
-        return web.Response(body=orjson.dumps(obj), content_type="application/json")
+            message = f'{plural} "{request.match_info["name"]}" not found'
+            return web.json_response(status(404, "NotFound", message), status=404)
+        return web.json_response(obj)
+
+    async def _write(
+        self, request: web.Request, verb: str, obj: dict[str, Any]
+    ) -> web.Response:
+        """Validate and store ``obj`` (create, or update with a matching resourceVersion)."""
+        plural = request.match_info["plural"]
+        namespace = request.match_info["namespace"]
+        meta = obj.setdefault("metadata", {})
+        meta["namespace"] = namespace
+        key = f"{namespace}/{meta.get('name')}"
+        existing = self.objects[plural].get(key)
+        if verb == "create" and existing is not None:
+            message = f'{plural} "{meta.get("name")}" already exists'
+            return web.json_response(status(409, "AlreadyExists", message), status=409)
+        if verb == "update":
+            if existing is None:
+                return web.json_response(status(404, "NotFound", "not found"), status=404)
+            if meta.get("resourceVersion") != existing["metadata"]["resourceVersion"]:
+                message = "the object has been modified; please apply your changes to the latest"
+                return web.json_response(status(409, "Conflict", message), status=409)
+            meta["uid"] = existing["metadata"]["uid"]
+            meta["creationTimestamp"] = existing["metadata"]["creationTimestamp"]
+        else:
+            meta.pop("resourceVersion", None)
+        obj["kind"] = PLURALS[plural][1]
+        try:
+            self.apply(obj)
+        except Invalid as exc:
+            return web.json_response(status(422, "Invalid", str(exc)), status=422)
+        return web.json_response(self.objects[plural][key], status=201 if verb == "create" else 200)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        target = self._target(request)
+        if isinstance(target, web.Response):
+            return target
+        group, plural, namespace = target
+        refused = self._record(request, Call("create", group, plural, namespace))
+        if refused is not None:
+            return refused
+        return await self._write(request, "create", await request.json())
+
+    async def _update(self, request: web.Request) -> web.Response:
+        target = self._target(request)
+        if isinstance(target, web.Response):
+            return target
+        group, plural, namespace = target
+        refused = self._record(request, Call("update", group, plural, namespace))
+        if refused is not None:
+            return refused
+        injected = self._injected(request, "update")
+        if injected is not None:
+            return injected
+        obj = await request.json()
+        if obj.get("metadata", {}).get("name") != request.match_info["name"]:
+            return web.json_response(status(400, "BadRequest", "name mismatch"), status=400)
+        if plural == "ingresses":
+            return web.json_response(status(405, "MethodNotAllowed", "not here"), status=405)
+        return await self._write(request, "update", obj)
+
+    async def _patch_status(self, request: web.Request) -> web.Response:
+        """A JSON merge patch of ``status`` (the status subresource ignores the rest)."""
+        target = self._target(request)
+        if isinstance(target, web.Response):
+            return target
+        group, plural, namespace = target
+        refused = self._record(request, Call("patch", group, plural + "/status", namespace))
+        if refused is not None:
+            return refused
+        if request.content_type != "application/merge-patch+json":
+            return web.json_response(status(415, "UnsupportedMediaType", "use merge patch"), 415)
+        existing = self.objects[plural].get(f"{namespace}/{request.match_info['name']}")
+        if existing is None:
+            return web.json_response(status(404, "NotFound", "not found"), status=404)
+        patch = await request.json()
+        obj = copy.deepcopy(existing)
+        obj["status"] = merge_patch(obj.get("status") or {}, patch.get("status") or {})
+        return await self._write(request, "update", obj)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        given = request.headers.get("Authorization", "")
+        tokens = {self.token: "router", **self.users}
+        user = next((u for t, u in tokens.items() if given == f"Bearer {t}"), None)
+        if user is None:
             self.unauthorized += 1
             return web.json_response(status(401, "Unauthorized", "Unauthorized"), status=401)
+        request[USER] = user
         response: web.StreamResponse = await handler(request)
         return response
+
+    def _record(self, request: web.Request, call: Call) -> web.Response | None:
+        """Record the call; a 403 answer when RBAC does not grant it."""
+        call = dataclasses.replace(call, user=request.get(USER, ""))
+        if self.granted is not None and (call.group, call.resource, call.verb) not in self.granted:
+            self.forbidden.append(call)
+            message = (
+                f'{call.resource} is forbidden: cannot {call.verb} in API group "{call.group}"'
+            )
+            return web.json_response(status(403, "Forbidden", message), status=403)
+        self.calls.append(call)
+        return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         plural = request.match_info["plural"]
@@ -260,10 +428,16 @@ class KubeApiServer:
             )
         namespace = request.match_info.get("namespace")
         selector = self._parse_selector(request.query.get("labelSelector", ""))
-        if request.query.get("watch") in ("1", "true"):
-            self.calls.append(Call("watch", group, plural, namespace, dict(request.query)))
+        verb = "watch" if request.query.get("watch") in ("1", "true") else "list"
+        injected = self._injected(request, verb)
+        if injected is not None:
+            self.calls.append(Call("failed " + verb, group, plural, namespace))
+            return injected
+        refused = self._record(request, Call(verb, group, plural, namespace, dict(request.query)))
+        if refused is not None:
+            return refused
+        if verb == "watch":
             return await self._watch(request, plural, namespace, selector)
-        self.calls.append(Call("list", group, plural, namespace, dict(request.query)))
         return self._list(request, plural, namespace, selector)
 
     def _list(
@@ -361,9 +535,9 @@ class KubeApiServer:
 
 @contextlib.asynccontextmanager
 async def run_kube_api(
-    fixtures: Iterable[str] = (), token: str = "test-token"
+    fixtures: Iterable[str] = (), token: str = "test-token", granted: set[Grant] | None = None
 ) -> AsyncIterator[tuple[KubeApiServer, Backend]]:
-    server = KubeApiServer(token)
+    server = KubeApiServer(token, granted)
     for name in fixtures:
         server.apply_fixture(name)
     async with run_backend(server.app()) as backend:

@@ -1,5 +1,7 @@
-"""A small fake cluster for end-to-end tests: the test API server, pods as real backends on
-127.0.0.x (one shared port, like pods behind a Service), and a router watching both."""
+"""A small fake cluster for end-to-end tests: the test API server, pods as real backends
+(one shared port, like pods behind a Service) on addresses a real cluster could have,
+inside a network namespace of the test's own (:mod:`tests.support.netns`), and a router
+watching both."""
 
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import ClientSession, web
 
 from router.testing import RunningRouter, run_router
 from router_plugins.kubernetes import KubernetesPlugin
+from tests.support import netns
 from tests.support.kubeapi import KubeApiServer, kubeconfig, load_objects, run_kube_api
 
-POD_IPS = {"app-0": "127.0.0.2", "app-1": "127.0.0.3", "app-2": "127.0.0.4"}
+POD_IPS = dict(zip(("app-0", "app-1", "app-2"), netns.pod_addresses(3), strict=True))
 
 
 async def eventually(
@@ -55,28 +59,36 @@ def pod_app(pod: str, pods: Pods) -> web.Application:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.2", 0))
-        return int(probe.getsockname()[1])
+def pod_network() -> netns.PodNetwork:
+    """The pods' network namespace; skips the test (saying why) when none can be made."""
+    try:
+        return netns.shared(len(POD_IPS))
+    except netns.Unavailable as exc:
+        pytest.skip(f"pods need a network namespace of their own: {exc}")
 
 
 @contextlib.asynccontextmanager
 async def run_pods() -> AsyncIterator[Pods]:
-    pods = Pods(_free_port())
+    network = pod_network()
+    sockets: list[socket.socket] = []
+    for ip in POD_IPS.values():
+        sockets.append(network.listen(ip, sockets[0].getsockname()[1] if sockets else 0))
+    pods = Pods(sockets[0].getsockname()[1])
     runners = []
     try:
-        for pod, ip in POD_IPS.items():
+        for (pod, _), sock in zip(POD_IPS.items(), sockets, strict=True):
             runner = web.AppRunner(pod_app(pod, pods))
             await runner.setup()
             runners.append(runner)
-            await web.TCPSite(runner, ip, pods.port).start()
+            await web.SockSite(runner, sock).start()
         yield pods
     finally:
         for event in pods.release.values():
             event.set()
         for runner in runners:
             await runner.cleanup()
+        for sock in sockets:
+            sock.close()
 
 
 def endpoint(pod: str, *, ready: bool = True, terminating: bool = False) -> dict[str, Any]:

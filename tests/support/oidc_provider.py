@@ -31,7 +31,10 @@ def router_client(
         "client_id": client_id,
         "client_secret": secret,
         "redirect_uris": [f"{base}/.commons-router/callback"],
-        "post_logout_redirect_uris": [f"{base}/public/logged-out"],
+        "post_logout_redirect_uris": [
+            f"{base}/public/logged-out",
+            f"{base}/.commons-router/logged-out",
+        ],
         "backchannel_logout_uri": f"{base}/.commons-router/backchannel-logout",
         "backchannel_logout_session_required": True,
         "grant_types": ["authorization_code", "refresh_token"],

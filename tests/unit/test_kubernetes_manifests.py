@@ -14,7 +14,7 @@ from router.config.loader import load_config_text
 from router.registry import discover_plugins, validate_all
 from router_plugins.kubernetes.annotations import parse_annotations
 from router_plugins.kubernetes.mapping import ClassSelection, is_ours
-from router_plugins.kubernetes.resources import ALL, VERBS
+from router_plugins.kubernetes.resources import ALL, OWN_POD_READ, STATUS_WRITES, VERBS
 from router_plugins.kubernetes.selfimage import CONTAINER_ENV, POD_NAME_ENV, POD_NAMESPACE_ENV
 from router_plugins.kubernetes.settings import KubernetesSettings
 
@@ -47,6 +47,8 @@ def test_every_object_is_well_formed(objects: dict[str, dict[str, Any]]) -> None
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "ConfigMap",
         "Deployment",
         "Service",
@@ -77,6 +79,12 @@ def test_objects_reference_each_other(objects: dict[str, dict[str, Any]]) -> Non
             "namespace": account["metadata"]["namespace"],
         }
     ]
+    assert objects["RoleBinding"]["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": objects["Role"]["metadata"]["name"],
+    }
+    assert objects["RoleBinding"]["subjects"] == binding["subjects"]
     pod = deployment["spec"]["template"]
     assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
     labels = pod["metadata"]["labels"]
@@ -143,12 +151,16 @@ def test_the_router_is_told_its_pod_to_publish_its_image_digest(
     assert field[POD_NAME_ENV] == "metadata.name"
     assert field[POD_NAMESPACE_ENV] == "metadata.namespace"
     assert env[CONTAINER_ENV]["value"] == container["name"]
+    # Only in its own namespace (the Role), not cluster-wide.
     pods = [
         rule
-        for rule in objects["ClusterRole"]["rules"]
+        for rule in objects["Role"]["rules"]
         if "" in rule["apiGroups"] and "pods" in rule["resources"]
     ]
     assert any("get" in rule["verbs"] for rule in pods), "reading its own Pod needs get"
+    assert (
+        objects["Role"]["metadata"]["namespace"] == objects["Deployment"]["metadata"]["namespace"]
+    )
 
 
 def test_prestop_matches_the_drain(objects: dict[str, dict[str, Any]]) -> None:
@@ -180,10 +192,35 @@ def uncovered(calls: Iterable[tuple[str, str, str]]) -> set[tuple[str, str, str]
     return set(calls) - granted(clusterrole())
 
 
-def test_clusterrole_grants_exactly_read_access_to_what_the_provider_reads() -> None:
+def role() -> dict[str, Any]:
+    return documents(DIRECTORY / "role.yaml")[0]
+
+
+def test_rbac_grants_exactly_what_the_plugin_calls() -> None:
     needed = {(r.group, r.plural, verb) for r in ALL for verb in VERBS}
-    assert uncovered(needed) == set()
-    assert granted(clusterrole()) == {(r.group, r.plural, v) for r in ALL for v in ("get", *VERBS)}
+    needed_writes = {write for write in STATUS_WRITES if write[1] != "leases"}
+    assert uncovered(needed | needed_writes) == set()
+    # Nothing more: every verb granted is one the plugin calls.
+    assert granted(clusterrole()) == needed | needed_writes
+    assert granted(role()) == {w for w in STATUS_WRITES if w[1] == "leases"} | {OWN_POD_READ}
+
+
+def test_the_lease_rules_name_the_configured_lease(objects: dict[str, dict[str, Any]]) -> None:
+    (entry,) = [p for p in router_config(objects).config.plugins if p.name == "kubernetes"]
+    status = KubernetesSettings.model_validate(entry.config).status
+    assert status is not None
+    assert status.namespace() == objects["Role"]["metadata"]["namespace"]
+    named = [rule for rule in role()["rules"] if "resourceNames" in rule]
+    assert all(rule["resourceNames"] == [status.lease_name] for rule in named)
+    # The Service whose load-balancer address is published is the router's own.
+    service = objects["Service"]["metadata"]
+    assert status.service == f"{service['namespace']}/{service['name']}"
+    env = {
+        e["name"]: e
+        for e in objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    # This replica's name in the Lease comes from there too.
+    assert env[POD_NAME_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
 def test_example_ingress_is_ours_and_its_annotations_are_valid(

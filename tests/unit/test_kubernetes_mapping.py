@@ -15,6 +15,7 @@ from router_plugins.kubernetes.builder import RouteBuilder
 from router_plugins.kubernetes.endpoints import SERVICE_NAME_LABEL
 from router_plugins.kubernetes.mapping import ClassSelection, Cluster, build_routes
 from router_plugins.kubernetes.objects import key
+from router_plugins.kubernetes.ownership import HostOwnership
 from router_plugins.kubernetes.version import pod_info
 from router_plugins.kubernetes.watch import LAST_APPLIED, slim
 from tests.support.kubeapi import load_objects
@@ -495,14 +496,19 @@ def _step(rng: random.Random, cluster: Cluster, step: int) -> set[tuple[str, str
 def test_incremental_builds_equal_builds_from_scratch(seed: int, shared_hosts: bool) -> None:
     rng = random.Random(seed)
     cluster = cluster_of("shop.yaml", "classes.yaml", "problems.yaml", "edge-cases.yaml")
-    builder = RouteBuilder(SELECTION, shared_hosts=shared_hosts)
-    builder.build(cluster, None)
+    builder = RouteBuilder(SELECTION, shared_hosts=shared_hosts, host_release_delay=5)
+    # The oracle builds from scratch each time, with the same memory of host owners.
+    ownership = HostOwnership(5)
+    builder.build(cluster, None, 0)
+    build_routes(cluster, SELECTION, shared_hosts=shared_hosts, ownership=ownership, now=0)
     for step in range(150):
         changes = _step(rng, cluster, step)
         if rng.random() < 0.3:  # several changes in one build, as the coalescing makes
             changes |= _step(rng, cluster, 1000 + step)
-        expected = build_routes(cluster, SELECTION, shared_hosts=shared_hosts)
-        assert builder.build(cluster, changes) == expected, step
+        expected = build_routes(
+            cluster, SELECTION, shared_hosts=shared_hosts, ownership=ownership, now=step
+        )
+        assert builder.build(cluster, changes, step) == expected, step
 
 
 def test_kept_objects_lose_managed_fields_and_last_applied_copy() -> None:
@@ -521,12 +527,17 @@ def test_kept_objects_lose_managed_fields_and_last_applied_copy() -> None:
     assert slim(plain) is plain
 
 
-def test_a_host_belongs_to_the_namespace_that_routed_it_first() -> None:
+def _shop_and_intruder() -> tuple[Cluster, dict[str, Any], dict[str, Any]]:
+    """The shop, and an older Ingress of another namespace routing /checkout of its host
+    to a working backend of its own (so only the host rule stands in its way)."""
     cluster = cluster_of("shop.yaml")
     (shop,) = cluster.ingresses.values()
     intruder = copy.deepcopy(dict(shop))
     intruder["metadata"].update(
-        namespace="other-team", name="grab", creationTimestamp="2026-03-01T00:00:00Z"
+        namespace="other-team",
+        name="grab",
+        creationTimestamp="2020-01-01T00:00:00Z",
+        resourceVersion="77",
     )
     intruder["spec"]["rules"][0]["http"]["paths"] = [
         {
@@ -535,8 +546,6 @@ def test_a_host_belongs_to_the_namespace_that_routed_it_first() -> None:
             "backend": {"service": {"name": "shop", "port": {"number": 80}}},
         }
     ]
-    cluster.ingresses = {**cluster.ingresses, "other-team/grab": intruder}
-    # Give the intruder a working backend, so only the host rule stands in its way.
     cluster.services = {
         **cluster.services,
         "other-team/shop": {
@@ -550,9 +559,20 @@ def test_a_host_belongs_to_the_namespace_that_routed_it_first() -> None:
         moved["metadata"]["namespace"] = "other-team"
         slices["other-team/" + slice_key.split("/")[1]] = moved
     cluster.slices = {**cluster.slices, **slices}
+    return cluster, dict(shop), intruder
 
-    routes, problems = build_routes(cluster, SELECTION)
-    assert [r.name for r in routes] == ["shop.shop.rule0.path0", "shop.shop.rule0.path1"]
+
+SHOP_ROUTES = ["shop.shop.rule0.path0", "shop.shop.rule0.path1"]
+
+
+def test_a_host_belongs_to_the_namespace_that_routed_it_first() -> None:
+    cluster, _, intruder = _shop_and_intruder()
+    builder = RouteBuilder(SELECTION)
+    builder.build(cluster, None, 0)
+    cluster.ingresses = {**cluster.ingresses, "other-team/grab": intruder}
+    routes, problems = builder.build(cluster, {("ingresses", "other-team/grab")}, 1)
+    assert [r.name for r in routes] == SHOP_ROUTES
+    assert all(r.upstreams for r in routes)
     (problem,) = problems
     assert problem.source == "ingress/other-team/grab"
     assert problem.route == "other-team.grab.rule0.path0"
@@ -561,3 +581,52 @@ def test_a_host_belongs_to_the_namespace_that_routed_it_first() -> None:
     routes, problems = build_routes(cluster, SELECTION, shared_hosts=True)
     assert "other-team.grab.rule0.path0" in [r.name for r in routes]
     assert problems == ()
+
+
+def test_a_redeploy_never_hands_the_host_to_another_namespace() -> None:
+    cluster, shop, intruder = _shop_and_intruder()
+    builder = RouteBuilder(SELECTION, host_release_delay=300)
+    builder.build(cluster, None, 0)
+    cluster.ingresses = {"shop/shop": shop, "other-team/grab": intruder}
+    builder.build(cluster, {("ingresses", "other-team/grab")}, 5)
+    # The shop is redeployed: its Ingress is deleted, then created again (younger now
+    # than the intruder's).
+    cluster.ingresses = {"other-team/grab": intruder}
+    routes, problems = builder.build(cluster, {("ingresses", "shop/shop")}, 10)
+    assert routes == ()
+    assert "belongs to namespace 'shop', which stopped routing it" in problems[0].message
+    again = copy.deepcopy(shop)
+    again["metadata"].update(creationTimestamp="2026-06-01T00:00:00Z", resourceVersion="900")
+    cluster.ingresses = {"other-team/grab": intruder, "shop/shop": again}
+    routes, problems = builder.build(cluster, {("ingresses", "shop/shop")}, 20)
+    assert [r.name for r in routes] == SHOP_ROUTES
+    assert all(r.upstreams for r in routes)
+    assert [p.route for p in problems] == ["other-team.grab.rule0.path0"]
+    # Left alone longer than the hold, the host goes to the namespace that routes it.
+    cluster.ingresses = {"other-team/grab": intruder}
+    builder.build(cluster, {("ingresses", "shop/shop")}, 30)
+    assert builder.next_release() == 330
+    routes, problems = builder.build(cluster, set(), 331)
+    assert [r.name for r in routes] == ["other-team.grab.rule0.path0"]
+    assert problems == ()
+
+
+def test_a_host_routed_by_two_namespaces_with_no_known_owner_answers_503() -> None:
+    # As after a router restart: nothing tells which namespace had the host first.
+    cluster, shop, intruder = _shop_and_intruder()
+    cluster.ingresses = {"shop/shop": shop, "other-team/grab": intruder}
+    for routes, problems in (
+        build_routes(cluster, SELECTION),
+        RouteBuilder(SELECTION).build(cluster, None, 0),
+    ):
+        assert sorted(r.name for r in routes) == sorted(
+            [*SHOP_ROUTES, "other-team.grab.rule0.path0"]
+        )
+        assert all(r.builtin == "unavailable" and not r.upstreams for r in routes)
+        assert len(problems) == 3
+        assert all(
+            "host shop.example.com is routed by Ingresses in namespaces other-team, shop"
+            in p.message
+            and "owner is unclear" in p.message
+            for p in problems
+        )

@@ -208,6 +208,31 @@ async def test_login_flows_are_one_time_and_separate(backend: Backend) -> None:
     assert await store.take_flow("") is None
 
 
+async def test_records_of_other_kinds_are_kept_apart_and_readable_again(
+    backend: Backend,
+) -> None:
+    store = store_on(backend)
+    await store.put_flow("state", {"verifier": "v"}, 60)
+    await store.put_flow("state", {"rd": "/page"}, 60, kind="done")
+    assert await store.read_flow("state", kind="done") == {"rd": "/page"}
+    assert await store.read_flow("state", kind="done") == {"rd": "/page"}
+    assert await store.take_flow("state") == {"verifier": "v"}
+    assert await store.read_flow("state", kind="logout") is None
+    assert await store.take_flow("state", kind="done") == {"rd": "/page"}
+    assert await store.read_flow("state", kind="done") is None
+
+
+async def test_session_records_of_a_newer_version_are_read() -> None:
+    import orjson
+
+    from router_plugins.sessions import Session
+
+    session = Session(id="x" * 43, claims={"sub": "a"}, created=1.0, expires=2.0)
+    data = orjson.loads(session.to_bytes())
+    data["field_of_a_later_version"] = 1
+    assert Session.from_bytes(orjson.dumps(data)) == session
+
+
 async def test_login_flows_expire(backend: Backend) -> None:
     store = store_on(backend)
     await store.put_flow("state", {"verifier": "v"}, 0.2)

@@ -1,4 +1,5 @@
-"""Route problems are logged when they appear, not again at every table change."""
+"""Route problems are logged when they appear, not again at every table change, each
+naming its route."""
 
 from __future__ import annotations
 
@@ -32,13 +33,19 @@ async def test_each_problem_is_logged_once(caplog: pytest.LogCaptureFixture) -> 
     watcher = RouteWatcher(compile_routes, TableHolder(), metrics)
     broken = RouteProblem("ingress/a/b", "service a/x not found", "a.b.rule0.path0")
     other = RouteProblem("ingress/a/c", "service a/y not found", "a.c.rule0.path0")
+    # The same problem on another route of the same Ingress: a line of its own.
+    twin = RouteProblem("ingress/a/c", "service a/y not found", "a.c.rule0.path1")
+    whole = RouteProblem("ingress/a/d", "bad annotation")
     caplog.set_level(logging.WARNING, logger="commons_router.routing")
-    for step, problems in enumerate([(broken,), (broken,), (broken, other), (broken,)]):
+    steps = [(broken,), (broken,), (broken, other, twin, whole), (broken,)]
+    for step, problems in enumerate(steps):
         watcher.publish(ProviderUpdate("test", (route(f"r{step}"),), problems))
         assert watcher.apply_now()
         assert watcher.problems == problems
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
-        "route problem in ingress/a/b: service a/x not found",
-        "route problem in ingress/a/c: service a/y not found",
+        "route problem in ingress/a/b, route a.b.rule0.path0: service a/x not found",
+        "route problem in ingress/a/c, route a.c.rule0.path0: service a/y not found",
+        "route problem in ingress/a/c, route a.c.rule0.path1: service a/y not found",
+        "route problem in ingress/a/d: bad annotation",
     ]

@@ -87,11 +87,16 @@ class OidcConfig(_Model):
     """Registered URL the provider sends the browser to after logout."""
     groups_claim: str = "groups"
     refresh_margin: Duration = 60.0
-    """Refresh the access token this long before it expires."""
+    """Refresh the access token this long before it expires, but never earlier than when
+    three quarters of its lifetime have passed (see ``REFRESH_FRACTION``)."""
     timeout: Duration = 5.0
     """Timeout of each call to the provider."""
     login_timeout: Duration = 600.0
     """How long a started login may take."""
+    max_login_flows: int = Field(5, ge=1, le=20)
+    """Sign-ins one browser may have under way at once; a new one beyond this replaces the
+    oldest (like oauth2-proxy's ``cookie-csrf-per-request-limit``). Each is one ~80-byte
+    cookie."""
     leeway: Duration = 30.0
 
     @field_validator("algorithms")
@@ -185,6 +190,11 @@ class AuthConfig(_Model):
     logout_path: str = "/.commons-router/logout"
     forward_auth: bool = True
     """Answer ``GET /.commons-router/auth`` (nginx ``auth_request``, Traefik ForwardAuth)."""
+    forward_auth_headers: Literal["any", "nginx", "traefik"] = "any"
+    """Which headers from a trusted proxy name the original request: ``nginx``
+    (``X-Original-URI``/``-Method``, host from ``Host``), ``traefik``
+    (``X-Forwarded-Uri``/``-Method``/``-Host``), or ``any`` (both; they must agree). Name
+    the proxy's own family so that headers it passes through from clients are ignored."""
     dev_login: bool = False
     """Built-in login without an identity provider: ``commons-router dev`` only, loopback only."""
 

@@ -46,6 +46,8 @@ class Metadata:
     token_endpoint: str
     jwks_uri: str
     end_session_endpoint: str | None
+    iss_parameter: bool = False
+    """RFC 9207: the provider adds ``iss`` to every authorization response."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,8 @@ class TokenSet:
     refresh_token: str | None
     id_token: str | None
     access_expires: float | None
+    lifetime: float | None = None
+    """``expires_in`` of the access token."""
 
 
 class OidcClient:
@@ -118,6 +122,7 @@ class OidcClient:
                 token_endpoint=str(data["token_endpoint"]),
                 jwks_uri=str(data["jwks_uri"]),
                 end_session_endpoint=data.get("end_session_endpoint"),
+                iss_parameter=data.get("authorization_response_iss_parameter_supported") is True,
             )
         except KeyError as exc:
             raise IdpUnavailable(f"discovery document lacks {exc}") from None
@@ -193,14 +198,16 @@ class OidcClient:
 
     @staticmethod
     def _token_set(data: dict[str, Any], previous_refresh: str | None = None) -> TokenSet:
-        expires_in = data.get("expires_in")
+        raw = data.get("expires_in")
+        lifetime = (
+            float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+        )
         return TokenSet(
             access_token=data.get("access_token"),
             refresh_token=data.get("refresh_token") or previous_refresh,
             id_token=data.get("id_token"),
-            access_expires=(
-                time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
-            ),
+            access_expires=time.time() + lifetime if lifetime is not None else None,
+            lifetime=lifetime,
         )
 
     async def exchange(self, code: str, verifier: str, redirect_uri: str) -> TokenSet:
@@ -246,7 +253,7 @@ class OidcClient:
         return claims
 
     async def end_session_url(
-        self, id_token: str | None, post_logout_redirect: str | None
+        self, id_token: str | None, post_logout_redirect: str | None, state: str | None = None
     ) -> str | None:
         try:
             metadata = await self.metadata()
@@ -259,5 +266,7 @@ class OidcClient:
             params["id_token_hint"] = id_token
         if post_logout_redirect:
             params["post_logout_redirect_uri"] = post_logout_redirect
+            if state:
+                params["state"] = state
         separator = "&" if "?" in metadata.end_session_endpoint else "?"
         return metadata.end_session_endpoint + separator + urlencode(params)

@@ -36,14 +36,21 @@ from router_plugins.auth.login import (
     BACKCHANNEL_PATH,
     CALLBACK_PATH,
     IDP_DOWN,
+    LOGGED_OUT_PATH,
     LOGIN_PATH,
     LoginHandlers,
+    login_link,
 )
 from router_plugins.auth.oidc import IdpUnavailable, OidcClient
 from router_plugins.auth.policy import Policy
 from router_plugins.auth.refresh import Refresher
 from router_plugins.auth.tokens import JwtVerifier, TokenError, TrustedIssuer
-from router_plugins.auth.web import clean_header_value, is_browser, redirect
+from router_plugins.auth.web import (
+    clean_header_value,
+    clear_cookie_on_response,
+    is_browser,
+    redirect,
+)
 from router_plugins.sessions import SESSIONS, Session, SessionService, StoreUnavailable
 
 logger = logging.getLogger("commons_router.auth")
@@ -197,6 +204,7 @@ class AuthPlugin(Plugin[AuthConfig]):
             if self.oidc is not None:
                 paths[CALLBACK_PATH] = self.login.callback
                 paths[BACKCHANNEL_PATH] = self.login.backchannel
+                paths[LOGGED_OUT_PATH] = self.login.logged_out
         if self.config.forward_auth:
             paths[AUTH_PATH] = self.forward_auth
         if self.signer is not None:
@@ -208,27 +216,30 @@ class AuthPlugin(Plugin[AuthConfig]):
         return web.json_response(self.signer.jwks, headers={"Cache-Control": "max-age=300"})
 
     async def forward_auth(self, request: web.BaseRequest) -> web.StreamResponse:
-        """nginx ``auth_request`` / Traefik ForwardAuth: 202 + identity, 401 or 403."""
+        """nginx ``auth_request`` / Traefik ForwardAuth: 202 + identity, 401 or 403, for the
+        request a trusted proxy names (method, host, URI), with that path's route policy."""
         ctx = context_of(request)
-        policy = self._policy_for(ctx)
+        original = self.services.original_request(request, self.config.forward_auth_headers)
+        if original.forwarded:
+            ctx.add_log_field("auth_for", f"{original.method} {original.host}{original.path}")
+        route = original.route
+        policy = self._policies.get(route.name, self._default) if route else self._default
+        no_store = {"Cache-Control": "no-store"}
+        if policy.public:
+            return web.Response(status=202, headers=no_store)
         identity = await self._identify(request, ctx, policy)
         if identity is None:
             if policy.required:
                 raise RouterHTTPError(401, "Sign in first.", headers=self._challenge())
-            return web.Response(status=202, headers={"Cache-Control": "no-store"})
+            return web.Response(status=202, headers=no_store)
         if not policy.permits(identity):
-            raise RouterHTTPError(403, self._denied(identity))
-        response = web.Response(status=202, headers={"Cache-Control": "no-store"})
-        route = ctx.route.name if ctx.route is not None else "forward-auth"
-        for name, value in self._identity_headers(identity, policy.settings, route).items():
-            response.headers[name] = value
+            raise self._forbidden(identity, original.path, original.query)
+        response = web.Response(status=202, headers=no_store)
+        name = route.name if route is not None else "forward-auth"
+        for header, value in self._identity_headers(identity, policy.settings, name).items():
+            response.headers[header] = value
         ctx.add_log_field("user", identity.user)
         return response
-
-    def _policy_for(self, ctx: RequestContext) -> Policy:
-        if ctx.route is not None:
-            return self._policies.get(ctx.route.name, self._default)
-        return self._default
 
     # --- per route ------------------------------------------------------------------
     def middleware(self, route: Route, route_config: Any) -> Middleware | None:
@@ -306,7 +317,7 @@ class AuthPlugin(Plugin[AuthConfig]):
             known = upstream_for(identity)
             if known is None:
                 if not policy.permits(identity):
-                    raise RouterHTTPError(403, self._denied(identity))
+                    raise self._forbidden(identity, ctx.path, ctx.query)
                 if raw_cookie:
                     self._forward_cookie(ctx, self._cookie_parts(raw_cookie)[1])
                 if not keep_authorization:
@@ -315,7 +326,7 @@ class AuthPlugin(Plugin[AuthConfig]):
                     ctx.add_upstream_header(name, value)
             else:
                 if not known[0]:
-                    raise RouterHTTPError(403, self._denied(identity))
+                    raise self._forbidden(identity, ctx.path, ctx.query)
                 if raw_cookie:
                     self._forward_cookie(ctx, self._cookie_parts(raw_cookie)[1])
                 extra = ctx.upstream_headers
@@ -385,6 +396,8 @@ class AuthPlugin(Plugin[AuthConfig]):
             logger.warning("token refresh failed: %s", exc)
             raise RouterHTTPError(503, IDP_DOWN) from None
         if session is None:
+            # Unknown, ended, or its refresh was refused: the dead cookie goes too.
+            clear_cookie_on_response(request, sessions.cookie)
             return None
         return self._identity_of(session)
 
@@ -427,9 +440,17 @@ class AuthPlugin(Plugin[AuthConfig]):
             value += f', error="{error}"'
         return {"WWW-Authenticate": value, "Cache-Control": "no-store"}
 
-    @staticmethod
-    def _denied(identity: Identity) -> str:
-        return f"You are signed in as {identity.user}, who may not open this page."
+    def _forbidden(self, identity: Identity, path: str, query: str) -> RouterHTTPError:
+        message = f"You are signed in as {identity.user}, who may not open this page."
+        if identity.source == "bearer" or self.login is None:
+            return RouterHTTPError(403, message)
+        # The next step: sign out, or sign out and come back here as someone else.
+        logout = self.config.logout_path
+        here = path + (f"?{query}" if query else "")
+        again = f"{logout}?rd={quote(login_link(here), safe='')}"
+        return RouterHTTPError(
+            403, message, links=(("Sign in as someone else", again), ("Sign out", logout))
+        )
 
     def _cookie_parts(self, raw: str) -> tuple[str | None, str | None]:
         """The session id in a ``Cookie`` header and the header the backend may see

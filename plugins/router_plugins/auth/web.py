@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from router.api import RequestContext
+from router.api import RequestContext, context_of
+from router_plugins.sessions import CookieSettings
 
 
 def redirect(location: str, status: int = 302) -> web.Response:
@@ -62,3 +63,16 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 def clean_header_value(value: str) -> str:
     """SECURITY: claim values become header values; control characters never pass."""
     return _CONTROL.sub("", value) if _CONTROL.search(value) else value
+
+
+def clear_cookie_on_response(
+    request: web.BaseRequest, cookie: CookieSettings, name: str | None = None
+) -> None:
+    """Remove the cookie ``name`` (default: the session cookie) with whatever answer this
+    request gets: a redirect, an error page or the backend's response."""
+    header = cookie.clearing_header(name)
+
+    def clear(_: web.BaseRequest, response: web.StreamResponse) -> None:
+        response.headers.add("Set-Cookie", header)
+
+    context_of(request).on_response(clear)

@@ -1,4 +1,5 @@
-"""The two Kubernetes API calls the provider makes: a list page and a watch stream."""
+"""The Kubernetes API calls the plugin makes: list pages and watch streams (the routes),
+and small JSON reads and writes (the Lease and Ingress status)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,45 @@ class KubeApi:
                 status = {"message": body[:200].decode("utf-8", "replace")}
             raise status_error(status, response.status)
         return response
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Obj | None = None,
+        *,
+        content_type: str = "application/json",
+        deadline: float = 10.0,
+    ) -> dict[str, Any]:
+        """One JSON request (get, create, update, patch); the answer's object. Raises
+        ApiError (its ``status`` is the HTTP status: 404, 409, ...)."""
+        headers = {"Accept": "application/json"}
+        token = await self._credentials.token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = orjson.dumps(body)
+        async with self._session.request(
+            method,
+            self._credentials.server + path,
+            data=data,
+            headers=headers,
+            ssl=self._credentials.ssl,
+            timeout=ClientTimeout(total=deadline),
+            allow_redirects=False,
+        ) as response:
+            raw = await response.content.read(MAX_EVENT_BYTES)
+            if response.status == 401:
+                self._credentials.invalidate()
+            try:
+                document = mapping(orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                document = {"message": raw[:200].decode("utf-8", "replace")}
+            if not 200 <= response.status < 300:
+                raise status_error(document, response.status)
+            return dict(document)
 
     async def list_page(
         self, path: str, params: Mapping[str, str], deadline: float

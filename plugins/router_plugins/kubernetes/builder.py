@@ -38,6 +38,7 @@ from router_plugins.kubernetes.objects import (
     resource_version,
     text,
 )
+from router_plugins.kubernetes.ownership import HostOwnership, Owners
 from router_plugins.kubernetes.resources import ENDPOINT_SLICES, INGRESSES, PODS, SERVICES
 
 Changes = set[tuple[str, str]]
@@ -147,10 +148,18 @@ class _SliceIndex:
 
 
 class RouteBuilder:
-    def __init__(self, selection: ClassSelection, *, shared_hosts: bool = False) -> None:
+    def __init__(
+        self,
+        selection: ClassSelection,
+        *,
+        shared_hosts: bool = False,
+        host_release_delay: float = 300.0,
+    ) -> None:
         self._selection = selection
         self._shared_hosts = shared_hosts
-        self._owners: dict[str, str] | None = None
+        self._ownership = HostOwnership(host_release_delay)
+        self._claims: list[tuple[str, str]] = []
+        self._owners: Owners | None = None
         self._collected: dict[str, tuple[IngressResult, object, Collected]] = {}
         """Ingress key -> (its result, the owners map, what that result contributes)."""
         self._results: dict[str, tuple[Hashable, IngressResult]] = {}
@@ -233,23 +242,24 @@ class RouteBuilder:
             for service_key in facts.services:
                 service_ingresses.setdefault(service_key, set()).add(ingress_key)
         self._service_ingresses = service_ingresses
-        if self._shared_hosts:
-            self._owners = None
-        else:
-            owners: dict[str, str] = {}
-            for _, ingress_key, _, facts in chosen:
-                for host in facts.hosts:
-                    owners.setdefault(host, ingress_key.partition("/")[0])
-            self._owners = owners
+        self._claims = [
+            (host, ingress_key.partition("/")[0])
+            for _, ingress_key, _, facts in chosen
+            for host in facts.hosts
+        ]
         if len(self._facts) > 2 * len(cluster.ingresses) + 16:
             self._facts = {k: v for k, v in self._facts.items() if k in cluster.ingresses}
         return [(k, ingress, facts) for _, k, ingress, facts in chosen]
 
+    def next_release(self) -> float | None:
+        """When a host's hold runs out (see :mod:`.ownership`): build again then."""
+        return None if self._shared_hosts else self._ownership.next_release()
+
     def build(
-        self, cluster: Cluster, changes: Changes | None = None
+        self, cluster: Cluster, changes: Changes | None = None, now: float = 0.0
     ) -> tuple[tuple[Route, ...], tuple[RouteProblem, ...]]:
         """The routes of ``cluster``; ``changes`` lists what changed since the last build
-        (None: anything may have)."""
+        (None: anything may have); ``now`` is the monotonic time (host ownership)."""
         # A build allocates many objects and creates no garbage cycles worth collecting
         # mid-way; with the collector paused it would otherwise traverse the whole cluster
         # state several times (most of a full build's time). It is synchronous, so nothing
@@ -257,13 +267,13 @@ class RouteBuilder:
         paused = gc.isenabled()
         gc.disable()
         try:
-            return self._build(cluster, changes)
+            return self._build(cluster, changes, now)
         finally:
             if paused:
                 gc.enable()
 
     def _build(
-        self, cluster: Cluster, changes: Changes | None
+        self, cluster: Cluster, changes: Changes | None, now: float
     ) -> tuple[tuple[Route, ...], tuple[RouteProblem, ...]]:
         consistent, self._consistent = self._consistent, False
         affected = self._affected(changes, cluster) if consistent and changes is not None else None
@@ -273,6 +283,9 @@ class RouteBuilder:
             self._chosen = self._select(cluster)
         elif any(plural == INGRESSES.plural for plural, _ in changes or ()):
             self._chosen = self._select(cluster)
+        if not self._shared_hosts:
+            # The same object when nothing changed, so the filter below is not redone.
+            self._owners = self._ownership.resolve(self._claims, now)
         mapper = IngressMapper(cluster, self._slices.slices_of)
         results: dict[str, tuple[Hashable, IngressResult]] = {}
         routes: list[Route] = []

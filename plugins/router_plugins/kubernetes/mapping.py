@@ -29,6 +29,7 @@ from router_plugins.kubernetes.objects import (
     namespace,
     text,
 )
+from router_plugins.kubernetes.ownership import HostOwnership, Owners, host_problem
 from router_plugins.kubernetes.version import PodInfo
 
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
@@ -279,32 +280,22 @@ def ingress_hosts(ingress: Obj) -> tuple[str, ...]:
     return tuple(sorted(hosts))
 
 
-def host_owners(ingresses: Iterable[Obj]) -> dict[str, str]:
-    """Host -> the namespace of the oldest Ingress (of those given, in order) routing it."""
-    owners: dict[str, str] = {}
-    for ingress in ingresses:
-        for host in ingress_hosts(ingress):
-            owners.setdefault(host, namespace(ingress))
-    return owners
+def host_claims(ingresses: Iterable[Obj]) -> list[tuple[str, str]]:
+    """``(host, namespace)`` for every host each Ingress routes."""
+    return [(host, namespace(i)) for i in ingresses for host in ingress_hosts(i)]
 
 
-def foreign_host(route: Route, ingress_namespace: str, owners: Mapping[str, str]) -> str | None:
-    """A problem message when the route's host belongs to another namespace."""
-    host = route.hosts[0] if route.hosts else ""
-    owner = owners.get(host, ingress_namespace)
-    if owner == ingress_namespace:
-        return None
-    return (
-        f"host {host or '(any)'} belongs to namespace {owner!r}, whose Ingress routed it "
-        "first; route disabled"
-    )
+def unavailable(route: Route) -> Route:
+    """The route answering 503, keeping its host, path and settings (such as auth)."""
+    return route.model_copy(update={"upstreams": [], "builtin": "unavailable"})
 
 
 def collect(
-    results: Iterable[tuple[Obj, IngressResult]], owners: Mapping[str, str] | None
+    results: Iterable[tuple[Obj, IngressResult]], owners: Owners | None
 ) -> tuple[tuple[Route, ...], tuple[RouteProblem, ...]]:
     """The routes and problems of the Ingresses' results, in order; with ``owners``, routes
-    for hosts owned by another namespace are disabled."""
+    for hosts owned by another namespace are disabled, and those of hosts whose owner is
+    unclear answer 503."""
     routes: list[Route] = []
     problems: list[RouteProblem] = []
     for ingress, result in results:
@@ -314,23 +305,34 @@ def collect(
             continue
         ingress_namespace = namespace(ingress)
         for route in result.routes:
-            message = foreign_host(route, ingress_namespace, owners)
-            if message is None:
+            problem = host_problem(route.hosts[0] if route.hosts else "", ingress_namespace, owners)
+            if problem is None:
                 routes.append(route)
-            else:
-                problems.append(RouteProblem(f"ingress/{key(ingress)}", message, route.name))
+                continue
+            keep, message = problem
+            if keep:
+                routes.append(unavailable(route))
+            problems.append(RouteProblem(f"ingress/{key(ingress)}", message, route.name))
     return tuple(routes), tuple(problems)
 
 
 def build_routes(
-    cluster: Cluster, selection: ClassSelection, *, shared_hosts: bool = False
+    cluster: Cluster,
+    selection: ClassSelection,
+    *,
+    shared_hosts: bool = False,
+    ownership: HostOwnership | None = None,
+    now: float = 0.0,
 ) -> tuple[tuple[Route, ...], tuple[RouteProblem, ...]]:
     """Every route of every Ingress of our class, and the problems found on the way.
 
-    SECURITY: unless ``shared_hosts``, a host belongs to the namespace of the oldest
-    Ingress routing it, so another namespace cannot take over paths of someone's host.
+    SECURITY: unless ``shared_hosts``, a host belongs to one namespace (see
+    :mod:`.ownership`; without ``ownership``, as at start with no memory of owners), so
+    another namespace cannot take over paths of someone's host.
     """
     mapper = IngressMapper(cluster)
     chosen = selected_ingresses(cluster, selection)
-    owners = None if shared_hosts else host_owners(chosen)
+    if ownership is None:
+        ownership = HostOwnership(0.0)
+    owners = None if shared_hosts else ownership.resolve(host_claims(chosen), now)
     return collect(((ingress, mapper.map(ingress)) for ingress in chosen), owners)

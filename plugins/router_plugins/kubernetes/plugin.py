@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
+import socket
 from collections.abc import Sequence
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector
@@ -18,10 +20,16 @@ from router_plugins.kubernetes.credentials import (
     load_in_cluster,
     load_kubeconfig,
 )
+from router_plugins.kubernetes.leader import LeaderElector
 from router_plugins.kubernetes.mapping import ClassSelection
 from router_plugins.kubernetes.provider import KubernetesProvider
-from router_plugins.kubernetes.selfimage import learn_router_image, own_pod_from_env
-from router_plugins.kubernetes.settings import KubernetesSettings
+from router_plugins.kubernetes.selfimage import (
+    POD_NAME_ENV,
+    learn_router_image,
+    own_pod_from_env,
+)
+from router_plugins.kubernetes.settings import KubernetesSettings, StatusSettings
+from router_plugins.kubernetes.status import StatusWriter
 from router_plugins.kubernetes.watch import ClusterWatch
 
 logger = logging.getLogger("commons_router.kubernetes")
@@ -42,10 +50,15 @@ def load_credentials(settings: KubernetesSettings) -> Credentials:
 class KubernetesPlugin(Plugin[KubernetesSettings]):
     name = "kubernetes"
     config_model = KubernetesSettings
+    shares_providers = True
+    """With workers, the watches (and the status writer) run once, in the supervisor."""
 
     _session: ClientSession | None = None
     _cluster: ClusterWatch | None = None
     _provider: KubernetesProvider | None = None
+    elector: LeaderElector | None = None
+    status_writer: StatusWriter | None = None
+    _status_tasks: tuple[asyncio.Task[None], ...] = ()
     _self_image: asyncio.Task[str | None] | None = None
 
     async def start(self) -> None:
@@ -56,18 +69,23 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
             connector=TCPConnector(limit=0), timeout=ClientTimeout(total=None)
         )
         api = KubeApi(self._session, credentials)
+        own_pod = own_pod_from_env(os.environ)
+        if own_pod is not None:  # every process publishes the digest for its own headers
+            self._self_image = asyncio.create_task(
+                learn_router_image(api, own_pod, ROUTER_IMAGE.publish)
+            )
+        if self.services.providers_elsewhere:
+            return  # a worker: the supervisor watches the cluster and sends the routes
         self._cluster = ClusterWatch(api, settings)
         self._provider = KubernetesProvider(
             self._cluster,
             ClassSelection(settings.ingress_class, settings.controller),
             shared_hosts=settings.shared_hosts,
+            host_release_delay=settings.host_release_delay,
         )
         self._cluster.start()
-        own_pod = own_pod_from_env(os.environ)
-        if own_pod is not None:
-            self._self_image = asyncio.create_task(
-                learn_router_image(api, own_pod, ROUTER_IMAGE.publish)
-            )
+        if settings.status is not None:
+            self._start_status(api, settings.status, settings)
         logger.info(
             "kubernetes: watching %s with %s (class %r, namespaces: %s)",
             credentials.server,
@@ -85,7 +103,44 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
                 f"{settings.sync_timeout:g}s for {', '.join(missing)} (see the log for why)"
             ) from None
 
+    def _start_status(
+        self, api: KubeApi, status: StatusSettings, settings: KubernetesSettings
+    ) -> None:
+        assert self._cluster is not None
+        identity = status.identity or (
+            f"{os.environ.get(POD_NAME_ENV) or socket.gethostname()}_{secrets.token_hex(4)}"
+        )
+        self.elector = LeaderElector(
+            api,
+            status.namespace() or "",
+            status.lease_name,
+            identity,
+            lease_duration=status.lease_duration,
+            renew_deadline=status.renew_deadline,
+            retry_period=status.retry_period,
+        )
+        self.status_writer = StatusWriter(
+            api,
+            self._cluster,
+            self.elector,
+            ClassSelection(settings.ingress_class, settings.controller),
+            status,
+        )
+        self._status_tasks = (
+            asyncio.create_task(self.elector.run(), name="kubernetes leader election"),
+            asyncio.create_task(self.status_writer.run(), name="kubernetes ingress status"),
+        )
+
     async def stop(self) -> None:
+        for task in self._status_tasks:
+            task.cancel()
+        for task in self._status_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._status_tasks = ()
+        if self.elector is not None:
+            await self.elector.release()  # another replica takes over at once
+            self.elector = None
         if self._self_image is not None:
             self._self_image.cancel()
             with contextlib.suppress(asyncio.CancelledError):

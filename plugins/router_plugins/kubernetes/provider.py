@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 
 from router.api import ProviderUpdate, Publish
 from router_plugins.kubernetes.builder import RouteBuilder
@@ -17,14 +19,23 @@ class KubernetesProvider:
     name = "kubernetes"
 
     def __init__(
-        self, cluster: ClusterWatch, selection: ClassSelection, *, shared_hosts: bool = False
+        self,
+        cluster: ClusterWatch,
+        selection: ClassSelection,
+        *,
+        shared_hosts: bool = False,
+        host_release_delay: float = 300.0,
     ) -> None:
         self._cluster = cluster
-        self._builder = RouteBuilder(selection, shared_hosts=shared_hosts)
+        self._builder = RouteBuilder(
+            selection, shared_hosts=shared_hosts, host_release_delay=host_release_delay
+        )
 
     def build(self) -> ProviderUpdate:
         changes = self._cluster.take_changes()
-        routes, problems = self._builder.build(self._cluster.snapshot(), changes)
+        routes, problems = self._builder.build(
+            self._cluster.snapshot(), changes, time.monotonic()
+        )
         return ProviderUpdate(self.name, routes, problems)
 
     async def run(self, publish: Publish) -> None:
@@ -32,5 +43,9 @@ class KubernetesProvider:
         await self._cluster.wait_synced()
         while True:
             publish(self.build())
-            await changed.wait()
+            release = self._builder.next_release()
+            wait = None if release is None else max(0.0, release - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                # Also when a host's hold runs out: who owns it is decided again.
+                await asyncio.wait_for(changed.wait(), wait)
             await asyncio.sleep(COALESCE)

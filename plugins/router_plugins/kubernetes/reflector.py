@@ -6,7 +6,9 @@ the version; when the server ends the stream (``timeoutSeconds``) the watch resu
 the last version. A 410 (an ``ERROR`` event inside the 200 stream, or a 410 answer) means
 the version is too old: relist and resume from the new list's version, never re-watch
 from the stale one. Any other failure retries after a jittered, growing delay; the local
-copy (and so the routes built from it) is kept meanwhile.
+copy (and so the routes built from it) is kept meanwhile. A complete list or a watch
+that delivers an event shows the server works again: the delay starts small again, so
+one outage does not slow the recovery from the next.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from router_plugins.kubernetes.objects import Obj, key, mapping, resource_versio
 from router_plugins.kubernetes.resources import Resource
 
 logger = logging.getLogger("commons_router.kubernetes")
+
+FORBIDDEN_RETRIES = 10
+"""A 403 after access worked: retried this many times at the first, short delay (an API
+server that just restarted refuses requests until its authorizer has loaded the RBAC
+objects) before it counts as a permission problem."""
 
 T = TypeVar("T")
 
@@ -75,6 +82,8 @@ class Reflector(Generic[T]):
         self.resource_version = ""
         self.lists = 0
         """Completed lists (the first one and every relist), for metrics and tests."""
+        self._forbidden = 0
+        """403s in a row since access last worked."""
 
     def _params(self) -> dict[str, str]:
         return {"labelSelector": self.label_selector} if self.label_selector else {}
@@ -85,6 +94,7 @@ class Reflector(Generic[T]):
             try:
                 if version is None:
                     version = await self.relist()
+                    self._worked()
                 version = await self.watch(version)
                 self.backoff.reset()
             except Expired as exc:
@@ -94,6 +104,20 @@ class Reflector(Generic[T]):
             except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 if version is not None:
                     version = self.resource_version  # resume after the last event seen
+                if self._transient_forbidden(exc):
+                    delay = self.backoff.initial
+                    logger.warning(
+                        "%s: %s, although access worked before: the API server may still be "
+                        "loading its authorization after a restart; keeping the last known "
+                        "state, retry %d of %d in %.1fs",
+                        self.path,
+                        exc,
+                        self._forbidden,
+                        FORBIDDEN_RETRIES,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
                 delay = self.backoff.next_delay()
                 logger.warning(
                     "%s: %s; keeping the last known state, retrying in %.1fs",
@@ -109,6 +133,18 @@ class Reflector(Generic[T]):
                 delay = self.backoff.next_delay()
                 logger.exception("%s: unexpected failure; retrying in %.1fs", self.path, delay)
                 await asyncio.sleep(delay)
+
+    def _worked(self) -> None:
+        """The server answered as it should: the next failure is retried soon."""
+        self.backoff.reset()
+        self._forbidden = 0
+
+    def _transient_forbidden(self, exc: BaseException) -> bool:
+        """A 403 after access worked, and not yet too many in a row."""
+        if not (isinstance(exc, ApiError) and exc.status == 403 and self.lists):
+            return False
+        self._forbidden += 1
+        return self._forbidden <= FORBIDDEN_RETRIES
 
     async def relist(self) -> str:
         """Replace the store with a fresh, paged list; returns its resource version."""
@@ -146,6 +182,8 @@ class Reflector(Generic[T]):
         started = time.monotonic()
         events = 0
         async for event in self.api.watch(self.path, params, idle_timeout=self.watch_timeout + 30):
+            if not events:
+                self._worked()  # the watch is live
             events += 1
             kind = text(event.get("type"))
             obj = mapping(event.get("object"))
@@ -172,10 +210,29 @@ class Reflector(Generic[T]):
 
 
 def describe(exc: BaseException) -> str:
+    """One plain line for a failed call: what happened, never an object's repr, and no
+    number that reads like an HTTP status when there was none."""
     if isinstance(exc, ApiError):
-        if exc.status in (401, 403):
-            return f"{exc} (check the service account and its ClusterRole)"
+        if exc.status == 401:
+            return f"{exc} (the credentials were refused: check the service account token)"
+        if exc.status == 403:
+            return f"{exc} (access refused: check the service account and its ClusterRole)"
         return str(exc)
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        error = exc.certificate_error
+        reason = getattr(error, "verify_message", None) or getattr(error, "reason", None)
+        return (
+            f"TLS: the certificate of {exc.host}:{exc.port} is not trusted "
+            f"({reason or error.__class__.__name__})"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return f"TLS handshake with {exc.host}:{exc.port} failed ({exc.os_error.strerror})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or 'refused'})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the API server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the connection closed before the end of the response (the stream was cut off)"
     return f"{exc.__class__.__name__}: {exc}"

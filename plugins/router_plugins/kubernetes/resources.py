@@ -26,6 +26,17 @@ SERVICES = Resource("", "v1", "services")
 ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices")
 PODS = Resource("", "v1", "pods")
 
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
+
 ALL: tuple[Resource, ...] = (INGRESSES, INGRESS_CLASSES, SERVICES, ENDPOINT_SLICES, PODS)
 VERBS: tuple[str, ...] = ("list", "watch")
-"""Every verb the provider uses (a watch is a list call with ``watch=1``)."""
+"""Every verb the provider uses on ``ALL`` (a watch is a list call with ``watch=1``)."""
+STATUS_WRITES: tuple[tuple[str, str, str], ...] = (
+    ("networking.k8s.io", "ingresses/status", "patch"),
+    ("coordination.k8s.io", "leases", "get"),
+    ("coordination.k8s.io", "leases", "create"),
+    ("coordination.k8s.io", "leases", "update"),
+)
+"""``(group, resource, verb)`` of every call the Ingress status writer makes."""
+OWN_POD_READ: tuple[str, str, str] = ("", "pods", "get")
+"""Reading the router's own Pod (its image digest), in its namespace: the Role grants it."""

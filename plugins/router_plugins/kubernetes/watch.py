@@ -46,6 +46,9 @@ class ClusterWatch:
 
     def __init__(self, api: KubeApi, settings: KubernetesSettings) -> None:
         self.changed = asyncio.Event()
+        """Set at every change; cleared by :meth:`take_changes` (the route provider)."""
+        self.touched = asyncio.Event()
+        """Set at every change; cleared by the Ingress status writer."""
         self._changes: Changes | None = None
         """What changed since :meth:`take_changes`; None: anything may have."""
         namespaces: list[str | None] = list(settings.namespaces) or [None]
@@ -70,7 +73,16 @@ class ClusterWatch:
 
         self.ingresses: list[Reflector[Obj]] = [reflector(INGRESSES, ns, slim) for ns in namespaces]
         self.ingress_classes: list[Reflector[Obj]] = [reflector(INGRESS_CLASSES, None, slim)]
-        self.services: list[Reflector[Obj]] = [reflector(SERVICES, ns, slim) for ns in namespaces]
+        service_namespaces = list(namespaces)
+        own = settings.status.service if settings.status is not None else None
+        if own is not None and None not in namespaces:
+            own_namespace = own.partition("/")[0]
+            if own_namespace not in service_namespaces:
+                # The router's own Service, whose load-balancer status is published.
+                service_namespaces.append(own_namespace)
+        self.services: list[Reflector[Obj]] = [
+            reflector(SERVICES, ns, slim) for ns in service_namespaces
+        ]
         self.slices: list[Reflector[Obj]] = [
             reflector(ENDPOINT_SLICES, ns, slim) for ns in namespaces
         ]
@@ -92,6 +104,7 @@ class ClusterWatch:
         elif self._changes is not None:
             self._changes.add((plural, obj_key))
         self.changed.set()
+        self.touched.set()
 
     def take_changes(self) -> Changes | None:
         """The changes since the last call (None: rebuild everything), and start anew."""

@@ -6,6 +6,8 @@ sibling subdomain can set or shadow it. Always HttpOnly and SameSite=Lax.
 
 from __future__ import annotations
 
+from http.cookies import SimpleCookie
+
 from aiohttp import web
 
 
@@ -61,13 +63,20 @@ class CookieSettings:
         )
 
     def clear(self, response: web.StreamResponse, *, name: str | None = None) -> None:
-        response.set_cookie(
-            name or self.name,
-            "",
-            max_age=0,
-            expires="Thu, 01 Jan 1970 00:00:00 GMT",
-            path="/",
-            secure=self.secure,
-            httponly=True,
-            samesite="Lax",
-        )
+        response.headers.add("Set-Cookie", self.clearing_header(name))
+
+    def clearing_header(self, name: str | None = None) -> str:
+        """A ``Set-Cookie`` value that removes the cookie (also usable from a response
+        hook, after the response's own cookies became headers)."""
+        jar: SimpleCookie = SimpleCookie()
+        wanted = name or self.name
+        jar[wanted] = ""
+        morsel = jar[wanted]
+        morsel["max-age"] = "0"
+        morsel["expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
+        morsel["path"] = "/"
+        morsel["httponly"] = True
+        morsel["samesite"] = "Lax"
+        if self.secure:
+            morsel["secure"] = True
+        return morsel.OutputString()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import orjson
@@ -35,10 +35,18 @@ class Session:
     refresh_token: str | None = None
     id_token: str | None = None
     access_expires: float | None = None
+    access_lifetime: float | None = None
+    """How long the current access token was valid when it was issued (``expires_in``)."""
 
     @property
     def key(self) -> str:
         return digest(self.id)
+
+    @property
+    def pseudonym(self) -> str:
+        """A short name for this session in logs: it neither is nor leads to the cookie
+        value or the store key."""
+        return hashlib.sha256(b"commons-router session log\x00" + self.id.encode()).hexdigest()[:16]
 
     def expired(self, now: float | None = None) -> bool:
         return (now if now is not None else time.time()) >= self.expires
@@ -51,4 +59,8 @@ class Session:
         raw = orjson.loads(data)
         if not isinstance(raw, dict):
             raise ValueError("a session record is an object")
-        return cls(**raw)
+        # Fields written by a newer version are ignored (replicas upgrade one at a time).
+        return cls(**{k: v for k, v in raw.items() if k in _FIELDS})
+
+
+_FIELDS = frozenset(f.name for f in fields(Session))

@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -26,6 +26,10 @@ logger = logging.getLogger("commons_router.sessions")
 __all__ = ["SessionStore", "StoreUnavailable"]
 
 _CACHE_LIMIT = 10_000
+
+FlowKind = Literal["flow", "done", "logout"]
+"""Short-lived records keyed by a secret: a login flow, a finished login (for a replayed
+callback), a sign-out's return URL."""
 
 
 class SessionStore:
@@ -83,6 +87,7 @@ class SessionStore:
         refresh_token: str | None = None,
         id_token: str | None = None,
         access_expires: float | None = None,
+        access_lifetime: float | None = None,
     ) -> Session:
         """A new session with a fresh random id (256 bits)."""
         now = time.time()
@@ -97,6 +102,7 @@ class SessionStore:
             refresh_token=refresh_token,
             id_token=id_token,
             access_expires=access_expires,
+            access_lifetime=access_lifetime,
         )
         await self.save(session)
         hashed = session.key
@@ -195,17 +201,34 @@ class SessionStore:
             self._cache.pop(session_id, None)
 
     # --- login flows ------------------------------------------------------------------
-    async def put_flow(self, state: str, data: dict[str, Any], ttl: float) -> None:
-        """Keep one login flow's secrets (PKCE verifier, nonce, return URL) server-side."""
-        key = f"{self._prefix}flow:{digest(state)}"
+    def _flow_key(self, state: str, kind: FlowKind) -> str:
+        return f"{self._prefix}{kind}:{digest(state)}"
+
+    async def put_flow(
+        self, state: str, data: dict[str, Any], ttl: float, *, kind: FlowKind = "flow"
+    ) -> None:
+        """Keep one login flow's secrets (PKCE verifier, nonce, return URL) server-side.
+
+        ``kind`` names other short-lived records keyed by a secret (:data:`FlowKind`).
+        """
+        key = self._flow_key(state, kind)
         await self.backend.put(key, self._seal(key, orjson.dumps(data)), ttl)
 
-    async def take_flow(self, state: str) -> dict[str, Any] | None:
+    async def take_flow(self, state: str, *, kind: FlowKind = "flow") -> dict[str, Any] | None:
         """The flow for ``state``, at most once."""
         if not state or len(state) > 256:
             return None
-        key = f"{self._prefix}flow:{digest(state)}"
-        record = await self.backend.take(key)
+        key = self._flow_key(state, kind)
+        return self._flow_data(key, await self.backend.take(key))
+
+    async def read_flow(self, state: str, *, kind: FlowKind) -> dict[str, Any] | None:
+        """The record for ``state`` (it stays)."""
+        if not state or len(state) > 256:
+            return None
+        key = self._flow_key(state, kind)
+        return self._flow_data(key, await self.backend.get(key))
+
+    def _flow_data(self, key: str, record: bytes | None) -> dict[str, Any] | None:
         data = self._open(key, record) if record is not None else None
         if data is None:
             return None
