@@ -147,7 +147,9 @@ class UpstreamTunnel(asyncio.Protocol):
         the tunnel itself, once open, has no deadline.
         """
         transport = self.transport
-        assert transport is not None
+        if transport is None or transport.is_closing():
+            # The endpoint spoke before being asked (and was cut off), or hung up.
+            raise Disconnected("the endpoint closed the connection before answering")
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._head_waiter = waiter
         transport.write(head)

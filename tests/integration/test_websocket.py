@@ -274,3 +274,24 @@ async def test_malformed_client_handshake_is_refused_before_any_upstream_connect
             assert response.status == 400
             assert "not a key" not in await response.text()
     assert reached == []
+
+
+async def test_endpoint_speaking_first_gets_no_tunnel(client: ClientSession) -> None:
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 hello, this is not HTTP\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = {
+        "routes": [
+            {"name": "ws", "retries": 0, "upstreams": [{"url": f"http://127.0.0.1:{port}"}]}
+        ]
+    }
+    async with server, run_router(config) as router:
+        for _ in range(3):
+            with pytest.raises(WSServerHandshakeError) as caught:
+                await client.ws_connect(router.url + "/ws")
+            assert caught.value.status == 502
