@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,7 +35,6 @@ from router.proxy.client import UpstreamClient
 from router.proxy.forward import Forwarder
 from router.proxy.headers import HeaderPolicy, TrustedPeers
 from router.proxy.upstream import EndpointRegistry
-from router.proxy.websocket import proxy_websocket
 from router.registry import (
     PluginClass,
     PluginSpec,
@@ -179,7 +177,6 @@ class RouterRuntime:
         self.stack.push_async_callback(upstream_client.close)
         forwarder = Forwarder(
             upstream_client,
-            session,
             HeaderPolicy(protected),
             trusted,
             self.metrics,
@@ -192,7 +189,6 @@ class RouterRuntime:
             ),
             detailed_errors=self.dev_mode,
         )
-        forwarder.websocket = functools.partial(proxy_websocket, forwarder)
 
         builtins: dict[str, Handler] = {
             "echo": EchoHandler(forwarder),

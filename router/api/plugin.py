@@ -150,7 +150,10 @@ class CertificateSink(Protocol):
 
 
 class UpstreamObserver(Protocol):
-    """Sees each attempt to reach an endpoint; may set headers on the outgoing request."""
+    """Sees each attempt to reach an endpoint; may set headers on the outgoing request.
+
+    WebSocket handshakes are attempts too: ``status`` 101 when the endpoint switched, and
+    the attempt finishes when the tunnel closes."""
 
     def attempt_started(
         self, request: web.BaseRequest, endpoint_url: str, headers: CIMultiDict[str]
