@@ -23,6 +23,7 @@ from router.admin_page import (
 from router.observability.metrics import CONTENT_TYPE, Metrics
 from router.routing.holder import TableHolder
 from router.routing.watcher import RouteWatcher
+from router.tls.store import CertificateStore
 
 
 class AdminState:
@@ -35,6 +36,7 @@ class AdminState:
         self.rates = RateSampler(metrics)
         self.global_plugins: tuple[str, ...] = ()
         """Plugins whose middleware runs on every request (before routing)."""
+        self.certificates: CertificateStore | None = None
 
 
 ADMIN_STATE = web.AppKey("admin_state", AdminState)
@@ -68,7 +70,19 @@ def routes_document(state: AdminState) -> dict[str, Any]:
     problems = [
         {"source": p.source, "route": p.route, "message": p.message} for p in state.watcher.problems
     ]
-    return {"generation": state.holder.generation, "routes": routes, "problems": problems}
+    document: dict[str, Any] = {
+        "generation": state.holder.generation,
+        "routes": routes,
+        "problems": problems,
+    }
+    store = state.certificates
+    if store is not None:
+        document["certificates"] = [c.describe() for c in store.certificates()]
+        problems.extend(
+            {"source": source, "route": None, "message": f"certificate rejected: {message}"}
+            for source, message in sorted(store.problems.items())
+        )
+    return document
 
 
 def status_document(state: AdminState) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -23,10 +22,11 @@ from router.api.provider import Provider, ProviderUpdate
 from router.builtin.echo import EchoHandler
 from router.builtin.unavailable import unavailable
 from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
-from router.config.models import Config
+from router.config.models import CertificateFiles, Config, Hsts, ListenerSpec
 from router.config.types import split_host_port
 from router.dispatch import Dispatcher
 from router.errors import error_page
+from router.http.drain import DrainSignal, stop_serving
 from router.http.protocol import GuardedServer
 from router.http.request import request_factory
 from router.observability.accesslog import AccessLog
@@ -36,7 +36,6 @@ from router.proxy.client import UpstreamClient
 from router.proxy.forward import Forwarder
 from router.proxy.headers import HeaderPolicy, TrustedPeers
 from router.proxy.upstream import EndpointRegistry, EndpointState
-from router.proxy.websocket import proxy_websocket
 from router.registry import (
     PluginClass,
     PluginSpec,
@@ -51,6 +50,9 @@ from router.routing.holder import TableHolder
 from router.routing.original import OriginalRequests
 from router.routing.relay import RouteRelay
 from router.routing.watcher import RouteWatcher, run_provider
+from router.tls.files import CertificateFileWatcher, file_source
+from router.tls.listener import HandshakeCounts, TlsListener, policy
+from router.tls.store import CertificateStore
 
 logger = logging.getLogger("commons_router")
 
@@ -108,23 +110,33 @@ def locate_issues(error: ConfigError, loaded: LoadedConfig) -> ConfigError:
 
 
 def _tls_issues(config: Config) -> list[ConfigIssue]:
-    try:
-        _ssl_context(config)
-    except (OSError, ssl.SSLError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        files = f"{config.listener.tls_cert} and {config.listener.tls_key}"
-        return [ConfigIssue(("listener", "tls_cert"), f"cannot load {files}: {reason}")]
-    return []
+    """Certificate files that cannot be read or do not hold a matching chain and key."""
+    pairs: list[tuple[CertificateFiles, tuple[str | int, ...]]] = [
+        (pair, ("tls", "certificates", index, "cert"))
+        for index, pair in enumerate(config.tls.certificates)
+    ]
+    if not config.listeners and config.listener.tls_cert and config.listener.tls_key:
+        legacy = CertificateFiles(cert=config.listener.tls_cert, key=config.listener.tls_key)
+        pairs.append((legacy, ("listener", "tls_cert")))
+    issues = []
+    for pair, location in pairs:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(pair.cert, pair.key)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            message = f"cannot load {pair.cert} and {pair.key}: {reason}"
+            issues.append(ConfigIssue(location, message))
+    return issues
 
 
-def _ssl_context(config: Config) -> ssl.SSLContext | None:
-    listener = config.listener
-    if listener.tls_cert is None or listener.tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(listener.tls_cert, listener.tls_key)
-    return context
+def hsts_value(hsts: Hsts) -> str:
+    value = f"max-age={int(hsts.max_age)}"
+    if hsts.include_subdomains:
+        value += "; includeSubDomains"
+    if hsts.preload:
+        value += "; preload"
+    return value
 
 
 class RouterRuntime:
@@ -157,9 +169,17 @@ class RouterRuntime:
         self.file_provider: FileProvider | None = None
         self.admin_state: AdminState | None = None
         self.public_port = 0
+        """The first listener's port."""
+        self.public_ports: dict[str, int] = {}
+        """Every listener's bound port, by listener name."""
+        self.certificates: CertificateStore | None = None
+        self._tls_listeners: dict[str, TlsListener] = {}
+        self._handshakes: HandshakeCounts | None = None
         self.admin_port = 0
-        self._public_runner: web.ServerRunner | None = None
+        self._public_runners: list[web.ServerRunner] = []
+        self.drain_signal = DrainSignal()
         self.access_log: AccessLog | None = None
+        self._servers: list[web.Server] = []
 
     async def __aenter__(self) -> RouterRuntime:
         await self.start()
@@ -189,6 +209,8 @@ class RouterRuntime:
             access_log.start()
             self.stack.push_async_callback(access_log.stop)
             self.access_log = self.metrics.access_log = access_log
+        self.metrics.connections = lambda: sum(len(server.connections) for server in self._servers)
+        self.metrics.endpoints = self._current_endpoints
 
         services = PluginServices(
             http=session,
@@ -198,6 +220,8 @@ class RouterRuntime:
             providers_elsewhere=self.routes_socket is not None,
             metrics=self.metrics,
         )
+        listeners = config.public_listeners()
+        self.certificates = services.certificates = self._certificate_store(config, listeners)
         for spec in specs:
             plugin = spec.cls(spec.config, services)
             await plugin.start()
@@ -205,18 +229,27 @@ class RouterRuntime:
             self.plugins.append((spec, plugin))
 
         trusted = TrustedPeers(config.trusted_proxies)
-        host, port = split_host_port(config.listener.listen)
-        ssl_context = _ssl_context(config)
-        scheme = "https" if ssl_context is not None else "http"
+        services.set_original_resolver(
+            OriginalRequests(
+                self.holder,
+                trusted,
+                merge_slashes=config.paths.merge_slashes,
+                reject_encoded_slash=config.paths.reject_encoded_slash,
+                reject_encoded_controls=config.paths.reject_encoded_controls,
+            ).resolve
+        )
+        protected = list(services.protected_headers)
+        for listener in listeners:
+            mutual = listener.tls.client_certificates if listener.tls is not None else None
+            if mutual is not None and mutual.subject_header is not None:
+                protected.append(mutual.subject_header)
         upstream_client = UpstreamClient()
         self.stack.push_async_callback(upstream_client.close)
         forwarder = Forwarder(
             upstream_client,
-            session,
-            HeaderPolicy(services.protected_headers),
+            HeaderPolicy(protected),
             trusted,
             self.metrics,
-            port,
             observers=tuple(services.upstream_observers),
             body_limits=BodyLimits(
                 idle_timeout=config.limits.body_timeout,
@@ -226,8 +259,6 @@ class RouterRuntime:
             ),
             detailed_errors=self.dev_mode,
         )
-
-        forwarder.websocket = functools.partial(proxy_websocket, forwarder)
 
         builtins: dict[str, Handler] = {
             "echo": EchoHandler(forwarder),
@@ -276,32 +307,83 @@ class RouterRuntime:
         self.admin_state = AdminState(self.holder, self.metrics, watcher)
         await self._start_admin(self.admin_state)
 
+        self.admin_state.certificates = self.certificates
+        for listener in listeners:
+            await self._start_listener(listener, trusted, access_log)
+        # One drain for every listener: one deadline, not one grace after another.
+        self.stack.push_async_callback(stop_serving, self._public_runners, config.drain.grace)
+        self.admin_state.started = True
+        logger.info(
+            "listening on %s (admin on %s)",
+            ", ".join(
+                f"{'https' if spec.tls else 'http'}://{spec.listen.rpartition(':')[0]}:"
+                f"{self.public_ports[spec.name]}"
+                for spec in listeners
+            ),
+            self.admin_unix_path or f"{config.admin.listen.rpartition(':')[0]}:{self.admin_port}",
+        )
+
+    def _certificate_store(
+        self, config: Config, listeners: list[ListenerSpec]
+    ) -> CertificateStore | None:
+        policies = {spec.name: policy(spec.tls) for spec in listeners if spec.tls is not None}
+        if not policies:
+            return None
+        files = config.certificate_files()
+        legacy = None if config.listeners or not files else file_source(files[-1])
+        store = CertificateStore(
+            policies=policies,
+            default_name=config.tls.default_certificate,
+            fallback_source=legacy,
+            expiry_warning=config.tls.expiry_warning,
+        )
+        self.stack.callback(store.close)
+        watcher = CertificateFileWatcher(store, files, config.tls.watch_interval)
+        watcher.load_all()
+        tasks = [asyncio.create_task(store.check_expiry_hourly(), name="certificate-expiry")]
+        if files:
+            tasks.append(asyncio.create_task(watcher.run(), name="certificate-files"))
+        for task in tasks:
+            self.stack.callback(task.cancel)
+        self._handshakes = HandshakeCounts()
+        self._tls_listeners = {
+            name: TlsListener(name, store, make, self._handshakes)
+            for name, make in policies.items()
+        }
+        self.metrics.collectors.append(store.metric_lines)
+        self.metrics.collectors.append(self._handshakes.metric_lines)
+        return store
+
+    async def _start_listener(
+        self, spec: ListenerSpec, trusted: TrustedPeers, access_log: AccessLog | None
+    ) -> None:
+        config = self.config
+        tls = spec.tls
+        mutual = tls.client_certificates if tls is not None else None
         dispatcher = Dispatcher(
             self.holder,
-            scheme=scheme,
+            scheme="https" if tls is not None else "http",
             trusted=trusted,
             metrics=self.metrics,
             access_log=access_log,
             merge_slashes=config.paths.merge_slashes,
             reject_encoded_slash=config.paths.reject_encoded_slash,
             reject_encoded_controls=config.paths.reject_encoded_controls,
+            listener=spec.name,
+            hsts=hsts_value(tls.hsts) if tls is not None and tls.hsts is not None else None,
+            redirect_port=spec.https_redirect_port,
+            mutual_tls=mutual is not None,
+            subject_header=mutual.subject_header if mutual is not None else None,
             log_query=config.access_log.query == "redacted",
             track_requests=config.log.format == "json",
         )
         dispatcher.install_plugins(*self._global_chain(dispatcher))
-        services.set_original_resolver(
-            OriginalRequests(
-                self.holder,
-                trusted,
-                merge_slashes=config.paths.merge_slashes,
-                reject_encoded_slash=config.paths.reject_encoded_slash,
-                reject_encoded_controls=config.paths.reject_encoded_controls,
-            ).resolve
-        )
         limits = config.limits
-        server = GuardedServer(
+        tls_listener = self._tls_listeners.get(spec.name) if tls is not None else None
+        make_server = tls_listener.server if tls_listener is not None else GuardedServer
+        server = make_server(
             dispatcher,
-            request_factory=request_factory(asyncio.get_running_loop()),
+            request_factory=request_factory(asyncio.get_running_loop(), self.drain_signal),
             header_timeout=limits.header_timeout,
             rejections=dispatcher.rejected,
             page=error_page,
@@ -312,31 +394,27 @@ class RouterRuntime:
             max_field_size=limits.max_header_size,
             max_headers=limits.max_headers,
         )
-        self.metrics.connections = lambda: len(server.connections)
-        self.metrics.endpoints = self._current_endpoints
-        runner = web.ServerRunner(server, shutdown_timeout=config.drain.grace)
+        self._servers.append(server)
+        # stop_serving() waits out the grace; the runner's own shutdown finds nothing left.
+        runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
+        self._public_runners.append(runner)
+        host, port = split_host_port(spec.listen)
         site = web.TCPSite(
             runner,
             host or None,
             port,
-            ssl_context=ssl_context,
+            ssl_context=tls_listener.context if tls_listener is not None else None,
             reuse_port=self.reuse_port or None,
             backlog=1024,
         )
         await site.start()
-        self._public_runner = runner
-        self.public_port = _bound_port(runner, port)
-        forwarder.listen_port = str(self.public_port)  # the real one when asked for port 0
-        self.admin_state.started = True
-        logger.info(
-            "listening on %s://%s:%d (admin on %s)",
-            scheme,
-            host,
-            self.public_port,
-            self.admin_unix_path or f"{config.admin.listen.rpartition(':')[0]}:{self.admin_port}",
-        )
+        bound = _bound_port(runner, port)
+        dispatcher.listen_port = str(bound)
+        self.public_ports[spec.name] = bound
+        if len(self._public_runners) == 1:
+            self.public_port = bound
 
     def _global_chain(self, dispatcher: Dispatcher) -> tuple[Handler, dict[str, Handler]]:
         entry: Handler = dispatcher.route_request
@@ -443,11 +521,13 @@ class RouterRuntime:
         """SIGTERM: fail /readyz, keep serving for ``drain.delay``, then stop gracefully."""
         if self.admin_state is not None:
             self.admin_state.draining = True
+        self.drain_signal.draining = True
         logger.info("draining: /readyz now fails; closing in %.1fs", self.config.drain.delay)
         await asyncio.sleep(self.config.drain.delay)
         await self.stop()
 
     async def stop(self) -> None:
+        self.drain_signal.draining = True
         await self.stack.aclose()
 
 

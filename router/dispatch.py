@@ -1,12 +1,18 @@
 """The public listener's request handler: check, normalize, route, run the route's chain,
-then count and log the request."""
+then count and log the request.
+
+Every exception that is to become an error page goes to one registry
+(:class:`~router.errors.ExceptionHandlers`), asked at two points: at the end of the global
+plugin chain, so global middleware sees error pages as responses, and around the whole
+chain, for what is raised before routing and by global middleware itself. Either way the
+request gets the router's page and its access-log line.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -15,12 +21,13 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
 from router.api.plugin import Handler
-from router.errors import error_response
+from router.errors import ExceptionHandlers, router_exception_handlers
 from router.http.framing import HostParser
 from router.observability.accesslog import AccessLog
 from router.observability.logs import CURRENT_REQUEST
 from router.observability.metrics import OTHER_METHOD, Metrics
 from router.proxy.headers import TrustedPeers, joined
+from router.proxy.websocket import is_websocket_upgrade
 from router.randomness import RANDOM_HEX
 from router.routing.compiled import CompiledRoute
 from router.routing.holder import TableHolder
@@ -43,14 +50,21 @@ class Dispatcher:
         "_hosts",
         "_loop_time",
         "access_log",
+        "exception_handlers",
         "holder",
+        "hsts",
+        "listen_port",
+        "listener",
         "log_query",
         "merge_slashes",
         "metrics",
+        "mutual_tls",
+        "redirect_port",
         "reject_encoded_controls",
         "reject_encoded_slash",
         "reserved",
         "scheme",
+        "subject_header",
         "track_requests",
         "trusted",
     )
@@ -66,12 +80,27 @@ class Dispatcher:
         merge_slashes: bool,
         reject_encoded_slash: bool,
         reject_encoded_controls: bool = True,
+        listener: str = "default",
+        hsts: str | None = None,
+        redirect_port: int = 443,
+        mutual_tls: bool = False,
+        subject_header: str | None = None,
+        exception_handlers: ExceptionHandlers | None = None,
         log_query: bool = True,
         track_requests: bool = False,
     ) -> None:
         self.holder = holder
         self.log_query = log_query
         self.track_requests = track_requests
+        self.listener = listener
+        """This listener's name: routes limited to other listeners do not match here."""
+        self.listen_port = ""
+        """Set once the listener is bound (the real port when asked for port 0)."""
+        self.hsts = hsts
+        """The Strict-Transport-Security value added to every answer, if any."""
+        self.redirect_port = redirect_port
+        self.mutual_tls = mutual_tls
+        self.subject_header = subject_header
         self.scheme = scheme
         self.trusted = trusted
         self.metrics = metrics
@@ -80,6 +109,7 @@ class Dispatcher:
         self.reject_encoded_slash = reject_encoded_slash
         self.reject_encoded_controls = reject_encoded_controls
         self._hosts = HostParser()
+        self.exception_handlers = exception_handlers or router_exception_handlers()
         self.reserved: dict[str, Handler] = {}
         """Exact paths answered by plugins on every host (``/.well-known/commons-router/...``,
         ``/.commons-router/...``), before route matching decides."""
@@ -113,6 +143,11 @@ class Dispatcher:
             "",
             start,
         )
+        ctx.listen_port = self.listen_port
+        if self.mutual_tls:
+            self._client_certificate(request, ctx)
+        if self.hsts is not None:
+            ctx.on_response(self._add_hsts)
         request[CONTEXT_KEY] = ctx
         # Only JSON log lines name the request they were written for.
         current = CURRENT_REQUEST.set(ctx) if self.track_requests else None
@@ -121,7 +156,7 @@ class Dispatcher:
         self.metrics.in_flight += 1
         try:
             response, route = await self._answer(request, ctx)
-            if "Upgrade" in request.headers and not _websocket_upgrade(request):
+            if "Upgrade" in request.headers and not is_websocket_upgrade(request.headers):
                 # SECURITY: aiohttp discards the bytes that follow a request with an
                 # upgrade it does not support (h2c ...) in the same read; the connection
                 # must not go on from an unknown position in the byte stream.
@@ -142,16 +177,26 @@ class Dispatcher:
     async def _answer(
         self, request: web.BaseRequest, ctx: RequestContext
     ) -> tuple[web.StreamResponse, CompiledRoute | None]:
+        try:
+            redirect = self._locate(request, ctx)
+            if redirect is not None:
+                return redirect, ctx.route
+            return await self._entry(request), ctx.route
+        except Exception as exc:
+            return await self.exception_handlers.answer(request, exc), ctx.route
+
+    def _locate(self, request: web.BaseRequest, ctx: RequestContext) -> web.Response | None:
+        """Check the host and target, normalize the path and find the route; the answer
+        when the route sends plain HTTP to HTTPS."""
         host = self._hosts.parse(request.headers.get("Host", ""))
         if host is None:
-            return self._error(request, ctx, 400, "The Host header is not a valid host name."), None
+            raise RouterHTTPError(400, "The Host header is not a valid host name.")
         ctx.host = host
         target = request.raw_path
         if not target.startswith("/"):
-            target_or_error = _origin_form(target, request.headers.get("Host", ""))
-            if target_or_error[1] is not None:
-                return self._error(request, ctx, 400, target_or_error[1]), None
-            target = target_or_error[0]
+            target, problem = _origin_form(target, request.headers.get("Host", ""))
+            if problem is not None:
+                raise RouterHTTPError(400, problem)
         try:
             normalized = normalize_target(
                 target,
@@ -161,17 +206,40 @@ class Dispatcher:
             )
             table = self.holder.table
             if normalized.encoded:
-                ctx.route = table.resolve(host, normalized)
+                route = table.resolve(host, normalized)
             else:
-                ctx.route = table.match(host, normalized.match_path)
+                route = table.match(host, normalized.match_path)
         except PathError as exc:
-            return self._error(request, ctx, 400, f"Bad request path: {exc}."), None
+            raise RouterHTTPError(400, f"Bad request path: {exc}.") from None
         ctx.path = normalized.path
         ctx.query = normalized.query
-        try:
-            return await self._entry(request), ctx.route
-        except RouterHTTPError as exc:
-            return await self._http_error(request, ctx, exc), ctx.route
+        if route is not None:
+            if route.listeners and self.listener not in route.listeners:
+                route = None
+            elif route.https_redirect and self.scheme == "http":
+                ctx.route = route
+                return self._https_redirect(ctx)
+        ctx.route = route
+        return None
+
+    def _https_redirect(self, ctx: RequestContext) -> web.Response:
+        # The normalized path and the host parsed from Host: nothing unchecked is echoed.
+        port = "" if self.redirect_port == 443 else f":{self.redirect_port}"
+        query = f"?{ctx.query}" if ctx.query else ""
+        location = f"https://{ctx.host}{port}{ctx.path}{query}"
+        response = web.Response(status=308, headers={"Location": location})
+        response.headers["X-Request-Id"] = ctx.request_id
+        return response
+
+    def _client_certificate(self, request: web.BaseRequest, ctx: RequestContext) -> None:
+        subject: str | None = getattr(request.protocol, "client_subject", None)
+        ctx.client_certificate_subject = subject
+        if self.subject_header is not None and subject is not None:
+            ctx.add_upstream_header(self.subject_header, subject)
+
+    def _add_hsts(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        assert self.hsts is not None
+        response.headers["Strict-Transport-Security"] = self.hsts
 
     async def route_request(self, request: web.BaseRequest) -> web.StreamResponse:
         """The end of the global plugin chain: a reserved path, else the route's chain."""
@@ -186,25 +254,8 @@ class Dispatcher:
             if route is None:
                 raise RouterHTTPError(404, "No route matches this host and path.")
             return await route.handler(request)
-        except RouterHTTPError as exc:
-            return await self._http_error(request, ctx, exc)
-        except web.HTTPException as exc:
-            return self._error(request, ctx, exc.status, exc.reason, dict(exc.headers))
-
-    async def _http_error(
-        self, request: web.BaseRequest, ctx: RequestContext, exc: RouterHTTPError
-    ) -> web.Response:
-        response = self._error(request, ctx, exc.status, exc.message, exc.headers, exc.links)
-        if exc.close_connection and not response.prepared:
-            # Send the answer now and close: aiohttp would otherwise linger, reading the
-            # rest of a body that may never come.
-            response.force_close()
-            await response.prepare(request)
-            await response.write_eof()
-            transport = request.transport
-            if transport is not None:
-                transport.close()
-        return response
+        except Exception as exc:
+            return await self.exception_handlers.answer(request, exc)
 
     def rejected(self, client: str, status: int, reason: str) -> str:
         """Count and log a request refused before it could be handled (unparsable head,
@@ -233,19 +284,6 @@ class Dispatcher:
                 }
             )
         return request_id
-
-    def _error(
-        self,
-        request: web.BaseRequest,
-        ctx: RequestContext,
-        status: int,
-        message: str,
-        headers: dict[str, str] | None = None,
-        links: Sequence[tuple[str, str]] = (),
-    ) -> web.Response:
-        response = error_response(request, status, message, ctx.request_id, headers, links)
-        response.headers["X-Request-Id"] = ctx.request_id
-        return response
 
     def _finish(
         self,
@@ -319,10 +357,6 @@ def _bytes_out(response: web.StreamResponse | None) -> int:
         if isinstance(body, bytes | bytearray):
             return len(body)
     return 0
-
-
-def _websocket_upgrade(request: web.BaseRequest) -> bool:
-    return request.headers.get("Upgrade", "").strip().lower() == "websocket"
 
 
 def _origin_form(target: str, host_header: str) -> tuple[str, str | None]:

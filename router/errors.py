@@ -1,13 +1,29 @@
-"""Small, clear error pages: HTML for browsers, JSON for API clients. Never a traceback."""
+"""Small, clear error pages: HTML for browsers, JSON for API clients. Never a traceback.
+
+:class:`ExceptionHandlers` is the one place where an exception raised while answering a
+request becomes a response (as Starlette's exception handlers): the dispatcher asks it at
+the end of the global plugin chain (so global middleware sees error pages as responses)
+and around the whole chain (so what global middleware raises gets a page and an access-log
+line too).
+"""
 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+
+from router.api.context import CONTEXT_KEY
+from router.api.errors import RouterHTTPError
+
+E = TypeVar("E", bound=Exception)
+
+ExceptionHandler = Callable[[web.BaseRequest, E], Awaitable[web.StreamResponse]]
+"""``(request, exception) -> response`` for one exception type."""
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{status} {reason}</title>
@@ -83,3 +99,90 @@ def _links(links: Sequence[tuple[str, str]]) -> str:
         f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>' for label, href in links
     )
     return f"<ul>{items}</ul>"
+
+
+def _request_error_page(
+    request: web.BaseRequest,
+    status: int,
+    message: str,
+    headers: dict[str, str] | None,
+    links: Sequence[tuple[str, str]] = (),
+) -> web.Response:
+    request_id = request[CONTEXT_KEY].request_id
+    response = error_response(request, status, message, request_id, headers, links)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+async def answer_router_http_error(
+    request: web.BaseRequest, exc: RouterHTTPError
+) -> web.StreamResponse:
+    response = _request_error_page(request, exc.status, exc.message, exc.headers, exc.links)
+    if exc.close_connection:
+        # Send the answer now and close: aiohttp would otherwise linger, reading the rest
+        # of a body that may never come.
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+    return response
+
+
+_EXCEPTION_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
+"""Headers of an aiohttp exception that describe its own text body, not the page's."""
+
+
+async def answer_aiohttp_http_exception(
+    request: web.BaseRequest, exc: web.HTTPException
+) -> web.StreamResponse:
+    headers = {
+        name: value
+        for name, value in exc.headers.items()
+        if name.lower() not in _EXCEPTION_BODY_HEADERS
+    }
+    return _request_error_page(request, exc.status, exc.reason, headers)
+
+
+class ExceptionHandlers:
+    """Exception type -> the function answering a request that raised it; the handler of
+    the nearest class in the exception's MRO applies."""
+
+    __slots__ = ("_by_type", "_handlers")
+
+    def __init__(self) -> None:
+        self._handlers: dict[type[Exception], ExceptionHandler[Any]] = {}
+        self._by_type: dict[type[Exception], ExceptionHandler[Any] | None] = {}
+
+    def register(self, exc_type: type[E], handler: ExceptionHandler[E]) -> None:
+        self._handlers[exc_type] = handler
+        self._by_type.clear()
+
+    def lookup(self, exc_type: type[Exception]) -> ExceptionHandler[Any] | None:
+        try:
+            return self._by_type[exc_type]
+        except KeyError:
+            pass
+        handler = next(
+            (self._handlers[cls] for cls in exc_type.__mro__ if cls in self._handlers), None
+        )
+        self._by_type[exc_type] = handler
+        return handler
+
+    async def answer(self, request: web.BaseRequest, exc: Exception) -> web.StreamResponse:
+        """The response for ``exc``; re-raises it when no handler takes its type."""
+        handler = self.lookup(type(exc))
+        if handler is None:
+            raise exc
+        return await handler(request, exc)
+
+
+def router_exception_handlers() -> ExceptionHandlers:
+    """The router's own: :class:`RouterHTTPError` (raised by the core and by plugins) and
+    aiohttp's ``web.HTTPException`` (raised by plugins written the aiohttp way) become the
+    router's error page."""
+    handlers = ExceptionHandlers()
+    handlers.register(RouterHTTPError, answer_router_http_error)
+    handlers.register(web.HTTPException, answer_aiohttp_http_exception)
+    return handlers

@@ -67,6 +67,10 @@ class RunningRouter:
     def port(self) -> int:
         return self.runtime.public_port
 
+    def port_of(self, listener: str) -> int:
+        """The bound port of the listener named ``listener``."""
+        return self.runtime.public_ports[listener]
+
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.runtime.admin_port}"
@@ -85,6 +89,8 @@ def router_config(overrides: Mapping[str, Any], access_log_path: Path) -> dict[s
         "drain": {"delay": 0, "grace": 5},
         "access_log": {"path": str(access_log_path)},
     }
+    if "listeners" in overrides:
+        del config["listener"]
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
             config[key] = {**config[key], **value}

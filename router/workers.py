@@ -66,9 +66,8 @@ class Worker:
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self.restarts = 0
-        """Quick restarts in a row (for the back-off)."""
-        self.restarted = 0
-        """Restarts since the supervisor started."""
+        """Restarts in a row, for the back-off (0 again after a stable run)."""
+        self.restarts_total = 0
         self.last_metrics = ""
         """The last /metrics text this worker's current process answered."""
 
@@ -195,7 +194,7 @@ class Supervisor:
             if self._stop.is_set():
                 return
             await self._spawn(worker)
-            worker.restarted += 1
+            worker.restarts_total += 1
             if self._stop.is_set():
                 # SIGTERM arrived while this worker was being started.
                 self._signal_workers(signal.SIGTERM)
@@ -218,7 +217,7 @@ class Supervisor:
 
     async def metrics_text(self) -> str:
         texts = await asyncio.gather(*(self._read_metrics(w) for w in self.workers))
-        return merge_metrics([*texts, self.retired_metrics])
+        return merge_metrics([*texts, self.retired_metrics, self._own_metrics()])
 
     async def status_document(self) -> dict[str, Any]:
         answers = await asyncio.gather(*(self._ask(w, "/status") for w in self.workers))
@@ -232,7 +231,7 @@ class Supervisor:
                     "index": worker.index,
                     "pid": worker.process.pid if worker.alive and worker.process else None,
                     "answered": document is not None,
-                    "restarts": worker.restarted,
+                    "restarts": worker.restarts_total,
                     "generation": document.get("generation") if document else None,
                 }
             )
@@ -307,6 +306,18 @@ class Supervisor:
         app.router.add_get("/metrics", metrics)
         app.router.add_get("/routes", routes)
         return app
+
+    def _own_metrics(self) -> str:
+        lines = [
+            "# HELP commons_router_worker_restarts_total Worker processes restarted after "
+            "they died, by worker.\n",
+            "# TYPE commons_router_worker_restarts_total counter\n",
+        ]
+        lines.extend(
+            f'commons_router_worker_restarts_total{{worker="{w.index}"}} {w.restarts_total}\n'
+            for w in self.workers
+        )
+        return "".join(lines)
 
     def _request_stop(self) -> None:
         self.stopping = True

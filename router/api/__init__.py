@@ -5,6 +5,7 @@ from router.api.contributions import DevOptions, DevPreset, SignedStatementProfi
 from router.api.errors import RouterHTTPError
 from router.api.original import HeaderFamily, OriginalRequest
 from router.api.plugin import (
+    CertificateSink,
     Counter,
     Handler,
     Middleware,
@@ -21,6 +22,7 @@ __all__ = [
     "CONTEXT_KEY",
     "ROUTER_IMAGE",
     "BuildInfo",
+    "CertificateSink",
     "Counter",
     "DevOptions",
     "DevPreset",

@@ -19,9 +19,11 @@ class RequestContext:
     """What the router knows about one request. Reach it with :func:`context_of`."""
 
     __slots__ = (
+        "client_certificate_subject",
         "client_ip",
         "endpoint",
         "host",
+        "listen_port",
         "log_fields",
         "path",
         "query",
@@ -58,6 +60,11 @@ class RequestContext:
         """Seconds spent waiting for upstream endpoints (all attempts)."""
         self.resend_count = 0
         """Attempts after the first (retries on another endpoint)."""
+        self.listen_port = ""
+        """The port of the listener the request came in on."""
+        self.client_certificate_subject: str | None = None
+        """Subject (RFC 4514) of the client certificate, verified against the listener's CA
+        bundle; None without mutual TLS or when the client sent none."""
 
     def add_log_field(self, name: str, value: Any) -> None:
         """Add a field to this request's access-log line (e.g. ``user``, ``trace_id``)."""

@@ -82,6 +82,8 @@ class PluginServices:
         self._services: dict[ServiceKey[Any], Any] = {}
         self.upstream_observers: list[UpstreamObserver] = []
         self._original: OriginalResolver | None = None
+        self.certificates: CertificateSink | None = None
+        """The certificate store, when a listener serves TLS."""
 
     def original_request(
         self, request: web.BaseRequest, family: HeaderFamily = "any"
@@ -142,8 +144,32 @@ class Counter(Protocol):
     def inc(self, *label_values: str) -> None: ...
 
 
+class CertificateSink(Protocol):
+    """The router's certificate store, as a plugin that supplies certificates sees it.
+
+    ``source`` names where a certificate comes from (``secret:namespace/name``); each source
+    holds at most one certificate. The names it serves come from its SAN alone.
+    """
+
+    def put(self, source: str, chain_pem: bytes, key_pem: bytes) -> bool:
+        """Serve this chain and key from now on; False when rejected (logged, and listed
+        under /routes problems; the source's last good certificate keeps serving)."""
+        ...
+
+    def fail(self, source: str, message: str) -> None:
+        """Report why ``source`` has no certificate to serve."""
+        ...
+
+    def remove(self, source: str) -> None:
+        """Stop serving ``source``'s certificate and forget its problems."""
+        ...
+
+
 class UpstreamObserver(Protocol):
-    """Sees each attempt to reach an endpoint; may set headers on the outgoing request."""
+    """Sees each attempt to reach an endpoint; may set headers on the outgoing request.
+
+    WebSocket handshakes are attempts too: ``status`` 101 when the endpoint switched, and
+    the attempt finishes when the tunnel closes."""
 
     def attempt_started(
         self, request: web.BaseRequest, endpoint_url: str, headers: CIMultiDict[str]

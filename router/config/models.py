@@ -150,6 +150,10 @@ class Route(Model):
     request_headers: HeaderRules = Field(default_factory=HeaderRules)
     response_headers: HeaderRules = Field(default_factory=HeaderRules)
     websocket: bool = True
+    listeners: list[str] = Field(default_factory=list)
+    """Names of the listeners this route answers on. Empty: every listener."""
+    https_redirect: bool = False
+    """On plain-HTTP listeners, answer 308 to the same host, path and query over HTTPS."""
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-plugin settings for this route, validated by each plugin."""
 
@@ -243,6 +247,8 @@ def effective_path_match(route: Route, defaults: PathMatch) -> PathMatch:
 
 
 class Listener(Model):
+    """The single public listener of older configurations (``listeners`` replaces it)."""
+
     listen: HostPort = "127.0.0.1:8080"
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -252,6 +258,78 @@ class Listener(Model):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("set both tls_cert and tls_key, or neither")
         return self
+
+
+class CertificateFiles(Model):
+    """A certificate chain and its private key, as PEM files (watched for changes)."""
+
+    cert: str
+    key: str
+
+
+class Hsts(Model):
+    max_age: Duration = 31536000.0
+    include_subdomains: bool = False
+    preload: bool = False
+
+
+class ClientCertificates(Model):
+    """Ask TLS clients for a certificate signed by ``ca`` (mutual TLS)."""
+
+    mode: Literal["optional", "required"] = "required"
+    ca: str
+    """PEM bundle of the certificate authorities client certificates must chain to."""
+    subject_header: str | None = None
+    """Send the verified subject to backends in this header (clients cannot set it)."""
+
+    @field_validator("subject_header")
+    @classmethod
+    def _check_header(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_header_name(value)
+        return value
+
+
+class ListenerTls(Model):
+    """TLS on a listener: certificates come from the certificate store (``tls``)."""
+
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    hsts: Hsts | None = None
+    """Send Strict-Transport-Security on every answer of this listener."""
+    client_certificates: ClientCertificates | None = None
+
+
+class ListenerSpec(Model):
+    name: str
+    listen: HostPort
+    tls: ListenerTls | None = None
+    https_redirect_port: int = Field(443, ge=1, le=65535)
+    """Port named in the HTTPS redirects this plain listener answers (443: none shown)."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _ROUTE_NAME_RE.match(value):
+            raise ValueError("listener names use letters, digits, '.', '_' and '-' (max 128)")
+        return value
+
+
+class Tls(Model):
+    """The certificate store shared by every TLS listener."""
+
+    certificates: list[CertificateFiles] = Field(default_factory=list)
+    default_certificate: str | None = None
+    """Host name whose certificate answers clients that send no SNI name, or one no
+    certificate covers. Unset: such handshakes are refused."""
+    watch_interval: Duration = 2.0
+    """How often certificate files are checked for changes."""
+    expiry_warning: Duration = 14 * 86400.0
+    """Log a warning when a loaded certificate expires within this time."""
+
+    @field_validator("default_certificate")
+    @classmethod
+    def _check_default(cls, value: str | None) -> str | None:
+        return None if value is None else validate_host_pattern(value)
 
 
 class Admin(Model):
@@ -280,6 +358,9 @@ class Config(Model):
     """The commons-router configuration file."""
 
     listener: Listener = Field(default_factory=Listener)
+    listeners: list[ListenerSpec] = Field(default_factory=list)
+    """Public listeners (replaces ``listener``); each route may name the ones it uses."""
+    tls: Tls = Field(default_factory=Tls)
     admin: Admin = Field(default_factory=Admin)
     workers: int = Field(1, ge=1, le=64)
     trusted_proxies: list[str] = Field(default_factory=list)
@@ -296,9 +377,60 @@ class Config(Model):
 
     @model_validator(mode="after")
     def _check_workers_port(self) -> Config:
-        if self.workers > 1 and self.listener.listen.rpartition(":")[2] == "0":
+        if self.workers > 1 and any(
+            spec.listen.rpartition(":")[2] == "0" for spec in self.public_listeners()
+        ):
             raise ValueError("workers > 1 needs a fixed listener port (not 0)")
         return self
+
+    @model_validator(mode="after")
+    def _check_listeners(self) -> Config:
+        if self.listeners and "listener" in self.model_fields_set:
+            raise ValueError(
+                "set either 'listener' or 'listeners', not both: move listener.listen to "
+                "listeners[0].listen, and listener.tls_cert/tls_key to "
+                "tls.certificates[0].cert/key with 'tls: {}' on that listener"
+            )
+        names = [spec.name for spec in self.listeners]
+        problem = duplicate_names("listeners", names)
+        if problem:
+            raise ValueError(problem)
+        known = set(names) or {DEFAULT_LISTENER}
+        for route in self.routes:
+            unknown = sorted(set(route.listeners) - known)
+            if unknown:
+                raise ValueError(
+                    f"route {route.name!r} names unknown listeners {unknown}; "
+                    f"defined: {sorted(known)}"
+                )
+        serves_tls = any(spec.tls is not None for spec in self.public_listeners())
+        if (self.tls.certificates or self.tls.default_certificate) and not serves_tls:
+            raise ValueError("tls.certificates are set but no listener has 'tls'")
+        return self
+
+    def public_listeners(self) -> list[ListenerSpec]:
+        """``listeners``, or the one that the older ``listener`` section describes."""
+        if self.listeners:
+            return self.listeners
+        legacy = self.listener
+        return [
+            ListenerSpec(
+                name=DEFAULT_LISTENER,
+                listen=legacy.listen,
+                tls=ListenerTls() if legacy.tls_cert is not None else None,
+            )
+        ]
+
+    def certificate_files(self) -> list[CertificateFiles]:
+        """Every certificate file pair: ``tls.certificates`` and the older listener's."""
+        files = list(self.tls.certificates)
+        if not self.listeners and self.listener.tls_cert and self.listener.tls_key:
+            files.append(CertificateFiles(cert=self.listener.tls_cert, key=self.listener.tls_key))
+        return files
+
+    @property
+    def serves_tls(self) -> bool:
+        return any(spec.tls is not None for spec in self.public_listeners())
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -314,9 +446,15 @@ class Config(Model):
         return value
 
 
+DEFAULT_LISTENER = "default"
+"""The name of the listener an older single-``listener`` configuration describes."""
+
+
 def duplicate_names(field_name: str, names: list[Any]) -> str | None:
     duplicates = sorted({str(n) for n in names if names.count(n) > 1})
     if not duplicates:
         return None
-    what = "route name" if field_name == "routes" else "plugin listed twice"
+    what = {"routes": "route name", "listeners": "listener name"}.get(
+        field_name, "plugin listed twice"
+    )
     return f"duplicate {what}: {', '.join(repr(d) for d in duplicates)}"

@@ -246,6 +246,9 @@ class GuardedRequestHandler(RequestHandler):
 class GuardedServer(web.Server):
     """A low-level aiohttp server whose connections use :class:`GuardedRequestHandler`."""
 
+    handler_class: type[GuardedRequestHandler] = GuardedRequestHandler
+    """Subclasses may use a subclass (TLS listeners count handshakes in theirs)."""
+
     def __init__(
         self,
         *args: Any,
@@ -265,7 +268,7 @@ class GuardedServer(web.Server):
         self._page = page
 
     def __call__(self) -> RequestHandler:
-        return GuardedRequestHandler(
+        return self.handler_class(
             self,
             loop=self._loop,
             header_timeout=self._header_timeout,

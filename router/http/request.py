@@ -12,9 +12,18 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import ERROR, RequestHandler
 
 from router.api.context import CONTEXT_KEY
+from router.http.drain import DrainSignal
 
 
 class RouterRequest(web.BaseRequest):
+    _drain = DrainSignal()  # the factory sets the process's; this one for clones
+
+    @property
+    def keep_alive(self) -> bool:
+        # Read when the response is prepared, so answers to requests that began before a
+        # drain say ``Connection: close`` too.
+        return not (self._message.should_close or self._drain.draining)
+
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
         # aiohttp calls this from StreamResponse.prepare(), i.e. for every response just
         # before its headers are written: the one place all responses pass through.
@@ -29,9 +38,7 @@ _REFUSED = ERROR._replace(version=HttpVersion11)
 (aiohttp's own placeholder says HTTP/1.0, and the status line repeats it)."""
 
 
-def request_factory(
-    loop: asyncio.AbstractEventLoop,
-) -> Any:
+def request_factory(loop: asyncio.AbstractEventLoop, drain: DrainSignal) -> Any:
     def make(
         message: RawRequestMessage,
         payload: StreamReader,
@@ -41,6 +48,8 @@ def request_factory(
     ) -> RouterRequest:
         if message is ERROR:
             message = _REFUSED
-        return RouterRequest(message, payload, protocol, writer, task, loop)
+        request = RouterRequest(message, payload, protocol, writer, task, loop)
+        request._drain = drain
+        return request
 
     return make

@@ -138,6 +138,8 @@ class Metrics:
         self.last_reload = time.time()
         """When the configuration was last loaded successfully (start-up counts)."""
         self.last_reload_ok = True
+        self.collectors: list[Callable[[], Iterable[str]]] = []
+        """More metric families (lines with HELP and TYPE), rendered after the core ones."""
         self.rejections: dict[str, int] = {}
 
     def rejected(self, reason: str) -> None:
@@ -323,3 +325,5 @@ class Metrics:
             )
             yield "# TYPE commons_router_access_log_write_errors_total counter\n"
             yield f"commons_router_access_log_write_errors_total {access_log.write_errors}\n"
+        for collect in self.collectors:
+            yield from collect()

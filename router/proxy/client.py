@@ -13,14 +13,17 @@ import asyncio
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterable
-from typing import Final
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Final, TypeVar
 
 from router.proxy.connection import UpstreamConnection, UpstreamResponse
+from router.proxy.tunnel import UpstreamTunnel
 from router.proxy.wire import ConnectFailed, Disconnected, Origin, UpstreamTimeouts, request_head
 
 _SWEEP_INTERVAL: Final = 5.0
 _METHODS_WITH_BODY: Final = frozenset({"POST", "PUT", "PATCH"})
+
+_Opened = TypeVar("_Opened", UpstreamConnection, UpstreamTunnel)
 
 
 class UpstreamClient:
@@ -33,7 +36,7 @@ class UpstreamClient:
         self.keepalive_timeout = keepalive_timeout
         self.sweep_interval = sweep_interval
         self._idle: dict[str, list[UpstreamConnection]] = {}
-        self._open: set[UpstreamConnection] = set()
+        self._open: set[UpstreamConnection | UpstreamTunnel] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
@@ -73,7 +76,7 @@ class UpstreamClient:
         )
         connection = self._take_idle(origin.key)
         if connection is None:
-            connection = await self._connect(origin, timeouts.connect)
+            connection = await self._connect(origin, timeouts.connect, self._new_connection)
         try:
             return await connection.exchange(head, body, chunked, method, timeouts)
         except Disconnected:
@@ -81,8 +84,25 @@ class UpstreamClient:
                 raise
         # The endpoint closed the idle connection as we wrote to it: a race every
         # keep-alive client meets; a fresh connection settles it.
-        connection = await self._connect(origin, timeouts.connect)
+        connection = await self._connect(origin, timeouts.connect, self._new_connection)
         return await connection.exchange(head, body, chunked, method, timeouts)
+
+    async def upgrade(
+        self,
+        origin: Origin,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        timeouts: UpstreamTimeouts,
+        *,
+        has_host: bool,
+    ) -> UpstreamTunnel:
+        """Send an upgrade request (a GET without body) to ``origin`` on a new connection
+        and return it once the answer head is in: a tunnel when ``status`` is 101,
+        otherwise already closed."""
+        head = request_head("GET", target, headers, None if has_host else origin.host_header, None)
+        tunnel = await self._connect(origin, timeouts.connect, self._new_tunnel)
+        await tunnel.handshake(head, timeouts)
+        return tunnel
 
     # -- pool ----------------------------------------------------------------------------
 
@@ -107,7 +127,7 @@ class UpstreamClient:
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(self.sweep_interval, self._sweep)
 
-    def forget(self, connection: UpstreamConnection) -> None:
+    def forget(self, connection: UpstreamConnection | UpstreamTunnel) -> None:
         self._open.discard(connection)
 
     def _sweep(self) -> None:
@@ -126,7 +146,15 @@ class UpstreamClient:
         if self._idle:
             self._sweeper = self.loop.call_later(self.sweep_interval, self._sweep)
 
-    async def _connect(self, origin: Origin, limit: float | None) -> UpstreamConnection:
+    def _new_connection(self, origin: Origin) -> UpstreamConnection:
+        return UpstreamConnection(self, origin)
+
+    def _new_tunnel(self, origin: Origin) -> UpstreamTunnel:
+        return UpstreamTunnel(self.loop, origin, self.forget)
+
+    async def _connect(
+        self, origin: Origin, limit: float | None, factory: Callable[[Origin], _Opened]
+    ) -> _Opened:
         if self._closed:
             raise ConnectFailed("the router is shutting down", "the router is shutting down")
         tls: ssl.SSLContext | None = None
@@ -137,7 +165,7 @@ class UpstreamClient:
         try:
             async with asyncio.timeout(limit):
                 _, connection = await self.loop.create_connection(
-                    lambda: UpstreamConnection(self, origin),
+                    lambda: factory(origin),
                     origin.host,
                     origin.port,
                     ssl=tls,

@@ -1,4 +1,9 @@
-"""Forward one HTTP request to an upstream endpoint and stream the answer back."""
+"""Forward one request to an upstream endpoint and stream the answer back.
+
+HTTP requests and WebSocket upgrades take the same path: endpoint choice, connect timeout,
+passive health, retries to another endpoint and upstream observers; only what happens
+once the endpoint answered differs (a response relayed, or a tunnel: proxy/websocket.py).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,20 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from aiohttp import ClientSession, web
+from aiohttp import web
 from multidict import CIMultiDict
 
 from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
-from router.api.plugin import Handler, UpstreamObserver
+from router.api.plugin import UpstreamObserver
 from router.observability.metrics import Metrics
 from router.proxy.body import BodyLimits, BodyReader, BodyTooLarge, ClientBodyError
 from router.proxy.client import UpstreamClient
 from router.proxy.connection import UpstreamResponse
 from router.proxy.headers import HeaderPolicy, TrustedPeers, forwarded_element, joined
+from router.proxy.tunnel import UpstreamTunnel
 from router.proxy.upstream import EndpointState
+from router.proxy.websocket import expected_accept, is_websocket_upgrade, relay, switched
 from router.proxy.wire import (
     ConnectFailed,
     Disconnected,
@@ -52,22 +59,17 @@ class Forwarder:
     def __init__(
         self,
         client: UpstreamClient,
-        session: ClientSession,
         policy: HeaderPolicy,
         trusted: TrustedPeers,
         metrics: Metrics,
-        listen_port: int,
         observers: tuple[UpstreamObserver, ...] = (),
         body_limits: BodyLimits | None = None,
         detailed_errors: bool = False,
     ) -> None:
         self.client = client
-        self.session = session
-        """For WebSocket upgrades."""
         self.policy = policy
         self.trusted = trusted
         self.metrics = metrics
-        self.listen_port = str(listen_port)
         self.observers = observers
         self._loop: asyncio.AbstractEventLoop | None = None
         """Cached: ``asyncio.get_running_loop()`` costs a ``getpid()`` system call."""
@@ -77,8 +79,6 @@ class Forwarder:
         self.detailed_errors = detailed_errors
         """Error pages say which endpoint failed and how (dev mode); otherwise they name
         the route and what happened, never an internal address."""
-        self.websocket: Handler | None = None
-        """Answers WebSocket upgrades on routes that allow them."""
 
     def upstream_headers(
         self, request: web.BaseRequest, ctx: RequestContext, route: CompiledRoute
@@ -95,7 +95,7 @@ class Forwarder:
             headers["X-Forwarded-For"] = f"{prior_for}, {peer}" if prior_for else peer
             headers["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto", ctx.scheme)
             headers["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host", host)
-            headers["X-Forwarded-Port"] = incoming.get("X-Forwarded-Port", self.listen_port)
+            headers["X-Forwarded-Port"] = incoming.get("X-Forwarded-Port", ctx.listen_port)
             prior = joined(incoming, "Forwarded")
             element = forwarded_element(peer, host, ctx.scheme)
             headers["Forwarded"] = f"{prior}, {element}" if prior else element
@@ -103,7 +103,7 @@ class Forwarder:
             headers["X-Forwarded-For"] = peer
             headers["X-Forwarded-Proto"] = ctx.scheme
             headers["X-Forwarded-Host"] = host
-            headers["X-Forwarded-Port"] = self.listen_port
+            headers["X-Forwarded-Port"] = ctx.listen_port
             headers["Forwarded"] = forwarded_element(peer, host, ctx.scheme)
         if route.strip_prefix:
             headers["X-Forwarded-Prefix"] = route.strip_prefix
@@ -122,9 +122,14 @@ class Forwarder:
         ctx = request[CONTEXT_KEY]
         route = ctx.route
         assert route is not None and route.pool is not None
-        if route.websocket and self.websocket is not None and is_websocket_upgrade(request):
-            return await self.websocket(request)
+        # Set for a WebSocket upgrade: the Sec-WebSocket-Accept the client expects.
+        accept: str | None = None
+        if route.websocket and is_websocket_upgrade(request.headers):
+            accept = expected_accept(request)
         headers = self.upstream_headers(request, ctx, route)
+        if accept is not None:
+            headers["Connection"] = "Upgrade"
+            headers["Upgrade"] = "websocket"
         path_qs = route.upstream_path(ctx.path)
         if ctx.query:
             path_qs = f"{path_qs}?{ctx.query}"
@@ -163,7 +168,7 @@ class Forwarder:
             ctx.resend_count = attempt
             try:
                 return await self._attempt(
-                    request, ctx, route, endpoint, path_qs, headers, body, may_retry
+                    request, ctx, route, endpoint, path_qs, headers, body, may_retry, accept
                 )
             except _AttemptFailed as exc:
                 failure = exc
@@ -200,6 +205,7 @@ class Forwarder:
         headers: CIMultiDict[str],
         body: bytes | AsyncIterator[bytes] | None,
         may_resend: bool,
+        accept: str | None,
     ) -> web.StreamResponse:
         endpoint.outstanding += 1
         endpoint.attempts += 1
@@ -210,22 +216,32 @@ class Forwarder:
         )
         status: int | None = None
         error: str | None = None
+        upstream: UpstreamResponse | UpstreamTunnel
         loop = self._loop
         assert loop is not None
         started = loop.time()
         try:
             try:
-                upstream = await self.client.request(
-                    endpoint.address,
-                    request.method,
-                    endpoint.prefix + path_qs,
-                    headers.items(),
-                    body,
-                    route.timeouts,
-                    has_host=route.keep_host and "Host" in headers,
-                    has_length="Content-Length" in headers,
-                    may_resend=may_resend,
-                )
+                if accept is None:
+                    upstream = await self.client.request(
+                        endpoint.address,
+                        request.method,
+                        endpoint.prefix + path_qs,
+                        headers.items(),
+                        body,
+                        route.timeouts,
+                        has_host=route.keep_host and "Host" in headers,
+                        has_length="Content-Length" in headers,
+                        may_resend=may_resend,
+                    )
+                else:
+                    upstream = await self.client.upgrade(
+                        endpoint.address,
+                        endpoint.prefix + path_qs,
+                        headers.items(),
+                        route.timeouts,
+                        has_host=route.keep_host and "Host" in headers,
+                    )
             except ConnectFailed as exc:
                 error = "connect"
                 raise _AttemptFailed(
@@ -281,8 +297,24 @@ class Forwarder:
             finally:
                 ctx.upstream_time += loop.time() - started
             status = upstream.status
+            route.pool.record_success(endpoint)  # type: ignore[union-attr]
+            if isinstance(upstream, UpstreamTunnel):
+                assert accept is not None
+                if not switched(upstream, accept):
+                    error = "websocket"
+                    upstream.abort()
+                    route.metrics.upstream_error("websocket")
+                    ctx.add_log_field("error", "websocket")
+                    raise RouterHTTPError(
+                        502,
+                        f"The upstream of route {route.name!r} refused the WebSocket upgrade "
+                        f"(status {upstream.status}).",
+                    )
+                try:
+                    return await self._switch(request, ctx, route, upstream)
+                finally:
+                    upstream.close()
             try:
-                route.pool.record_success(endpoint)  # type: ignore[union-attr]
                 return await self._relay(request, ctx, route, upstream)
             finally:
                 upstream.release()
@@ -297,7 +329,7 @@ class Forwarder:
         response: web.StreamResponse,
         ctx: RequestContext,
         route: CompiledRoute,
-        upstream: UpstreamResponse,
+        upstream: UpstreamResponse | UpstreamTunnel,
     ) -> None:
         headers = response.headers
         self.policy.copy_downstream(
@@ -306,6 +338,24 @@ class Forwarder:
         for name, value in route.response_set:
             headers[name] = value
         headers["X-Request-Id"] = ctx.request_id
+
+    async def _switch(
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        route: CompiledRoute,
+        tunnel: UpstreamTunnel,
+    ) -> web.StreamResponse:
+        """Accept the client's upgrade (the endpoint did) and relay until either side ends."""
+        response = web.StreamResponse(status=101, reason="Switching Protocols")
+        self._response_headers(response, ctx, route, tunnel)
+        response.headers["Upgrade"] = "websocket"
+        response.headers["Connection"] = "Upgrade"
+        response.force_close()
+        await response.prepare(request)
+        ctx.upgraded = True
+        await relay(request, response, tunnel)
+        return response
 
     async def _relay(
         self,
@@ -376,14 +426,6 @@ class Forwarder:
             endpoint.url if endpoint is not None else None,
             _reason(exc),
         )
-
-
-def is_websocket_upgrade(request: web.BaseRequest) -> bool:
-    headers = request.headers
-    upgrade = headers.get("Upgrade")
-    if upgrade is None or upgrade.strip().lower() != "websocket":
-        return False
-    return "upgrade" in headers.get("Connection", "").lower()
 
 
 def _abort(request: web.BaseRequest) -> None:

@@ -1,155 +1,123 @@
-"""WebSocket proxying: the upstream handshake first, then frames both ways.
+"""WebSocket upgrades: which requests are ones, the checks on both handshakes, and the
+relay of the two byte streams once the endpoint switched protocols.
 
-SECURITY: the client's upgrade is accepted only after the upstream answered 101, so a
-backend that refuses (or answers a plain response) never gets a tunnel; the route's plugin
-chain (auth) has already run before this handler is reached.
+The handshake goes upstream like any request (the forwarder's endpoint choice, connect
+timeout, passive health, retries and upstream observers); see proxy/tunnel.py.
+
+After the 101 the router relays raw bytes both ways instead of frames (as nginx does): the
+client's handshake (key, subprotocols, extensions) is the one the endpoint answers, so
+both ends agree on the framing without the router taking part. On the client side
+aiohttp's server keeps the connection: the 101 is an ordinary prepared response (so
+response hooks, e.g. signing, see it), the endpoint's bytes are written through it (with
+its flow control), and the client's bytes come from the connection's payload parser slot,
+the same place aiohttp's own WebSocket reader is plugged in.
+
+SECURITY: the client's upgrade is accepted only after the endpoint answered 101 with
+``Upgrade: websocket`` and the ``Sec-WebSocket-Accept`` that matches the client's key, so a
+backend that refuses (or answers a plain response) never gets a tunnel, and what the
+client sent after its upgrade request is read as HTTP again. The route's plugin chain
+(auth) has run before the forwarder is reached.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import base64
+import binascii
+import hashlib
+from typing import Any, cast
 
-from aiohttp import (
-    ClientError,
-    ClientWebSocketResponse,
-    ClientWSTimeout,
-    WSMsgType,
-    WSServerHandshakeError,
-    web,
-)
+from aiohttp import web
+from multidict import CIMultiDictProxy
 
-from router.api.context import CONTEXT_KEY
 from router.api.errors import RouterHTTPError
-from router.proxy.forward import Forwarder
+from router.proxy.headers import connection_tokens
+from router.proxy.tunnel import UpstreamTunnel
 
-logger = logging.getLogger("commons_router.websocket")
-
-_WS_TIMEOUT = ClientWSTimeout(ws_receive=None, ws_close=10.0)
-
-# Headers the WebSocket client/server machinery sets itself on each side.
-_HANDSHAKE_HEADERS = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-        "sec-websocket-accept",
-    }
-)
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_VERSIONS = frozenset({"13", "8", "7"})
+"""Sec-WebSocket-Version values accepted from clients (aiohttp's own server's set)."""
 
 
-async def proxy_websocket(forwarder: Forwarder, request: web.BaseRequest) -> web.StreamResponse:
-    ctx = request[CONTEXT_KEY]
-    route = ctx.route
-    assert route is not None and route.pool is not None
+def is_websocket_upgrade(headers: CIMultiDictProxy[str]) -> bool:
+    """True for a request asking to switch to WebSocket (``Upgrade: websocket`` and
+    ``Connection: upgrade``): the one test the router uses for it."""
+    upgrade = headers.get("Upgrade")
+    if upgrade is None or upgrade.strip().lower() != "websocket":
+        return False
+    connection = headers.get("Connection")
+    return connection is not None and "upgrade" in connection_tokens(connection)
+
+
+def expected_accept(request: web.BaseRequest) -> str:
+    """Check the client's handshake and return the ``Sec-WebSocket-Accept`` its key calls
+    for; a malformed handshake is refused before any upstream connection."""
     if request.method != "GET":
         raise RouterHTTPError(400, "A WebSocket upgrade must use GET.")
-    endpoint = route.pool.pick(asyncio.get_running_loop().time())
-    if endpoint is None:
-        ctx.add_log_field("error", "no_endpoint")
+    if request.body_exists:
+        # What follows the body would be read as the new protocol: do not go on.
         raise RouterHTTPError(
-            503, f"No healthy upstream endpoint is available for route {route.name!r}."
+            400, "A WebSocket upgrade cannot have a body.", close_connection=True
         )
-    ctx.endpoint = endpoint
-    headers = forwarder.upstream_headers(request, ctx, route)
-    for name in list(headers):
-        if name.lower() in _HANDSHAKE_HEADERS:
-            del headers[name]
-    protocols = tuple(
-        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
-    )
-    path_qs = route.upstream_path(ctx.path)
-    if ctx.query:
-        path_qs = f"{path_qs}?{ctx.query}"
-    url = endpoint.target(path_qs).with_scheme(
-        "wss" if endpoint.origin.startswith("https") else "ws"
-    )
+    headers = request.headers
+    if headers.get("Sec-WebSocket-Version", "") not in _VERSIONS:
+        raise RouterHTTPError(400, "The WebSocket version is missing or not supported.")
+    key = headers.get("Sec-WebSocket-Key", "")
     try:
-        upstream = await forwarder.session.ws_connect(
-            url,
-            headers=headers,
-            protocols=protocols,
-            autoping=False,
-            autoclose=False,
-            max_msg_size=0,
-            timeout=_WS_TIMEOUT,
-        )
-    except WSServerHandshakeError as exc:
-        route.metrics.upstream_error("websocket")
-        raise RouterHTTPError(
-            502,
-            f"The upstream of route {route.name!r} refused the WebSocket upgrade "
-            f"(status {exc.status}).",
-        ) from None
-    except (ClientError, OSError, TimeoutError) as exc:
-        route.metrics.upstream_error("connect")
-        ctx.add_log_field("error", "connect")
-        logger.warning("route %s: upstream %s failed (connect): %s", route.name, endpoint.url, exc)
-        detail = str(exc) if forwarder.detailed_errors else "no connection could be opened"
-        raise RouterHTTPError(
-            502, f"The upstream of route {route.name!r} could not be reached ({detail})."
-        ) from None
-
-    endpoint.outstanding += 1
-    try:
-        client = web.WebSocketResponse(
-            protocols=(upstream.protocol,) if upstream.protocol else (),
-            autoping=False,
-            autoclose=False,
-            max_msg_size=0,
-        )
-        client.headers["X-Request-Id"] = ctx.request_id
-        await client.prepare(request)
-        ctx.upgraded = True
-        await _pump_both_ways(client, upstream)
-        return client
-    finally:
-        endpoint.outstanding -= 1
-        if not upstream.closed:
-            await upstream.close()
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid = False
+    if not valid:
+        raise RouterHTTPError(400, "The WebSocket key is missing or malformed.")
+    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()  # noqa: S324
 
 
-async def _pump_both_ways(client: web.WebSocketResponse, upstream: ClientWebSocketResponse) -> None:
-    to_upstream = asyncio.create_task(_pump(client, upstream))
-    to_client = asyncio.create_task(_pump(upstream, client))
-    try:
-        await asyncio.wait({to_upstream, to_client}, return_when=asyncio.FIRST_COMPLETED)
-        # One side closed: the other pump forwards the close frame and ends too.
-        await asyncio.wait({to_upstream, to_client}, timeout=10.0)
-    finally:
-        for task in (to_upstream, to_client):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(to_upstream, to_client, return_exceptions=True)
-    if not client.closed:
-        await client.close()
-    if not upstream.closed:
-        await upstream.close()
+def switched(tunnel: UpstreamTunnel, accept: str) -> bool:
+    """True when the endpoint's answer completes the client's WebSocket handshake."""
+    if tunnel.status != 101 or not tunnel.switched:
+        return False
+    upgrade = answer_accept = None
+    for name, value in tunnel.headers:
+        lowered = name.lower()
+        if lowered == "upgrade":
+            upgrade = value.strip().lower()
+        elif lowered == "sec-websocket-accept":
+            answer_accept = value.strip()
+    return upgrade == "websocket" and answer_accept == accept
 
 
-async def _pump(
-    source: web.WebSocketResponse | ClientWebSocketResponse,
-    sink: web.WebSocketResponse | ClientWebSocketResponse,
+class _ToUpstream:
+    """Takes the client's bytes from aiohttp's connection, in place of its WebSocket reader."""
+
+    __slots__ = ("_tunnel",)
+
+    def __init__(self, tunnel: UpstreamTunnel) -> None:
+        self._tunnel = tunnel
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self._tunnel.write(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self._tunnel.close()
+
+
+async def relay(
+    request: web.BaseRequest, response: web.StreamResponse, tunnel: UpstreamTunnel
 ) -> None:
-    while True:
-        message = await source.receive()
-        kind = message.type
-        if kind is WSMsgType.TEXT:
-            await sink.send_str(message.data)
-        elif kind is WSMsgType.BINARY:
-            await sink.send_bytes(message.data)
-        elif kind is WSMsgType.PING:
-            await sink.ping(message.data)
-        elif kind is WSMsgType.PONG:
-            await sink.pong(message.data)
-        elif kind is WSMsgType.CLOSE:
-            if not sink.closed:
-                await sink.close(code=message.data or 1000, message=(message.extra or "").encode())
-            return
-        else:
-            # CLOSING / CLOSED / ERROR: the peer is gone; close the other side as abnormal.
-            if not sink.closed:
-                code = source.close_code if source.close_code is not None else 1011
-                await sink.close(code=code)
-            return
+    """Relay bytes both ways until the endpoint ends the tunnel or the client goes away
+    (then aiohttp cancels the handler, and the caller closes the tunnel)."""
+    transport = request.transport
+    if transport is None:
+        return
+    # The client is read only as fast as the endpoint takes its bytes.
+    tunnel.on_pause_writing = transport.pause_reading
+    tunnel.on_resume_writing = transport.resume_reading
+    protocol = request.protocol
+    protocol.keep_alive(False)
+    # aiohttp types the slot as its own WebSocket reader; it calls only feed_data/feed_eof.
+    protocol.set_parser(cast(Any, _ToUpstream(tunnel)))
+    try:
+        while data := await tunnel.read():
+            await response.write(data)
+    except ConnectionError:
+        return  # the client's connection broke: nothing left to relay to

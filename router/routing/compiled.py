@@ -13,7 +13,9 @@ from router.proxy.wire import UpstreamTimeouts
 class CompiledRoute:
     __slots__ = (
         "handler",
+        "https_redirect",
         "keep_host",
+        "listeners",
         "max_body_size",
         "metrics",
         "name",
@@ -55,6 +57,9 @@ class CompiledRoute:
         self.keep_host = spec.preserve_host
         self.retries = spec.retries
         self.websocket = spec.websocket
+        self.listeners = frozenset(spec.listeners)
+        """Empty: every listener."""
+        self.https_redirect = spec.https_redirect
         self.timeouts = UpstreamTimeouts(
             connect=spec.timeouts.connect, read=spec.timeouts.read, total=spec.timeouts.total
         )

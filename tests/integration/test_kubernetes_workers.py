@@ -3,6 +3,7 @@ supervisor), and every worker serves the same routes, a restarted one at once.""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import signal
@@ -11,6 +12,7 @@ from typing import Any
 
 from aiohttp import ClientSession, UnixConnector
 
+from tests.integration.test_kubernetes_tls import tls_secret
 from tests.integration.test_workers import admin_socket, workers_of
 from tests.support.kubeapi import KubeApiServer, kubeconfig, run_kube_api
 from tests.support.kubecluster import (
@@ -21,7 +23,15 @@ from tests.support.kubecluster import (
     run_pods,
     set_endpoints,
 )
-from tests.support.processes import base_config, eventually, get, started, write_config
+from tests.support.processes import (
+    base_config,
+    eventually,
+    free_port,
+    get,
+    started,
+    write_config,
+)
+from tests.support.tls import TestCA, served_common_name
 
 ROUTE = "team-a.app.rule0.path0"
 RESOURCES = {"ingresses", "ingressclasses", "services", "endpointslices", "pods"}
@@ -107,6 +117,57 @@ async def test_three_workers_share_one_set_of_watches(tmp_path: Path) -> None:
                 assert watches_by_resource(api) == dict.fromkeys(RESOURCES, 1)
                 assert len(api.watches) == len(RESOURCES)
 
+                router.send(signal.SIGTERM)
+                assert await router.wait_exit() == 0
+                assert "Traceback" not in router.stderr()
+
+
+async def test_every_worker_serves_the_certificates_of_secrets(tmp_path: Path) -> None:
+    """The supervisor watches the routes; each worker terminates TLS, so each one loads the
+    certificates of the Secrets our Ingresses name (watching only Ingresses, classes and
+    those Secrets)."""
+    ca = TestCA()
+    async with run_pods() as pods, run_kube_api() as (api, server):
+        objects = copy.deepcopy(app_objects(pods.port, "app-0"))
+        for obj in objects:
+            if obj["kind"] == "Ingress":
+                obj["spec"]["tls"] = [{"hosts": ["app.test"], "secretName": "app-tls"}]
+        api.apply(*objects, tls_secret("app-tls", *ca.issue("app.test", common_name="w")))
+        https_port = free_port()
+        config = base_config(
+            tmp_path,
+            [],
+            workers=2,
+            plugins=[
+                {
+                    "name": "kubernetes",
+                    "config": plugin_config(kubeconfig(tmp_path / "kubeconfig", server.url)),
+                }
+            ],
+        )
+        config.pop("listener")
+        config["listeners"] = [
+            {"name": "http", "listen": f"127.0.0.1:{free_port()}"},
+            {"name": "https", "listen": f"127.0.0.1:{https_port}", "tls": {}},
+        ]
+        path = tmp_path / "router.yaml"
+        write_config(path, config)
+        async with ClientSession() as client:
+            with started(["serve", "--config", str(path)], tmp_path) as router:
+                await router.wait_ready(client, f"http://{config['admin']['listen']}", timeout=30)
+                assert sorted(workers_of(router)) == [0, 1]
+
+                async def every_handshake_served() -> bool:
+                    names = [
+                        await asyncio.to_thread(served_common_name, https_port, "app.test", ca)
+                        for _ in range(12)  # new connections, spread over both workers
+                    ]
+                    return names == ["w"] * 12
+
+                await eventually(every_handshake_served, message="both workers serve the Secret")
+                # Routes are still watched once, by the supervisor.
+                slices = [c for c in api.calls_of("watch") if c.resource == "endpointslices"]
+                assert len(slices) == 1
                 router.send(signal.SIGTERM)
                 assert await router.wait_exit() == 0
                 assert "Traceback" not in router.stderr()

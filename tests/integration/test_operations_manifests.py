@@ -116,11 +116,14 @@ def test_every_overlay_configures_a_router_that_passes_check(
         assert plugins == ["kubernetes", "sessions", "auth"]
         assert config.plugins[1].config["store"] == "redis"
     if name == "tls":
-        assert config.listener.tls_cert == "/etc/commons-router/tls/tls.crt"
+        (files,) = config.tls.certificates
+        assert (files.cert, files.key) == (
+            "/etc/commons-router/tls/tls.crt",
+            "/etc/commons-router/tls/tls.key",
+        )
+        assert config.tls.default_certificate == "www.example.org"
         mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
         assert {"name": "tls", "mountPath": "/etc/commons-router/tls", "readOnly": True} in mounts
-        (service,) = kinds["Service"]
-        assert [p["port"] for p in service["spec"]["ports"]] == [443]
 
 
 @needs_kubectl
@@ -133,7 +136,10 @@ def test_admin_port_is_open_only_to_the_monitoring_namespace() -> None:
     rules = policy["spec"]["ingress"]
     public = [r for r in rules if r["ports"][0]["port"] == "http"]
     admin = [r for r in rules if r["ports"][0]["port"] == "admin"]
-    assert public == [{"ports": [{"port": "http", "protocol": "TCP"}]}]  # from anywhere
+    # From anywhere, on both public ports.
+    assert public == [
+        {"ports": [{"port": "http", "protocol": "TCP"}, {"port": "https", "protocol": "TCP"}]}
+    ]
     assert admin == [
         {
             "from": [
@@ -235,7 +241,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-# Series that other features add (TLS certificates from Secrets).
+# Series that only a router serving TLS exports.
 ELSEWHERE = {"commons_router_tls_certificate_expiry_timestamp_seconds"}
 
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import ClientSession, web
 from multidict import CIMultiDict
 
-from router.api import Handler, Middleware, NoConfig, Plugin, context_of
+from router.api import Handler, Middleware, NoConfig, Plugin, RouterHTTPError, context_of
 from router.config.loader import ConfigError
 from router.testing import Backend, run_router
 
@@ -173,3 +173,66 @@ async def test_plugin_identity_header_is_protected_and_authorization_dropped(
     assert ("x-company-user", "alice") in names
     assert all(v != "mallory" for _, v in names)
     assert "authorization" not in dict(names)
+
+
+# Exceptions raised by plugins, in global or route middleware, become the router's page.
+
+
+def raise_for(path: str) -> None:
+    if path.endswith("/router-error"):
+        raise RouterHTTPError(429, "Slow down, please.", headers={"Retry-After": "7"})
+    if path.endswith("/aiohttp-error"):
+        raise web.HTTPForbidden()
+    if path.endswith("/aiohttp-redirect"):
+        raise web.HTTPFound("/elsewhere")
+
+
+class RaisingPlugin(Plugin[NoConfig]):
+    name = "raising"
+
+    def global_middleware(self) -> Middleware:
+        async def refuse(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
+            if request.path.startswith("/global/"):
+                raise_for(request.path)
+            return await handler(request)
+
+        return refuse
+
+    def middleware(self, route: Any, route_config: Any) -> Middleware:
+        async def refuse(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
+            if request.path.startswith("/route/"):
+                raise_for(request.path)
+            return await handler(request)
+
+        return refuse
+
+
+@pytest.mark.parametrize("where", ["global", "route"])
+async def test_plugin_exceptions_get_the_router_page_and_a_log_line(
+    backend: Backend, client: ClientSession, where: str
+) -> None:
+    config: dict[str, Any] = {
+        "plugins": [{"name": "raising"}],
+        "routes": [{"name": "app", "upstreams": [{"url": backend.url}]}],
+    }
+    json = {"Accept": "application/json"}
+    async with run_router(config, plugins={"raising": RaisingPlugin}) as router:
+        answers = {}
+        for kind in ("router-error", "aiohttp-error", "aiohttp-redirect"):
+            async with client.get(
+                f"{router.url}/{where}/{kind}", headers=json, allow_redirects=False
+            ) as response:
+                assert response.headers["Content-Type"] == "application/json"
+                assert response.headers["Cache-Control"] == "no-store"
+                body = await response.json()
+                assert body["request_id"] == response.headers["X-Request-Id"]
+                answers[kind] = (response.status, body["message"], dict(response.headers))
+        log = {line["request_id"]: line for line in await router.access_log()}
+    status, message, headers = answers["router-error"]
+    assert (status, message, headers["Retry-After"]) == (429, "Slow down, please.", "7")
+    status, message, _ = answers["aiohttp-error"]
+    assert (status, message) == (403, "Forbidden")
+    status, _, headers = answers["aiohttp-redirect"]
+    assert (status, headers["Location"]) == (302, "/elsewhere")
+    logged = sorted((line["status"], line["route"]) for line in log.values())
+    assert logged == [(302, "app"), (403, "app"), (429, "app")]

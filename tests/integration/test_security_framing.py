@@ -193,7 +193,7 @@ async def test_router_connections_use_the_c_parser(
 ) -> None:
     _, router = recorder
     compiled = importlib.import_module("aiohttp._http_parser")
-    runner = router.runtime._public_runner
+    runner = router.runtime._public_runners[0]
     assert runner is not None and runner.server is not None
     # A connection that has sent part of a head is still open: look at its parser.
     _, writer = await asyncio.open_connection("127.0.0.1", router.port)

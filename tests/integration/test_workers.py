@@ -64,6 +64,25 @@ def requests_total(metrics: str) -> int:
     )
 
 
+def restarts(metrics: str) -> dict[str, int]:
+    """``commons_router_worker_restarts_total`` by worker index."""
+    assert metrics.count("# TYPE commons_router_worker_restarts_total counter") == 1
+    return {
+        worker: int(value)
+        for worker, value in re.findall(
+            r'^commons_router_worker_restarts_total\{worker="(\d+)"\} (\d+)$',
+            metrics,
+            re.MULTILINE,
+        )
+    }
+
+
+async def admin_metrics(client: ClientSession, admin: str) -> str:
+    status, text, _ = await get(client, admin + "/metrics")
+    assert status == 200
+    return text
+
+
 async def worker_metrics(worker: psutil.Process) -> str:
     async with ClientSession(connector=UnixConnector(path=admin_socket(worker))) as session:
         return (await get(session, "http://worker/metrics"))[1]
@@ -128,6 +147,7 @@ async def test_supervisor_restarts_a_killed_worker(
     path, public, admin = workers_config(tmp_path, backend)
     with started(["serve", "--config", str(path)], tmp_path) as router:
         await router.wait_ready(client, admin)
+        assert restarts(await admin_metrics(client, admin)) == {"0": 0, "1": 0}
         workers = workers_of(router)
         victim = workers[1]
         victim.send_signal(signal.SIGKILL)
@@ -142,6 +162,7 @@ async def test_supervisor_restarts_a_killed_worker(
         assert workers_of(router)[0].pid == workers[0].pid
         assert (await get(client, admin + "/healthz"))[0] == 200
         assert "worker 1 exited with -9" in router.stderr()
+        assert restarts(await admin_metrics(client, admin)) == {"0": 0, "1": 1}
         await new_connection_requests(public, 10)
 
         router.send(signal.SIGTERM)

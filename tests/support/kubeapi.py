@@ -46,6 +46,7 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices", True),
     "Pod": ("", "v1", "pods", True),
     "Lease": ("coordination.k8s.io", "v1", "leases", True),
+    "Secret": ("", "v1", "secrets", True),
 }
 _REASONS = {
     403: "Forbidden",
@@ -56,6 +57,8 @@ _REASONS = {
     500: "InternalError",
     503: "ServiceUnavailable",
 }
+NAME_SELECTOR = "\0metadata.name"
+"""Kept with the label selector under a key no label can have."""
 PLURALS = {plural: (group, kind) for kind, (group, _, plural, _) in KINDS.items()}
 
 
@@ -262,7 +265,10 @@ class KubeApiServer:
         if namespace is not None and meta.get("namespace") != namespace:
             return False
         labels = meta.get("labels") or {}
-        return all(labels.get(k) == v for k, v in selector.items())
+        return all(
+            (meta.get("name") if k == NAME_SELECTOR else labels.get(k)) == v
+            for k, v in selector.items()
+        )
 
     @staticmethod
     def _parse_selector(text: str) -> dict[str, str]:
@@ -428,6 +434,14 @@ class KubeApiServer:
             )
         namespace = request.match_info.get("namespace")
         selector = self._parse_selector(request.query.get("labelSelector", ""))
+        fields = self._parse_selector(request.query.get("fieldSelector", ""))
+        if set(fields) - {"metadata.name"}:
+            return web.json_response(
+                status(400, "BadRequest", "only metadata.name field selectors are served"),
+                status=400,
+            )
+        if "metadata.name" in fields:
+            selector[NAME_SELECTOR] = fields["metadata.name"]
         verb = "watch" if request.query.get("watch") in ("1", "true") else "list"
         injected = self._injected(request, verb)
         if injected is not None:

@@ -160,10 +160,15 @@ class KubeCluster:
 
 
 @contextlib.asynccontextmanager
-async def run_cluster(tmp_path: Path, *pods: str, **settings: Any) -> AsyncIterator[KubeCluster]:
+async def run_cluster(
+    tmp_path: Path, *pods: str, router: dict[str, Any] | None = None, **settings: Any
+) -> AsyncIterator[KubeCluster]:
+    """``router``: more router configuration (e.g. ``listeners``); ``settings``: the
+    kubernetes plugin's."""
     async with run_pods() as running_pods, run_kube_api() as (api, server):
         api.apply(*copy.deepcopy(app_objects(running_pods.port, *pods)))
-        config = {
+        config: dict[str, Any] = {
+            **(router or {}),
             "plugins": [
                 {
                     "name": "kubernetes",
@@ -171,8 +176,8 @@ async def run_cluster(tmp_path: Path, *pods: str, **settings: Any) -> AsyncItera
                         kubeconfig(tmp_path / "kubeconfig", server.url), **settings
                     ),
                 }
-            ]
+            ],
         }
-        async with run_router(config, plugins={"kubernetes": KubernetesPlugin}) as router:
+        async with run_router(config, plugins={"kubernetes": KubernetesPlugin}) as running:
             async with ClientSession() as client:
-                yield KubeCluster(api, running_pods, router, client)
+                yield KubeCluster(api, running_pods, running, client)

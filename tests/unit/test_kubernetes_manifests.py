@@ -171,7 +171,10 @@ def test_prestop_matches_the_drain(objects: dict[str, dict[str, Any]]) -> None:
     assert command[0] == "sleep"
     pre_stop = float(command[1])
     assert pre_stop == drain.delay
-    assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain.delay + drain.grace
+    # After the cut at drain.grace the process still stops its plugins (a tracing exporter's
+    # last flush takes up to export_timeout + 1 s): the kubelet must not kill it then.
+    teardown = 10
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain.delay + drain.grace + teardown
 
 
 def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
@@ -237,5 +240,25 @@ def test_example_ingress_is_ours_and_its_annotations_are_valid(
     settings, problems = parse_annotations(ingress["metadata"]["annotations"])
     assert problems == []
     assert settings.route_fields["retries"] == "2"
+    assert settings.route_fields["https_redirect"] == "true"
+    assert ingress["spec"]["tls"] == [{"hosts": ["hello.example.org"], "secretName": "hello-tls"}]
     pod_annotations = example["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert {"commons-router.io/repository", "commons-router.io/commit"} <= set(pod_annotations)
+
+
+def test_service_exposes_http_and_https_on_the_configured_listeners(
+    objects: dict[str, dict[str, Any]],
+) -> None:
+    config = router_config(objects).config
+    listeners = {spec.name: spec for spec in config.public_listeners()}
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    service_ports = {p["port"]: p["targetPort"] for p in objects["Service"]["spec"]["ports"]}
+    assert service_ports == {80: "http", 443: "https"}
+    assert listeners["http"].tls is None
+    assert listeners["https"].tls is not None
+    for name in ("http", "https"):
+        assert int(listeners[name].listen.rsplit(":", 1)[1]) == container_ports[name]
+    # Certificates come through the API: the pod mounts no Secret.
+    volumes = objects["Deployment"]["spec"]["template"]["spec"].get("volumes", [])
+    assert not [v for v in volumes if "secret" in v]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from pydantic import ValidationError
 
 from router_plugins.tracing.config import TracingConfig
+from router_plugins.tracing.export import OtlpHttpSpanExporter as Http
 from router_plugins.tracing.propagation import Pseudonyms
 from router_plugins.tracing.setup import (
     build_exporter,

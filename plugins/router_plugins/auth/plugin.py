@@ -134,7 +134,8 @@ class AuthPlugin(Plugin[AuthConfig]):
         if config.dev_login:
             if not services.dev_mode:
                 raise self._refuse("dev_login only works under `commons-router dev`")
-            if not _loopback(services.router_config.listener.listen):
+            listeners = services.router_config.public_listeners()
+            if not all(_loopback(spec.listen) for spec in listeners):
                 raise self._refuse("dev_login only works on a loopback listener")
             logger.warning("INSECURE development login is enabled: anyone can sign in as anyone")
         self.sessions = services.lookup(SESSIONS)

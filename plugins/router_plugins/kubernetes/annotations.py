@@ -58,6 +58,7 @@ ROUTE_ANNOTATIONS: Mapping[str, Callable[[str], dict[str, Any]]] = {
     "strip-prefix": _scalar(("strip_prefix",)),
     "preserve-host": _scalar(("preserve_host",)),
     "websocket": _scalar(("websocket",)),
+    "ssl-redirect": _scalar(("https_redirect",)),
     "request-headers": _yaml_mapping("request_headers"),
     "response-headers": _yaml_mapping("response_headers"),
     "path-match": _yaml_mapping("path_match"),

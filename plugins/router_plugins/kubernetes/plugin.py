@@ -23,6 +23,7 @@ from router_plugins.kubernetes.credentials import (
 from router_plugins.kubernetes.leader import LeaderElector
 from router_plugins.kubernetes.mapping import ClassSelection
 from router_plugins.kubernetes.provider import KubernetesProvider
+from router_plugins.kubernetes.secrets import SecretCertificates
 from router_plugins.kubernetes.selfimage import (
     POD_NAME_ENV,
     learn_router_image,
@@ -31,6 +32,7 @@ from router_plugins.kubernetes.selfimage import (
 from router_plugins.kubernetes.settings import KubernetesSettings, StatusSettings
 from router_plugins.kubernetes.status import StatusWriter
 from router_plugins.kubernetes.watch import ClusterWatch
+from router_plugins.kubernetes.workersecrets import WorkerSecrets
 
 logger = logging.getLogger("commons_router.kubernetes")
 
@@ -59,6 +61,8 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
     elector: LeaderElector | None = None
     status_writer: StatusWriter | None = None
     _status_tasks: tuple[asyncio.Task[None], ...] = ()
+    _secrets: SecretCertificates | None = None
+    _worker_secrets: WorkerSecrets | None = None
     _self_image: asyncio.Task[str | None] | None = None
 
     async def start(self) -> None:
@@ -75,13 +79,24 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
                 learn_router_image(api, own_pod, ROUTER_IMAGE.publish)
             )
         if self.services.providers_elsewhere:
-            return  # a worker: the supervisor watches the cluster and sends the routes
+            # A worker: the supervisor watches the cluster and sends the routes. TLS is
+            # terminated here, so the certificates from Secrets are loaded here too.
+            sink = self.services.certificates
+            if sink is not None:
+                selection = ClassSelection(settings.ingress_class, settings.controller)
+                self._worker_secrets = WorkerSecrets(api, settings, sink, selection)
+                self._worker_secrets.start()
+            return
         self._cluster = ClusterWatch(api, settings)
+        sink = self.services.certificates
+        # TLS Secrets are read only when a listener serves TLS.
+        self._secrets = SecretCertificates(api, settings, sink) if sink is not None else None
         self._provider = KubernetesProvider(
             self._cluster,
             ClassSelection(settings.ingress_class, settings.controller),
             shared_hosts=settings.shared_hosts,
             host_release_delay=settings.host_release_delay,
+            secrets=self._secrets,
         )
         self._cluster.start()
         if settings.status is not None:
@@ -132,6 +147,9 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
         )
 
     async def stop(self) -> None:
+        if self._worker_secrets is not None:
+            await self._worker_secrets.stop()
+            self._worker_secrets = None
         for task in self._status_tasks:
             task.cancel()
         for task in self._status_tasks:
@@ -141,6 +159,9 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
         if self.elector is not None:
             await self.elector.release()  # another replica takes over at once
             self.elector = None
+        if self._secrets is not None:
+            await self._secrets.stop()
+            self._secrets = None
         if self._self_image is not None:
             self._self_image.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -8,7 +8,8 @@ import time
 
 from router.api import ProviderUpdate, Publish
 from router_plugins.kubernetes.builder import RouteBuilder
-from router_plugins.kubernetes.mapping import ClassSelection
+from router_plugins.kubernetes.mapping import ClassSelection, selected_ingresses
+from router_plugins.kubernetes.secrets import SecretCertificates, referenced_secrets
 from router_plugins.kubernetes.watch import ClusterWatch
 
 COALESCE = 0.1
@@ -25,17 +26,21 @@ class KubernetesProvider:
         *,
         shared_hosts: bool = False,
         host_release_delay: float = 300.0,
+        secrets: SecretCertificates | None = None,
     ) -> None:
         self._cluster = cluster
+        self._selection = selection
         self._builder = RouteBuilder(
             selection, shared_hosts=shared_hosts, host_release_delay=host_release_delay
         )
+        self._secrets = secrets
 
     def build(self) -> ProviderUpdate:
         changes = self._cluster.take_changes()
-        routes, problems = self._builder.build(
-            self._cluster.snapshot(), changes, time.monotonic()
-        )
+        snapshot = self._cluster.snapshot()
+        routes, problems = self._builder.build(snapshot, changes, time.monotonic())
+        if self._secrets is not None:
+            self._secrets.want(referenced_secrets(selected_ingresses(snapshot, self._selection)))
         return ProviderUpdate(self.name, routes, problems)
 
     async def run(self, publish: Publish) -> None:

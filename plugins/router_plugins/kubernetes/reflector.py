@@ -63,6 +63,7 @@ class Reflector(Generic[T]):
         on_change: Callable[[str | None], None],
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         page_size: int = 500,
         watch_timeout: int = 300,
         backoff: Backoff | None = None,
@@ -74,6 +75,7 @@ class Reflector(Generic[T]):
         self.on_change = on_change
         """Called with the key of each changed object; None after a (re)list."""
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.page_size = page_size
         self.watch_timeout = watch_timeout
         self.backoff = backoff or Backoff(0.5, 30.0)
@@ -86,7 +88,10 @@ class Reflector(Generic[T]):
         """403s in a row since access last worked."""
 
     def _params(self) -> dict[str, str]:
-        return {"labelSelector": self.label_selector} if self.label_selector else {}
+        params = {"labelSelector": self.label_selector} if self.label_selector else {}
+        if self.field_selector:
+            params["fieldSelector"] = self.field_selector
+        return params
 
     async def run(self) -> None:
         version: str | None = None

@@ -25,10 +25,19 @@ INGRESS_CLASSES = Resource("networking.k8s.io", "v1", "ingressclasses", namespac
 SERVICES = Resource("", "v1", "services")
 ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices")
 PODS = Resource("", "v1", "pods")
+SECRETS = Resource("", "v1", "secrets")
+"""Only those named by our Ingresses' ``spec.tls``, each watched by name."""
 
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 
-ALL: tuple[Resource, ...] = (INGRESSES, INGRESS_CLASSES, SERVICES, ENDPOINT_SLICES, PODS)
+ALL: tuple[Resource, ...] = (
+    INGRESSES,
+    INGRESS_CLASSES,
+    SERVICES,
+    ENDPOINT_SLICES,
+    PODS,
+    SECRETS,
+)
 VERBS: tuple[str, ...] = ("list", "watch")
 """Every verb the provider uses on ``ALL`` (a watch is a list call with ``watch=1``)."""
 STATUS_WRITES: tuple[tuple[str, str, str], ...] = (

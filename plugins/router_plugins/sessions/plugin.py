@@ -201,7 +201,7 @@ class SessionsPlugin(Plugin[SessionsConfig]):
             cache_ttl=config.cache,
         )
         self.store = store
-        secure = self.services.router_config.listener.tls_cert is not None
+        secure = self.services.router_config.serves_tls
         cookie = CookieSettings(config.cookie_name, secure=secure, max_age=config.lifetime)
         self.services.provide(SESSIONS, SessionService(store, cookie))
         if config.store == "redis":

@@ -53,8 +53,6 @@ from router_plugins.tracing.attributes import (
 )
 from router_plugins.tracing.config import TracingConfig
 from router_plugins.tracing.propagation import (
-    JAEGER_BAGGAGE_PREFIX,
-    PROPAGATION_HEADERS,
     W3C_FORMATS,
     Pseudonyms,
     W3CBaggage,
@@ -285,8 +283,6 @@ class TracingPlugin(Plugin[TracingConfig]):
                     ctx.add_log_field("trace_id", trace_hex)
                     if send_traceresponse:
                         ctx.on_response(add_traceresponse)
-                    if "Upgrade" in headers:
-                        self._propagate_through_upgrade(request, ctx, state.context)
                     return await handler(request)
             if span is None:
                 span = tracer.start_span(
@@ -312,8 +308,6 @@ class TracingPlugin(Plugin[TracingConfig]):
                 ctx.on_response(add_traceresponse)
             if recording:
                 span.set_attributes(server_attributes(request, ctx, record_query))
-            if "Upgrade" in headers:
-                self._propagate_through_upgrade(request, ctx, state.context)
             try:
                 response = await handler(request)
             except BaseException as exc:
@@ -336,21 +330,6 @@ class TracingPlugin(Plugin[TracingConfig]):
             return response
 
         return tracing
-
-    def _propagate_through_upgrade(
-        self, request: web.BaseRequest, ctx: RequestContext, context: Context
-    ) -> None:
-        # WebSocket upgrades are tunnelled without upstream observers: hand the headers over
-        # through the request context instead.
-        for name in PROPAGATION_HEADERS:
-            ctx.remove_upstream_header(name)
-        for name in request.headers:
-            if name.lower().startswith(JAEGER_BAGGAGE_PREFIX):
-                ctx.remove_upstream_header(name)
-        carrier: dict[str, str] = {}
-        self.propagator.inject(carrier, context=self._with_user(ctx, context))
-        for name, value in carrier.items():
-            ctx.add_upstream_header(name, value)
 
     # -- client spans (UpstreamObserver) -------------------------------------------------
 

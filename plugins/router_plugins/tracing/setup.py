@@ -2,7 +2,8 @@
 
 Spans are exported by the SDK's batch processor on its own thread: the event loop only
 appends finished spans to a bounded queue (dropping them when it is full), so a slow or
-dead collector never slows requests.
+dead collector never slows requests. OTLP/HTTP goes through ``export.py``, which frees a
+failed batch at once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from router import __version__
 from router.buildinfo import build_commit
 from router_plugins.tracing.config import TracingConfig
+from router_plugins.tracing.export import OtlpHttpSpanExporter
 
 # Downward-API variables a Kubernetes manifest sets (ours and common spellings).
 K8S_ENV = {
@@ -73,11 +75,7 @@ def build_exporter(config: TracingConfig) -> SpanExporter | None:
             headers=dict(config.headers),
             timeout=config.export_timeout,
         )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter(
-        endpoint=config.endpoint, headers=dict(config.headers), timeout=config.export_timeout
-    )
+    return OtlpHttpSpanExporter(config.endpoint, config.headers, config.export_timeout)
 
 
 def build_processor(config: TracingConfig, exporter: SpanExporter) -> SpanProcessor:

@@ -1,0 +1,1 @@
+"""TLS termination: the certificate store (SNI), its sources, and listener policy."""
