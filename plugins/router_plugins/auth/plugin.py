@@ -29,7 +29,6 @@ from router.config.loader import ConfigError, ConfigIssue
 from router.config.models import Route
 from router.config.types import split_host_port
 from router_plugins.auth.assertion import AssertionSigner
-from router_plugins.auth.config import AuthConfig, RouteAuth
 from router_plugins.auth.identity import Identity
 from router_plugins.auth.jwks import JwksCache, KeysUnavailable
 from router_plugins.auth.login import (
@@ -44,6 +43,7 @@ from router_plugins.auth.login import (
 from router_plugins.auth.oidc import IdpUnavailable, OidcClient
 from router_plugins.auth.policy import Policy
 from router_plugins.auth.refresh import Refresher
+from router_plugins.auth.settings import AuthConfig, RouteAuth
 from router_plugins.auth.tokens import JwtVerifier, TokenError, TrustedIssuer
 from router_plugins.auth.web import (
     clean_header_value,

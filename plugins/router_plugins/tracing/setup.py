@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from router import __version__
 from router.buildinfo import build_commit
-from router_plugins.tracing.config import TracingConfig
 from router_plugins.tracing.export import OtlpHttpSpanExporter
+from router_plugins.tracing.settings import TracingConfig
 
 # Downward-API variables a Kubernetes manifest sets (ours and common spellings).
 K8S_ENV = {
