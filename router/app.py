@@ -41,6 +41,7 @@ from router.registry import (
     discover_plugins,
     resolve_plugins,
     route_plugin_configs,
+    start_plugin,
     validate_all,
 )
 from router.routing.compiler import RouteCompiler, isolate
@@ -153,8 +154,7 @@ class RouterRuntime:
         listeners = config.public_listeners()
         self.certificates = services.certificates = self._certificate_store(config, listeners)
         for spec in specs:
-            plugin = spec.cls(spec.config, services)
-            await plugin.start()
+            plugin = await start_plugin(spec, services, self.loaded.source, self.loaded.line_map)
             self.stack.push_async_callback(plugin.stop)
             self.plugins.append((spec, plugin))
 

@@ -27,8 +27,7 @@ from router_plugins.auth.web import (
     redirect,
     same_origin,
 )
-from router_plugins.sessions import Session, SessionService, StoreUnavailable
-from router_plugins.sessions.model import digest
+from router_plugins.sessions import Session, SessionService, StoreUnavailable, digest
 
 logger = logging.getLogger("commons_router.auth")
 

@@ -7,8 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.api import Handler, Middleware, Plugin, RouterHTTPError, context_of
-from router.config.models import Route
+from router.api import Handler, Middleware, Plugin, Route, RouterHTTPError, context_of
 from router_plugins.ip_filter.settings import IpFilterConfig, IpRules
 
 

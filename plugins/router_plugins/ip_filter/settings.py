@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from router.config.types import check_cidrs
+from router.api import check_cidrs
 
 
 class IpRules(BaseModel):

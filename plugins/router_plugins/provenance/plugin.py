@@ -15,20 +15,20 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from router.api import (
-    CONTEXT_KEY,
     ROUTER_IMAGE,
     DevOptions,
     DevPreset,
     Handler,
     Middleware,
     Plugin,
+    PluginConfigError,
     PluginServices,
+    ResponseHook,
     SignedStatementProfile,
     build_info,
+    context_of,
+    wants_json,
 )
-from router.api.context import ResponseHook
-from router.config.loader import ConfigError, ConfigIssue
-from router.errors import wants_json
 from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
 from router_plugins.provenance.fields import Record, RecordCache, RouterCode
 from router_plugins.provenance.message import (
@@ -105,7 +105,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
                 try:
                     self.public_keys.append(load_public_key(pem.encode()))
                 except ValueError as exc:
-                    raise self._config_error(("retired_public_keys", index), str(exc)) from None
+                    raise PluginConfigError(str(exc), ("retired_public_keys", index)) from None
             jwks = {"keys": [public_jwk(key) for key in self.public_keys]}
             self._jwks = orjson.dumps(jwks, option=orjson.OPT_INDENT_2)
         if self.source is not None:
@@ -115,11 +115,6 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
         if self.source is not None:
             await self.source.stop()
 
-    def _config_error(self, where: tuple[str | int, ...], message: str) -> ConfigError:
-        return ConfigError(
-            "configuration", [ConfigIssue(("plugins", self.name, "config", *where), message)]
-        )
-
     async def _signing_key(self) -> Ed25519PrivateKey:
         config = self.config
         if config.key_file is not None:
@@ -127,23 +122,23 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
             try:
                 pem = await asyncio.to_thread(path.read_bytes)
             except OSError as exc:
-                raise self._config_error(
-                    ("key_file",), f"cannot read {path}: {exc.strerror or exc}"
+                raise PluginConfigError(
+                    f"cannot read {path}: {exc.strerror or exc}", ("key_file",)
                 ) from None
             try:
                 return load_private_key(pem)
             except ValueError as exc:
-                raise self._config_error(("key_file",), f"{path}: {exc}") from None
+                raise PluginConfigError(f"{path}: {exc}", ("key_file",)) from None
         if config.key is not None:
             try:
                 return load_private_key(config.key.encode())
             except ValueError as exc:
-                raise self._config_error(("key",), str(exc)) from None
+                raise PluginConfigError(str(exc), ("key",)) from None
         if not self.services.dev_mode:
-            raise self._config_error(
-                ("key_file",),
+            raise PluginConfigError(
                 "signing needs an Ed25519 private key: set key_file or key "
                 "(generate one with: openssl genpkey -algorithm ed25519), or sign: never",
+                ("key_file",),
             )
         key = Ed25519PrivateKey.generate()
         self.dev_key = True
@@ -172,7 +167,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
         record_of = self._record_of()
 
         async def provenance(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
-            ctx = request[CONTEXT_KEY]
+            ctx = context_of(request)
             ctx.on_response(hook)
             response = await handler(request)
             # Logged here, not in the hook: a small response is sent after the access-log
@@ -211,7 +206,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
                 ids[traced, digested] = " ".join(covered)
 
         def add_provenance(request: web.BaseRequest, response: web.StreamResponse) -> None:
-            ctx = request[CONTEXT_KEY]
+            ctx = context_of(request)
             route = ctx.route
             endpoint = ctx.endpoint
             record = record_of(
@@ -286,7 +281,7 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
         return covered
 
     async def _page(self, request: web.BaseRequest) -> web.StreamResponse:
-        ctx = request[CONTEXT_KEY]
+        ctx = context_of(request)
         route = ctx.route
         name = route.name if route is not None else None
         endpoints: list[Record] = []

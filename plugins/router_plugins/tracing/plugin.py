@@ -29,9 +29,8 @@ from opentelemetry.trace import (
 )
 from yarl import URL
 
-from router import __version__
 from router.api import (
-    CONTEXT_KEY,
+    RANDOM_HEX,
     DevOptions,
     DevPreset,
     Handler,
@@ -39,9 +38,10 @@ from router.api import (
     Plugin,
     PluginServices,
     RequestContext,
+    TrustedPeers,
+    build_info,
+    context_of,
 )
-from router.proxy.headers import TrustedPeers
-from router.randomness import RANDOM_HEX
 from router_plugins.contracts import TRACE_RESPONSE, TraceResponse
 from router_plugins.tracing.attributes import (
     CodeVersionAttributes,
@@ -183,7 +183,7 @@ class TracingPlugin(Plugin[TracingConfig]):
         exporter = self.make_exporter()
         processor = self.make_processor(exporter) if exporter is not None else None
         self.provider = build_provider(self.config, processor, self.ids)
-        self.tracer = self.provider.get_tracer("commons-router", __version__)
+        self.tracer = self.provider.get_tracer("commons-router", build_info().version)
         users = self.config.user_baggage
         if users.enabled:
             key = users.hash_key.encode() if users.hash_key else os.urandom(32)
@@ -238,7 +238,7 @@ class TracingPlugin(Plugin[TracingConfig]):
             response.headers["traceresponse"] = request[TRACE_KEY].traceresponse
 
         async def tracing(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
-            ctx = request[CONTEXT_KEY]
+            ctx = context_of(request)
             headers = request.headers
             links: list[Link] | None = None
             inbound = has_propagation_headers(headers)
@@ -343,7 +343,7 @@ class TracingPlugin(Plugin[TracingConfig]):
             return None
         if state.inbound:
             clear_propagation_headers(headers)
-        ctx = request[CONTEXT_KEY]
+        ctx = context_of(request)
         if not state.recording:
             # Nothing of this trace is recorded: a client span would only be a new id, so
             # the upstream continues the (unrecorded) server span directly.
