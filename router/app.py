@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, web
 
 from router.admin import AdminState, build_admin_app
+from router.api.errors import PluginConfigError
 from router.api.plugin import Handler, Middleware, Plugin, PluginServices
 from router.api.provider import Provider, ProviderUpdate
 from router.builtin.echo import EchoHandler
@@ -42,6 +43,7 @@ from router.registry import (
     discover_plugins,
     resolve_plugins,
     route_plugin_configs,
+    start_plugin,
     validate_all,
 )
 from router.routing.compiler import RouteCompiler, isolate
@@ -86,6 +88,9 @@ async def preflight(
         for spec in specs:
             try:
                 await spec.cls(spec.config, services).preflight()
+            except PluginConfigError as exc:
+                location = ("plugins", spec.index, "config", *exc.where)
+                issues.append(ConfigIssue(location, exc.message))
             except ConfigError as exc:
                 issues.extend(exc.issues)
     if issues:
@@ -223,8 +228,7 @@ class RouterRuntime:
         listeners = config.public_listeners()
         self.certificates = services.certificates = self._certificate_store(config, listeners)
         for spec in specs:
-            plugin = spec.cls(spec.config, services)
-            await plugin.start()
+            plugin = await start_plugin(spec, services, self.loaded.source, self.loaded.line_map)
             self.stack.push_async_callback(plugin.stop)
             self.plugins.append((spec, plugin))
 

@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from router.api.plugin import Plugin
-from router.config.loader import ConfigIssue, LineMap, issues_from_validation
+from router.api.errors import PluginConfigError
+from router.api.plugin import Plugin, PluginServices
+from router.config.loader import ConfigError, ConfigIssue, LineMap, issues_from_validation
 from router.config.models import Config, Route
 
 ENTRY_POINT_GROUP = "commons_router.plugins"
@@ -61,6 +62,8 @@ class PluginSpec:
     name: str
     cls: PluginClass
     config: BaseModel
+    index: int = 0
+    """Position in ``plugins:`` (for locating its configuration errors)."""
 
 
 def resolve_plugins(
@@ -100,8 +103,23 @@ def resolve_plugins(
                 )
             )
             continue
-        specs.append(PluginSpec(entry.name, cls, plugin_config))
+        specs.append(PluginSpec(entry.name, cls, plugin_config, index))
     return specs, issues
+
+
+async def start_plugin(
+    spec: PluginSpec, services: PluginServices, source: str, line_map: LineMap
+) -> Plugin[Any]:
+    """Make and start the plugin; its :class:`PluginConfigError` becomes a located
+    :class:`ConfigError` (``file:line: plugins[i].config.key: message``)."""
+    try:
+        plugin = spec.cls(spec.config, services)
+        await plugin.start()
+    except PluginConfigError as exc:
+        location = ("plugins", spec.index, "config", *exc.where)
+        issue = ConfigIssue(location, exc.message, line_map.find(location))
+        raise ConfigError(source, [issue]) from None
+    return plugin
 
 
 def route_plugin_configs(

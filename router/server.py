@@ -17,7 +17,7 @@ from pathlib import Path
 
 import uvloop
 
-from router.app import RouterRuntime
+from router.app import RouterRuntime, locate_issues
 from router.config.loader import ConfigError, LoadedConfig, report_invalid_config
 from router.observability.logs import configure_logging
 
@@ -92,8 +92,6 @@ def serve(
     try:
         uvloop.run(run_until_signalled(runtime, supervised=worker_index is not None))
     except ConfigError as exc:
-        from router.app import locate_issues
-
         report_invalid_config(locate_issues(exc, loaded))
         return 1
     except OSError as exc:

@@ -11,7 +11,7 @@ from aiohttp import ClientSession
 
 from router.api.plugin import Plugin, PluginServices
 from router.config.loader import ConfigError, LoadedConfig
-from router.registry import discover_plugins, resolve_plugins
+from router.registry import discover_plugins, resolve_plugins, start_plugin
 from router.routing.relay import RouteHub
 from router.routing.watcher import run_provider
 
@@ -46,8 +46,9 @@ class SharedProviders:
         )
         try:
             for spec in shared:
-                plugin = spec.cls(spec.config, services)
-                await plugin.start()
+                plugin = await start_plugin(
+                    spec, services, self.loaded.source, self.loaded.line_map
+                )
                 self.plugins.append(plugin)
             await self.hub.serve(socket_path)
             for plugin in self.plugins:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -87,6 +87,13 @@ class RequestContext:
         if self.upstream_headers is None:
             self.upstream_headers = {}
         self.upstream_headers[name] = value
+
+    def add_upstream_headers(self, headers: Mapping[str, str | None]) -> None:
+        """Set several upstream headers at once (``None`` drops the client's)."""
+        if self.upstream_headers is None:
+            self.upstream_headers = dict(headers)
+        else:
+            self.upstream_headers.update(headers)
 
     def remove_upstream_header(self, name: str) -> None:
         """Do not send the client's ``name`` header upstream (e.g. ``Authorization``)."""

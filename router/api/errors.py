@@ -5,6 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+class PluginConfigError(Exception):
+    """A plugin's settings cannot be used: the one way a plugin reports it (from
+    ``__init__`` or ``start``). The router names the file and line of ``where``, the key
+    path inside the plugin's own ``config`` block (``()`` for the block itself), exactly as
+    it does for its own configuration errors, and refuses to start (or to reload)."""
+
+    def __init__(self, message: str, where: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+
+
 class RouterHTTPError(Exception):
     """Answer the request with ``status`` and ``message`` (rendered as HTML or JSON)."""
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from router_plugins.sessions.crypto import Sealer, new_key, parse_key
-from router_plugins.sessions.plugin import SessionsConfig, build_backend
+from router_plugins.sessions.plugin import build_backend
+from router_plugins.sessions.settings import SessionsConfig
 from router_plugins.sessions.store import SessionStore
 from tests.support.redis_server import RedisServer, SentinelServer
 

@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from router.testing import Backend, run_router
 from router_plugins.tracing import TracingPlugin
-from router_plugins.tracing.config import TracingConfig
 from router_plugins.tracing.export import OtlpHttpSpanExporter, resolve_endpoint
+from router_plugins.tracing.settings import TracingConfig
 from router_plugins.tracing.setup import build_exporter
 from tests.support.otlp import otlp_receiver
 

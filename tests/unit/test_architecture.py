@@ -126,3 +126,47 @@ def test_no_upward_imports_into_the_composition_layer() -> None:
         if target in COMPOSITION
     }
     assert upward == set()
+
+
+def plugin_imports() -> dict[str, set[str]]:
+    """Plugin module -> every module it imports (runtime and annotation-only alike)."""
+    found = {}
+    for path in (ROOT / "plugins" / "router_plugins").rglob("*.py"):
+        found[str(path.relative_to(ROOT))] = imported_modules(path)
+    return found
+
+
+def test_plugins_import_only_the_plugin_api_from_the_core() -> None:
+    offenders = {
+        path: sorted(m for m in modules if m.split(".")[0] == "router" and m != "router.api")
+        for path, modules in plugin_imports().items()
+    }
+    assert {path: mods for path, mods in offenders.items() if mods} == {}
+
+
+def test_plugins_reach_other_plugins_only_through_their_package() -> None:
+    """A plugin may use another's public names (``router_plugins.sessions``) and the shared
+    contracts, never the other's modules (``router_plugins.sessions.model``)."""
+    offenders = {}
+    for path, modules in plugin_imports().items():
+        own = path.split("/")[2].removesuffix(".py")
+        bad = [
+            module
+            for module in modules
+            if module.startswith("router_plugins.")
+            and module.split(".")[1] not in (own, "contracts")
+            and module.count(".") > 1
+        ]
+        if bad:
+            offenders[path] = bad
+    assert offenders == {}
+
+
+def test_every_plugin_package_has_the_same_shape() -> None:
+    for package in sorted((ROOT / "plugins" / "router_plugins").iterdir()):
+        if not package.is_dir() or package.name.startswith("__"):
+            continue
+        files = {p.name for p in package.glob("*.py")}
+        assert {"__init__.py", "plugin.py", "settings.py"} <= files, package.name
+        text = (package / "plugin.py").read_text()
+        assert "(Plugin[" in text, f"{package.name}: the plugin class lives in plugin.py"

@@ -7,9 +7,9 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from pydantic import ValidationError
 
-from router_plugins.tracing.config import TracingConfig
 from router_plugins.tracing.export import OtlpHttpSpanExporter as Http
 from router_plugins.tracing.propagation import Pseudonyms
+from router_plugins.tracing.settings import TracingConfig
 from router_plugins.tracing.setup import (
     build_exporter,
     build_processor,

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
-from router_plugins.auth.config import AssertionConfig
 from router_plugins.auth.identity import Identity
+from router_plugins.auth.settings import AssertionConfig
 
 logger = logging.getLogger("commons_router.auth")
 

@@ -12,13 +12,13 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from router.api import RouterHTTPError, context_of
-from router_plugins.auth.config import AuthConfig
 from router_plugins.auth.devlogin import DEV_ISSUER, dev_claims, dev_login_page
 from router_plugins.auth.flowcookies import FlowCookie, FlowCookies
 from router_plugins.auth.oidc import IdpRejected, IdpUnavailable, OidcClient
 from router_plugins.auth.pages import sign_out_page
 from router_plugins.auth.provider_errors import provider_error_message
 from router_plugins.auth.redirects import safe_return_url
+from router_plugins.auth.settings import AuthConfig
 from router_plugins.auth.tokens import TokenError
 from router_plugins.auth.web import (
     authority,
@@ -27,8 +27,7 @@ from router_plugins.auth.web import (
     redirect,
     same_origin,
 )
-from router_plugins.sessions import Session, SessionService, StoreUnavailable
-from router_plugins.sessions.model import digest
+from router_plugins.sessions import Session, SessionService, StoreUnavailable, digest
 
 logger = logging.getLogger("commons_router.auth")
 

@@ -23,8 +23,8 @@ from authlib.oauth2.rfc7636 import (  # type: ignore[import-untyped]
     create_s256_code_challenge,
 )
 
-from router_plugins.auth.config import OidcConfig
 from router_plugins.auth.jwks import JwksCache
+from router_plugins.auth.settings import OidcConfig
 from router_plugins.auth.tokens import JwtVerifier, TokenError, TrustedIssuer
 
 _MAX_BODY = 1024 * 1024

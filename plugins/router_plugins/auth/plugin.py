@@ -20,16 +20,15 @@ from router.api import (
     Handler,
     Middleware,
     Plugin,
+    PluginConfigError,
     PluginServices,
     RequestContext,
+    Route,
     RouterHTTPError,
     context_of,
+    split_host_port,
 )
-from router.config.loader import ConfigError, ConfigIssue
-from router.config.models import Route
-from router.config.types import split_host_port
 from router_plugins.auth.assertion import AssertionSigner
-from router_plugins.auth.config import AuthConfig, RouteAuth
 from router_plugins.auth.identity import Identity
 from router_plugins.auth.jwks import JwksCache, KeysUnavailable
 from router_plugins.auth.login import (
@@ -44,6 +43,7 @@ from router_plugins.auth.login import (
 from router_plugins.auth.oidc import IdpUnavailable, OidcClient
 from router_plugins.auth.policy import Policy
 from router_plugins.auth.refresh import Refresher
+from router_plugins.auth.settings import AuthConfig, RouteAuth
 from router_plugins.auth.tokens import JwtVerifier, TokenError, TrustedIssuer
 from router_plugins.auth.web import (
     clean_header_value,
@@ -125,22 +125,25 @@ class AuthPlugin(Plugin[AuthConfig]):
         if config.assertion is not None:
             services.protect_header(config.assertion.header)
 
-    def _refuse(self, message: str) -> ConfigError:
-        return ConfigError("plugins.auth", [ConfigIssue(("plugins", "auth"), message)])
-
     async def start(self) -> None:
         config = self.config
         services = self.services
         if config.dev_login:
             if not services.dev_mode:
-                raise self._refuse("dev_login only works under `commons-router dev`")
+                raise PluginConfigError(
+                    "dev_login only works under `commons-router dev`", ("dev_login",)
+                )
             listeners = services.router_config.public_listeners()
             if not all(_loopback(spec.listen) for spec in listeners):
-                raise self._refuse("dev_login only works on a loopback listener")
+                raise PluginConfigError(
+                    "dev_login only works on a loopback listener", ("dev_login",)
+                )
             logger.warning("INSECURE development login is enabled: anyone can sign in as anyone")
         self.sessions = services.lookup(SESSIONS)
         if (config.oidc is not None or config.dev_login) and self.sessions is None:
-            raise self._refuse("OIDC and dev login need the 'sessions' plugin listed before 'auth'")
+            raise PluginConfigError(
+                "OIDC and dev login need the 'sessions' plugin listed before 'auth'"
+            )
         if config.oidc is not None:
             self.oidc = OidcClient(
                 config.oidc, services.http, jwks_min_refetch=config.bearer.jwks_min_refetch
@@ -330,11 +333,7 @@ class AuthPlugin(Plugin[AuthConfig]):
                     raise self._forbidden(identity, ctx.path, ctx.query)
                 if raw_cookie:
                     self._forward_cookie(ctx, self._cookie_parts(raw_cookie)[1])
-                extra = ctx.upstream_headers
-                if extra is None:
-                    ctx.upstream_headers = dict(known[1])
-                else:
-                    extra.update(known[1])
+                ctx.add_upstream_headers(known[1])
             ctx.add_log_field("user", identity.user)
             return await handler(request)
 

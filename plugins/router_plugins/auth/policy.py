@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from router_plugins.auth.config import RouteAuth, Rule
 from router_plugins.auth.identity import Identity
+from router_plugins.auth.settings import RouteAuth, Rule
 
 
 class CompiledRule:

@@ -16,8 +16,7 @@ import logging
 import time
 
 from router_plugins.auth.oidc import IdpRejected, IdpUnavailable, OidcClient
-from router_plugins.sessions import Session, SessionStore
-from router_plugins.sessions.singleflight import single_flight
+from router_plugins.sessions import Session, SessionStore, single_flight
 
 logger = logging.getLogger("commons_router.auth")
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from router.config.models import Route
+from router.api import Route
 
 PREFIX = "commons-router.io/"
 PLUGIN_PREFIX = "plugin."

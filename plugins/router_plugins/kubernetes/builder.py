@@ -14,8 +14,7 @@ import gc
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
-from router.api import RouteProblem
-from router.config.models import Route
+from router.api import Route, RouteProblem
 from router_plugins.kubernetes.endpoints import SERVICE_NAME_LABEL, BackendProblem
 from router_plugins.kubernetes.mapping import (
     ClassSelection,

@@ -6,7 +6,7 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from router.config.models import Endpoint
+from router.api import Endpoint
 from router_plugins.kubernetes.objects import Obj, items, key, labels_of, mapping, namespace, text
 from router_plugins.kubernetes.version import PodInfo, endpoint_version
 

@@ -9,8 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from router.api import RouteProblem
-from router.config.models import Endpoint, Route
+from router.api import Endpoint, Route, RouteProblem
 from router_plugins.kubernetes.annotations import IngressSettings, parse_annotations
 from router_plugins.kubernetes.endpoints import (
     BackendProblem,

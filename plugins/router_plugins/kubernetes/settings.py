@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from router.config.types import Duration
+from router.api import Duration
 from router_plugins.kubernetes.selfimage import POD_NAMESPACE_ENV
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -5,94 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-
-from router.api import DevOptions, DevPreset, Plugin, PluginServices, ServiceKey
-from router.config.loader import ConfigError, ConfigIssue
-from router.config.types import Duration
+from router.api import (
+    DevOptions,
+    DevPreset,
+    Plugin,
+    PluginConfigError,
+    PluginServices,
+    ServiceKey,
+)
 from router_plugins.sessions.backend import Backend
 from router_plugins.sessions.cookies import CookieSettings
 from router_plugins.sessions.crypto import Sealer, new_key, parse_key
 from router_plugins.sessions.memory import MemoryBackend
 from router_plugins.sessions.redis_store import RedisBackend
+from router_plugins.sessions.settings import SessionsConfig
 from router_plugins.sessions.store import SessionStore
 
 logger = logging.getLogger("commons_router.sessions")
-
-
-class SentinelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    hosts: list[str] = Field(min_length=1)
-    """Sentinel ``host:port`` addresses."""
-    service_name: str
-    db: int = 0
-    password: SecretStr | None = None
-    """Password of the Redis master."""
-    sentinel_password: SecretStr | None = None
-    tls: bool = False
-
-
-class RedisConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: SecretStr | None = None
-    """``redis://[:password@]host:port/db``, ``rediss://`` for TLS, or ``unix://``."""
-    sentinel: SentinelConfig | None = None
-    timeout: Duration = 1.0
-    """Timeout of each Redis command and connection attempt."""
-    tls_ca_file: str | None = None
-    """CA bundle that signs the Redis server's certificate (``rediss://``; default: the
-    system's)."""
-
-    @model_validator(mode="after")
-    def _one(self) -> RedisConfig:
-        if (self.url is None) == (self.sentinel is None):
-            raise ValueError("set exactly one of 'url' and 'sentinel'")
-        if self.url is not None and not self.url.get_secret_value().startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise ValueError("the Redis url must start with redis://, rediss:// or unix://")
-        return self
-
-
-class SessionsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    store: Literal["memory", "redis"] = "memory"
-    redis: RedisConfig | None = None
-    idle_timeout: Duration = Field(3600.0, gt=0)
-    """A session unused this long ends."""
-    lifetime: Duration = Field(12 * 3600.0, gt=0)
-    """A session ends this long after login, however active."""
-    encryption_keys: list[SecretStr] = Field(default_factory=list)
-    """Base64 32-byte keys; the first encrypts, all decrypt (rotation). Required for Redis."""
-    cookie_name: str = Field("commons-router-session", pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    """Gets the ``__Host-`` prefix when the listener has TLS."""
-    cache: Duration = Field(1.0, ge=0)
-    """How long a worker may reuse a session it read, before asking the store again."""
-    prefix: str = "commons-router:"
-    """Key prefix in Redis."""
-
-    @field_validator("encryption_keys")
-    @classmethod
-    def _keys(cls, value: list[SecretStr]) -> list[SecretStr]:
-        for key in value:
-            parse_key(key.get_secret_value())
-        return value
-
-    @model_validator(mode="after")
-    def _store(self) -> SessionsConfig:
-        if self.store == "redis":
-            if self.redis is None:
-                raise ValueError("store 'redis' needs a 'redis' block (url or sentinel)")
-            if not self.encryption_keys:
-                raise ValueError(
-                    "store 'redis' needs 'encryption_keys' (e.g. `openssl rand -base64 32`)"
-                )
-        return self
 
 
 class SessionService:
@@ -152,15 +82,10 @@ class SessionsPlugin(Plugin[SessionsConfig]):
     def _check_store(self) -> None:
         workers = self.services.router_config.workers
         if self.config.store == "memory" and workers > 1:
-            raise ConfigError(
-                "plugins.sessions",
-                [
-                    ConfigIssue(
-                        ("plugins", "sessions", "store"),
-                        f"the memory store would give each of the {workers} workers its own "
-                        "sessions: use store 'redis' or workers: 1",
-                    )
-                ],
+            raise PluginConfigError(
+                f"the memory store would give each of the {workers} workers its own "
+                "sessions: use store 'redis' or workers: 1",
+                ("store",),
             )
 
     async def preflight(self) -> None:
@@ -170,14 +95,9 @@ class SessionsPlugin(Plugin[SessionsConfig]):
             try:
                 await asyncio.to_thread(Path(redis.tls_ca_file).read_bytes)
             except OSError as exc:
-                raise ConfigError(
-                    "plugins.sessions",
-                    [
-                        ConfigIssue(
-                            ("plugins", "sessions", "redis", "tls_ca_file"),
-                            f"cannot read {redis.tls_ca_file}: {exc.strerror or exc}",
-                        )
-                    ],
+                raise PluginConfigError(
+                    f"cannot read {redis.tls_ca_file}: {exc.strerror or exc}",
+                    ("redis", "tls_ca_file"),
                 ) from None
 
     async def start(self) -> None:

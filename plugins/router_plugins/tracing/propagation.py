@@ -28,7 +28,7 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from router_plugins.tracing.config import Propagator
+from router_plugins.tracing.settings import Propagator
 
 # Every header any supported format uses: cleared from upstream requests before ours are
 # written, so a client's values never reach a backend next to (or instead of) ours.

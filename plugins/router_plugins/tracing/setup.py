@@ -18,10 +18,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from router import __version__
-from router.buildinfo import build_commit
-from router_plugins.tracing.config import TracingConfig
+from router.api import build_info
 from router_plugins.tracing.export import OtlpHttpSpanExporter
+from router_plugins.tracing.settings import TracingConfig
 
 # Downward-API variables a Kubernetes manifest sets (ours and common spellings).
 K8S_ENV = {
@@ -45,10 +44,11 @@ def kubernetes_attributes(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def build_resource(config: TracingConfig, environ: Mapping[str, str] = os.environ) -> Resource:
-    commit = build_commit()
+    info = build_info()
+    commit, version = info.commit, info.version
     attributes: dict[str, str] = {
         "service.name": config.service_name,
-        "service.version": f"{__version__}+{commit[:12]}" if commit != "unknown" else __version__,
+        "service.version": f"{version}+{commit[:12]}" if commit != "unknown" else version,
         "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
         "commons_router.build.commit": commit,
         **kubernetes_attributes(environ),

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from router.config.types import Duration
+from router.api import Duration
 
 _ALGORITHMS = {
     "RS256",

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from router.config.types import Duration
+from router.api import Duration
 
 Propagator = Literal["tracecontext", "baggage", "b3", "b3multi", "jaeger"]
 Exporter = Literal["otlp_http", "otlp_grpc", "console", "none"]
