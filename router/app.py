@@ -233,15 +233,14 @@ class RouterRuntime:
             self.plugins.append((spec, plugin))
 
         trusted = TrustedPeers(config.trusted_proxies)
-        services.set_original_resolver(
-            OriginalRequests(
-                self.holder,
-                trusted,
-                merge_slashes=config.paths.merge_slashes,
-                reject_encoded_slash=config.paths.reject_encoded_slash,
-                reject_encoded_controls=config.paths.reject_encoded_controls,
-            ).resolve
+        originals = OriginalRequests(
+            self.holder,
+            trusted,
+            merge_slashes=config.paths.merge_slashes,
+            reject_encoded_slash=config.paths.reject_encoded_slash,
+            reject_encoded_controls=config.paths.reject_encoded_controls,
         )
+        services.set_original_resolver(originals.resolve, originals.resolve_prefixed)
         protected = list(services.protected_headers)
         for listener in listeners:
             mutual = listener.tls.client_certificates if listener.tls is not None else None
@@ -420,7 +419,9 @@ class RouterRuntime:
         if len(self._public_runners) == 1:
             self.public_port = bound
 
-    def _global_chain(self, dispatcher: Dispatcher) -> tuple[Handler, dict[str, Handler]]:
+    def _global_chain(
+        self, dispatcher: Dispatcher
+    ) -> tuple[Handler, dict[str, Handler], dict[str, Handler]]:
         entry: Handler = dispatcher.route_request
         global_plugins: list[str] = []
         for spec, plugin in reversed(self.plugins):
@@ -446,7 +447,24 @@ class RouterRuntime:
                     raise ConfigError(self.loaded.source, [ConfigIssue(("plugins",), problem)])
                 owners[path] = plugin.name
                 reserved[path] = isolate(plugin, _answer_with(handler), entry, self.metrics)
-        return entry, reserved
+        prefixes: dict[str, Handler] = {}
+        for _, plugin in self.plugins:
+            for prefix, handler in plugin.reserved_prefixes().items():
+                problem = None
+                if not prefix.startswith("/.commons-router/") or prefix.endswith("/"):
+                    problem = (
+                        f"plugin {plugin.name!r} reserves the prefix {prefix!r}: it must be "
+                        "under /.commons-router/ and not end with '/'"
+                    )
+                else:
+                    clash = [p for p in (*owners, *prefixes) if p.startswith(prefix)]
+                    clash += [p for p in prefixes if prefix.startswith(p)]
+                    if clash:
+                        problem = f"plugin {plugin.name!r} reserves {prefix!r}, over {clash[0]!r}"
+                if problem is not None:
+                    raise ConfigError(self.loaded.source, [ConfigIssue(("plugins",), problem)])
+                prefixes[prefix] = isolate(plugin, _answer_with(handler), entry, self.metrics)
+        return entry, reserved, prefixes
 
     async def _start_admin(self, state: AdminState) -> None:
         runner = web.AppRunner(build_admin_app(state), access_log=None)

@@ -63,6 +63,7 @@ class Dispatcher:
         "reject_encoded_controls",
         "reject_encoded_slash",
         "reserved",
+        "reserved_prefixes",
         "scheme",
         "subject_header",
         "track_requests",
@@ -113,6 +114,9 @@ class Dispatcher:
         self.reserved: dict[str, Handler] = {}
         """Exact paths answered by plugins on every host (``/.well-known/commons-router/...``,
         ``/.commons-router/...``), before route matching decides."""
+        self.reserved_prefixes: tuple[tuple[str, Handler], ...] = ()
+        """Prefixes answered by plugins, matched on the target as sent and on the normalized
+        path (see :meth:`route_request`)."""
         self._entry: Handler = self.route_request
         self._loop_time = time.perf_counter
 
@@ -127,10 +131,17 @@ class Dispatcher:
             return incoming
         return new_request_id()
 
-    def install_plugins(self, entry: Handler, reserved: dict[str, Handler]) -> None:
-        """Set the global plugin chain (ending at :meth:`route_request`) and the reserved paths."""
+    def install_plugins(
+        self,
+        entry: Handler,
+        reserved: dict[str, Handler],
+        prefixes: dict[str, Handler] | None = None,
+    ) -> None:
+        """Set the global plugin chain (ending at :meth:`route_request`), the reserved paths
+        and the reserved prefixes."""
         self._entry = entry
         self.reserved = reserved
+        self.reserved_prefixes = tuple((prefixes or {}).items())
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         start = self._loop_time()
@@ -250,6 +261,13 @@ class Dispatcher:
                 handler = reserved.get(ctx.path.partition(";")[0])
                 if handler is not None:
                     return await handler(request)
+            for prefix, owner in self.reserved_prefixes:
+                # SECURITY: the target as sent decides too, so that dot segments after the
+                # prefix (``<prefix>/../../admin``) cannot turn a request for the prefix's
+                # owner into a routed request, and the normalized path, so that an encoded
+                # or dotted spelling of the prefix does not reach a route either.
+                if request.raw_path.startswith(prefix) or ctx.path.startswith(prefix):
+                    return await owner(request)
             route = ctx.route
             if route is None:
                 raise RouterHTTPError(404, "No route matches this host and path.")

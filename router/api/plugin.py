@@ -30,6 +30,7 @@ Middleware = Callable[[web.BaseRequest, Handler], Awaitable[web.StreamResponse]]
 """``(request, handler) -> response``, the aiohttp middleware shape."""
 
 OriginalResolver = Callable[[web.BaseRequest, RequestContext, HeaderFamily], OriginalRequest]
+PrefixedResolver = Callable[[web.BaseRequest, RequestContext, str], OriginalRequest | None]
 
 T = TypeVar("T")
 
@@ -82,6 +83,7 @@ class PluginServices:
         self._services: dict[ServiceKey[Any], Any] = {}
         self.upstream_observers: list[UpstreamObserver] = []
         self._original: OriginalResolver | None = None
+        self._prefixed: PrefixedResolver | None = None
         self.certificates: CertificateSink | None = None
         """The certificate store, when a listener serves TLS."""
 
@@ -100,9 +102,25 @@ class PluginServices:
             return OriginalRequest(request.method, ctx.host, ctx.path, ctx.query, ctx.route, False)
         return self._original(request, ctx, family)
 
-    def set_original_resolver(self, resolver: OriginalResolver) -> None:
+    def prefixed_request(self, request: web.BaseRequest, prefix: str) -> OriginalRequest | None:
+        """The request an Envoy ``ext_authz`` HTTP check names: the check request's own
+        method and ``Host``, and its target as sent after ``prefix`` (Envoy's
+        ``path_prefix``), normalized and routed like a direct request. None when the peer is
+        not a trusted proxy: nobody else may choose the path being judged.
+
+        Raises :class:`~router.api.errors.RouterHTTPError` (400) when the target does not
+        start with ``prefix`` followed by ``/``, or the path after it is malformed.
+        """
+        if self._prefixed is None:
+            return None
+        return self._prefixed(request, context_of(request), prefix)
+
+    def set_original_resolver(
+        self, resolver: OriginalResolver, prefixed: PrefixedResolver | None = None
+    ) -> None:
         """Called by the core once the route table and trusted proxies are known."""
         self._original = resolver
+        self._prefixed = prefixed
 
     def counter(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> Counter:
         """A counter shown in ``/metrics`` as ``commons_router_<name>`` (``name`` ends in
@@ -236,6 +254,16 @@ class Plugin(Generic[C]):
         """Exact paths this plugin answers on every host, before routes are consulted.
 
         Each must start with ``/.well-known/commons-router/`` or ``/.commons-router/``.
+        """
+        return {}
+
+    def reserved_prefixes(self) -> Mapping[str, Handler]:
+        """Path prefixes this plugin answers on every host, before routes are consulted:
+        every request whose target *as sent* starts with the prefix, and every request whose
+        normalized path does (so dot segments cannot lead a request out of it, nor into a
+        route).
+
+        Each must start with ``/.commons-router/`` and not overlap another reserved path.
         """
         return {}
 

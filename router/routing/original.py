@@ -95,6 +95,29 @@ class OriginalRequests:
             raise RouterHTTPError(400, f"Bad forwarded path: {exc}.") from None
         return OriginalRequest(method, host, target.path, target.query, route, True)
 
+    def resolve_prefixed(
+        self, request: web.BaseRequest, ctx: RequestContext, prefix: str
+    ) -> OriginalRequest | None:
+        """Envoy's ``ext_authz`` HTTP check: ``<prefix><original path and query>`` with the
+        original method and ``Host``. The target is taken as sent, before this request's own
+        normalization, so that dot segments in the original path are resolved inside it."""
+        if not self._trusted.trusts(request.remote or ""):
+            return None
+        raw = request.raw_path
+        if not raw.startswith(prefix) or raw[len(prefix) : len(prefix) + 1] != "/":
+            raise RouterHTTPError(400, f"The target must be {prefix} followed by a path.")
+        try:
+            target = normalize_target(
+                raw[len(prefix) :],
+                merge_slashes=self._merge_slashes,
+                reject_encoded_slash=self._reject_encoded_slash,
+                reject_encoded_controls=self._reject_encoded_controls,
+            )
+            route = self._holder.table.resolve(ctx.host, target)
+        except PathError as exc:
+            raise RouterHTTPError(400, f"Bad original path: {exc}.") from None
+        return OriginalRequest(request.method, ctx.host, target.path, target.query, route, True)
+
 
 def _one(request: web.BaseRequest, name: str) -> str | None:
     values = request.headers.getall(name, ())

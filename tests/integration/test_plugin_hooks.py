@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +14,7 @@ from multidict import CIMultiDict
 from router.api import Handler, Middleware, NoConfig, Plugin, RouterHTTPError, context_of
 from router.config.loader import ConfigError
 from router.testing import Backend, run_router
+from tests.support.rawhttp import exchange, request_bytes
 
 
 class CountingPlugin(Plugin[NoConfig]):
@@ -65,9 +67,7 @@ async def test_global_middleware_sees_every_routable_request(
 ) -> None:
     config: dict[str, Any] = {
         "plugins": [{"name": "counting"}],
-        "routes": [
-            {"name": "app", "hosts": ["app.test"], "upstreams": [{"url": backend.url}]}
-        ],
+        "routes": [{"name": "app", "hosts": ["app.test"], "upstreams": [{"url": backend.url}]}],
     }
     async with run_router(config, plugins={"counting": CountingPlugin}) as router:
         await client.get(router.url + "/a", headers={"Host": "app.test"})
@@ -132,6 +132,49 @@ async def test_reserved_paths_must_use_the_router_prefixes() -> None:
     config = {"plugins": [{"name": "bad"}], "routes": [{"name": "a", "builtin": "echo"}]}
     with pytest.raises(ConfigError, match="outside"):
         async with run_router(config, plugins={"bad": BadReservation}):
+            pass
+
+
+class PrefixPlugin(Plugin[NoConfig]):
+    name = "prefix"
+    prefix = "/.commons-router/decide"
+
+    def reserved_prefixes(self) -> Mapping[str, Handler]:
+        async def decide(request: web.BaseRequest) -> web.StreamResponse:
+            return web.json_response({"raw": request.raw_path})
+
+        return {self.prefix: decide}
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/.commons-router/decide/x",
+        "/.commons-router/decide/../../admin",  # the target as sent decides
+        "/.commons-router/x/../decide/y",  # and so does the normalized path
+        "/.commons-router/%64ecide/y",
+    ],
+)
+async def test_reserved_prefixes_take_every_spelling(target: str) -> None:
+    config = {
+        "plugins": [{"name": "prefix"}],
+        "routes": [{"name": "a", "builtin": "echo"}],
+    }
+    async with run_router(config, plugins={"prefix": PrefixPlugin}) as router:
+        exchanged = await exchange(router.port, request_bytes("GET", target))
+        assert exchanged.responses[0].status == 200
+        assert json.loads(exchanged.responses[0].body) == {"raw": target}
+
+
+class BadPrefix(PrefixPlugin):
+    name = "badprefix"
+    prefix = "/decide"
+
+
+async def test_reserved_prefixes_must_be_under_the_router_prefix() -> None:
+    config = {"plugins": [{"name": "badprefix"}], "routes": [{"name": "a", "builtin": "echo"}]}
+    with pytest.raises(ConfigError, match="must be under"):
+        async with run_router(config, plugins={"badprefix": BadPrefix}):
             pass
 
 

@@ -29,6 +29,7 @@ from router.api import (
     split_host_port,
 )
 from router_plugins.auth.assertion import AssertionSigner
+from router_plugins.auth.extauthz import EXT_AUTHZ_PREFIX, AllowAnswers
 from router_plugins.auth.identity import Identity
 from router_plugins.auth.jwks import JwksCache, KeysUnavailable
 from router_plugins.auth.login import (
@@ -112,18 +113,21 @@ class AuthPlugin(Plugin[AuthConfig]):
         self._discovery: asyncio.Task[None] | None = None
         self._default = Policy(config.default)
         headers = config.identity_headers
-        for name in (
+        owned = [
             headers.user,
             headers.email,
             headers.groups,
             headers.name,
             headers.access_token,
             *headers.claims.values(),
-        ):
+        ]
+        if config.assertion is not None:
+            owned.append(config.assertion.header)
+        for name in owned:
             if name:
                 services.protect_header(name)
-        if config.assertion is not None:
-            services.protect_header(config.assertion.header)
+        self._ext_authz_answers = AllowAnswers(name for name in owned if name)
+        self._sign_in_paths: frozenset[str] = frozenset()
 
     async def start(self) -> None:
         config = self.config
@@ -180,6 +184,7 @@ class AuthPlugin(Plugin[AuthConfig]):
             self.signer = AssertionSigner(config.assertion)
         if self.sessions is not None:
             self.login = LoginHandlers(config, self.sessions, self.oidc)
+        self._sign_in_paths = frozenset(self.reserved_paths()) - {AUTH_PATH}
         if self.oidc is not None:
             # Read the provider's discovery document now, so a wrong issuer shows in the log
             # at start; requests retry by themselves if the provider is not up yet.
@@ -215,6 +220,9 @@ class AuthPlugin(Plugin[AuthConfig]):
             paths[JWKS_PATH] = self.jwks
         return paths
 
+    def reserved_prefixes(self) -> Mapping[str, Handler]:
+        return {EXT_AUTHZ_PREFIX: self.ext_authz} if self.config.ext_authz else {}
+
     async def jwks(self, request: web.BaseRequest) -> web.StreamResponse:
         assert self.signer is not None
         return web.json_response(self.signer.jwks, headers={"Cache-Control": "max-age=300"})
@@ -244,6 +252,44 @@ class AuthPlugin(Plugin[AuthConfig]):
             response.headers[header] = value
         ctx.add_log_field("user", identity.user)
         return response
+
+    async def ext_authz(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Envoy ``ext_authz`` (HTTP): 200 + identity, 401, 403 or a login redirect, for the
+        request a trusted proxy names (its method and ``Host``, the target after the prefix),
+        with that path's route policy."""
+        ctx = context_of(request)
+        original = self.services.prefixed_request(request, EXT_AUTHZ_PREFIX)
+        if original is None:
+            raise RouterHTTPError(403, "Only a trusted proxy may ask for a decision here.")
+        path, query = original.path, original.query
+        ctx.add_log_field("auth_for", f"{original.method} {original.host}{path}")
+        answers = self._ext_authz_answers
+        if path == AUTH_PATH or path.startswith(EXT_AUTHZ_PREFIX):
+            # Reached through the gateway, the decision endpoints would tell a client the
+            # decisions (and identity headers) of other paths: never let them through.
+            raise RouterHTTPError(403, "The router's decision endpoints are not served here.")
+        if path in self._sign_in_paths:
+            return answers.allow({})  # sign-in and sign-out must work without a session
+        route = original.route
+        policy = self._policies.get(route.name, self._default) if route else self._default
+        if policy.public:
+            return answers.allow({})
+        identity = await self._identify(request, ctx, policy)
+        if identity is None:
+            if policy.required:
+                return self._unauthenticated(request, path, query)
+            return answers.allow({})
+        if not policy.permits(identity):
+            raise self._forbidden(identity, path, query)
+        settings = policy.settings
+        name = route.name if route is not None else "ext-authz"
+        raw_cookie = request.headers.get("Cookie")
+        ctx.add_log_field("user", identity.user)
+        return answers.allow(
+            self._identity_headers(identity, settings, name),
+            remove_authorization=not settings.pass_authorization,
+            upstream_cookie=self._cookie_parts(raw_cookie)[1] if raw_cookie else "",
+        )
 
     # --- per route ------------------------------------------------------------------
     def middleware(self, route: Route, route_config: Any) -> Middleware | None:
@@ -314,7 +360,7 @@ class AuthPlugin(Plugin[AuthConfig]):
                 identity = await self._identify(request, ctx, policy)
             if identity is None:
                 if required:
-                    return self._unauthenticated(request, ctx)
+                    return self._unauthenticated(request, ctx.path, ctx.query)
                 if raw_cookie:
                     self._forward_cookie(ctx, self._cookie_parts(raw_cookie)[1])
                 return await handler(request)
@@ -427,9 +473,9 @@ class AuthPlugin(Plugin[AuthConfig]):
         self._known[key] = (source, identity)
         return identity
 
-    def _unauthenticated(self, request: web.BaseRequest, ctx: RequestContext) -> web.Response:
+    def _unauthenticated(self, request: web.BaseRequest, path: str, query: str) -> web.Response:
         if self.login is not None and is_browser(request):
-            target = ctx.path + (f"?{ctx.query}" if ctx.query else "")
+            target = path + (f"?{query}" if query else "")
             return redirect(f"{LOGIN_PATH}?rd={quote(target, safe='')}")
         raise RouterHTTPError(401, "Sign in first.", headers=self._challenge())
 

@@ -195,6 +195,10 @@ class AuthConfig(_Model):
     (``X-Original-URI``/``-Method``, host from ``Host``), ``traefik``
     (``X-Forwarded-Uri``/``-Method``/``-Host``), or ``any`` (both; they must agree). Name
     the proxy's own family so that headers it passes through from clients are ignored."""
+    ext_authz: bool = False
+    """Answer Envoy ``ext_authz`` HTTP checks under ``/.commons-router/ext-authz`` (Envoy
+    Gateway ``SecurityPolicy`` ``extAuth.http``, Gateway API ``ExternalAuth``), from
+    ``trusted_proxies`` only."""
     dev_login: bool = False
     """Built-in login without an identity provider: ``commons-router dev`` only, loopback only."""
 
