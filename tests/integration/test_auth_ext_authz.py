@@ -66,6 +66,14 @@ async def router(
             "plugins": {"auth": {"allow": {"groups": ["admins"]}}},
         }
     )
+    # Routes that only carry policy for the gateway's traffic.
+    for host, policy in (
+        ("policy.test", {"allow": {"groups": ["admins"]}}),
+        ("open.test", {"policy": "public"}),
+    ):
+        cfg["routes"].append(
+            {"name": host, "hosts": [host], "builtin": "unavailable", "plugins": {"auth": policy}}
+        )
     async with run_router(cfg) as running:
         yield running
 
@@ -177,6 +185,12 @@ async def test_the_original_host_picks_its_routes(
     # Only Host (Envoy's :authority) names the host; X-Forwarded-Host is the client's.
     forwarded = {"Cookie": alice, "X_Forwarded_Host": "127.0.0.1", "Host": "guarded.test"}
     assert (await check(gateway, router, "/x", **forwarded))[0] == 403
+    # Policy-only routes decide checks; traffic for them that reaches the router gets 503.
+    assert (await check(gateway, router, "/x", Cookie=alice, Host="policy.test"))[0] == 403
+    status, headers = await check(gateway, router, "/x", Host="open.test")
+    assert status == 200 and REMOVE in headers
+    async with gateway.get(router.url + "/x", headers={"Host": "open.test"}) as response:
+        assert response.status == 503
 
 
 async def test_api_clients_get_401_and_browsers_the_login(
