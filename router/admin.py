@@ -75,29 +75,41 @@ def routes_document(state: AdminState) -> dict[str, Any]:
         "routes": routes,
         "problems": problems,
     }
-    store = state.certificates
-    if store is not None:
-        document["certificates"] = [c.describe() for c in store.certificates()]
-        problems.extend(
-            {"source": source, "route": None, "message": f"certificate rejected: {message}"}
-            for source, message in sorted(store.problems.items())
-        )
+    if state.certificates is not None:
+        certificates, rejected = _certificates(state.certificates)
+        document["certificates"] = certificates
+        problems.extend(rejected)
     return document
+
+
+def _certificates(store: CertificateStore) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The certificates served, and a problem entry for each one rejected."""
+    rejected = [
+        {"source": source, "route": None, "message": f"certificate rejected: {message}"}
+        for source, message in sorted(store.problems.items())
+    ]
+    return [c.describe() for c in store.certificates()], rejected
 
 
 def status_document(state: AdminState) -> dict[str, Any]:
     """Everything the home page shows, as data."""
     rates, span = state.rates.rates()
-    return {
+    problems = [
+        {"source": p.source, "route": p.route, "message": p.message}
+        for p in state.watcher.problems
+    ]
+    document: dict[str, Any] = {
         "router": router_section(state.global_plugins),
         "generation": state.holder.generation,
         "rate_window_seconds": round(span if span > 0 else RATE_WINDOW, 1),
         "routes": route_entries(state.holder.table.routes, rates, _now(), state.global_plugins),
-        "problems": [
-            {"source": p.source, "route": p.route, "message": p.message}
-            for p in state.watcher.problems
-        ],
+        "problems": problems,
     }
+    if state.certificates is not None:
+        certificates, rejected = _certificates(state.certificates)
+        document["certificates"] = certificates
+        problems.extend(rejected)
+    return document
 
 
 def wants_json(request: web.Request) -> bool:

@@ -275,6 +275,20 @@ def render_html(document: dict[str, Any]) -> str:
         parts.append("</table>")
     else:
         parts.append('<p class="ok">none</p>')
+    certificates = document.get("certificates")
+    if certificates is not None:
+        parts.append(f"<h2>Certificates ({len(certificates)})</h2>")
+        parts.append(
+            "<table><tr><th>names</th><th>issuer</th><th>not after</th><th>source</th></tr>"
+        )
+        for certificate in certificates:
+            parts.append(
+                f"<tr><td>{'<br>'.join(_text(n) for n in certificate['names'])}</td>"
+                f"<td>{_text(certificate['issuer'])}</td>"
+                f"<td>{_text(certificate['not_after'])}</td>"
+                f"<td><code>{_text(certificate['source'])}</code></td></tr>"
+            )
+        parts.append("</table>")
     parts.append(f"<h2>Routes ({len(document['routes'])})</h2>")
     parts.append(
         "<table><tr><th>route</th><th>hosts</th><th>path</th><th>plugins</th>"

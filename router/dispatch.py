@@ -176,7 +176,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             # The client went away: log it as nginx does (499), or as 101 for a WebSocket
             # that ended with its connection; aiohttp cleans up.
-            self._finish(request, ctx, route or ctx.route, None, 101 if ctx.upgraded else 499)
+            self._finish(request, ctx, route or ctx.core_route, None, 101 if ctx.upgraded else 499)
             raise
         finally:
             self.metrics.in_flight -= 1
@@ -191,10 +191,10 @@ class Dispatcher:
         try:
             redirect = self._locate(request, ctx)
             if redirect is not None:
-                return redirect, ctx.route
-            return await self._entry(request), ctx.route
+                return redirect, ctx.core_route
+            return await self._entry(request), ctx.core_route
         except Exception as exc:
-            return await self.exception_handlers.answer(request, exc), ctx.route
+            return await self.exception_handlers.answer(request, exc), ctx.core_route
 
     def _locate(self, request: web.BaseRequest, ctx: RequestContext) -> web.Response | None:
         """Check the host and target, normalize the path and find the route; the answer
@@ -228,9 +228,9 @@ class Dispatcher:
             if route.listeners and self.listener not in route.listeners:
                 route = None
             elif route.https_redirect and self.scheme == "http":
-                ctx.route = route
+                ctx.core_route = route
                 return self._https_redirect(ctx)
-        ctx.route = route
+        ctx.core_route = route
         return None
 
     def _https_redirect(self, ctx: RequestContext) -> web.Response:
@@ -268,7 +268,7 @@ class Dispatcher:
                 # or dotted spelling of the prefix does not reach a route either.
                 if request.raw_path.startswith(prefix) or ctx.path.startswith(prefix):
                     return await owner(request)
-            route = ctx.route
+            route = ctx.core_route
             if route is None:
                 raise RouterHTTPError(404, "No route matches this host and path.")
             return await route.handler(request)
@@ -320,7 +320,7 @@ class Dispatcher:
         access_log = self.access_log
         if access_log is None:
             return
-        endpoint = ctx.endpoint
+        endpoint = ctx.core_endpoint
         record: dict[str, Any] = {
             "time": access_log.timestamp(),
             "request_id": ctx.request_id,

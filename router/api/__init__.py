@@ -8,7 +8,9 @@ tests); ``tests/unit/test_architecture.py`` enforces it. What is here:
   :class:`ProviderUpdate`, :class:`Publish`, :class:`RouteProblem`), the certificate
   sink, and what plugins contribute to the commands (:class:`DevPreset`,
   :class:`SignedStatementProfile`);
-- per request: :class:`RequestContext` (reached with :func:`context_of`), response hooks,
+- per request: :class:`RequestContext` (reached with :func:`context_of`) with read-only
+  views of the matched route and endpoint (:class:`RouteView`, :class:`EndpointView`),
+  response hooks,
   :class:`OriginalRequest` for forward-auth, :class:`RouterHTTPError` for a clear answer;
 - configuration: the route and endpoint models a provider builds, the duration and size
   types settings use, address checks, and :class:`PluginConfigError`, the one way to
@@ -33,6 +35,7 @@ from router.api.plugin import (
     UpstreamObserver,
 )
 from router.api.provider import Provider, ProviderUpdate, Publish, RouteProblem
+from router.api.views import EndpointView, RouteView
 from router.buildinfo import ROUTER_IMAGE, BuildInfo, RouterImage, build_info
 from router.config.models import Endpoint, Route
 from router.config.types import ByteCount, Duration, check_cidrs, split_host_port
@@ -51,6 +54,7 @@ __all__ = [
     "DevPreset",
     "Duration",
     "Endpoint",
+    "EndpointView",
     "Handler",
     "HeaderFamily",
     "Middleware",
@@ -67,6 +71,7 @@ __all__ = [
     "ResponseHook",
     "Route",
     "RouteProblem",
+    "RouteView",
     "RouterHTTPError",
     "RouterImage",
     "ServiceKey",

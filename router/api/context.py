@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from router.api.views import EndpointView, RouteView
+
 if TYPE_CHECKING:
     from router.proxy.upstream import EndpointState
     from router.routing.compiled import CompiledRoute
@@ -21,7 +23,8 @@ class RequestContext:
     __slots__ = (
         "client_certificate_subject",
         "client_ip",
-        "endpoint",
+        "core_endpoint",
+        "core_route",
         "host",
         "listen_port",
         "log_fields",
@@ -30,7 +33,6 @@ class RequestContext:
         "request_id",
         "resend_count",
         "response_hooks",
-        "route",
         "scheme",
         "start",
         "upgraded",
@@ -49,8 +51,10 @@ class RequestContext:
         self.path = ""
         """Normalized path, as forwarded (before any prefix stripping)."""
         self.query = ""
-        self.route: CompiledRoute | None = None
-        self.endpoint: EndpointState | None = None
+        self.core_route: CompiledRoute | None = None
+        """The matched route as the core uses it; plugins read :attr:`route`."""
+        self.core_endpoint: EndpointState | None = None
+        """The endpoint chosen, as the core uses it; plugins read :attr:`endpoint`."""
         self.log_fields: dict[str, Any] | None = None
         self.upstream_headers: dict[str, str | None] | None = None
         self.response_hooks: list[ResponseHook] | None = None
@@ -65,6 +69,16 @@ class RequestContext:
         self.client_certificate_subject: str | None = None
         """Subject (RFC 4514) of the client certificate, verified against the listener's CA
         bundle; None without mutual TLS or when the client sent none."""
+
+    @property
+    def route(self) -> RouteView | None:
+        """The route this request matched (None: no route), read-only."""
+        return self.core_route
+
+    @property
+    def endpoint(self) -> EndpointView | None:
+        """The endpoint that answered (None until one was chosen), read-only."""
+        return self.core_endpoint
 
     def add_log_field(self, name: str, value: Any) -> None:
         """Add a field to this request's access-log line (e.g. ``user``, ``trace_id``)."""

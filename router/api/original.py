@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from router.routing.compiled import CompiledRoute
+from router.api.views import RouteView
 
 HeaderFamily = Literal["any", "nginx", "traefik"]
 """Which headers name the original request: nginx's ``X-Original-URI``/``-Method`` (host
@@ -21,7 +20,7 @@ class OriginalRequest:
     path: str
     """Normalized exactly like a direct request's path (the one a route is matched on)."""
     query: str
-    route: CompiledRoute | None
+    route: RouteView | None
     """The route a direct request for ``host`` and ``path`` would take."""
     forwarded: bool
     """True when a trusted proxy named the original request; False when this request

@@ -34,7 +34,7 @@ class EchoHandler:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         ctx = request[CONTEXT_KEY]
-        route = ctx.route
+        route = ctx.core_route
         assert route is not None
         received = [(name, _mask(name, value)) for name, value in request.headers.items()]
         forwarded = self._forwarder.upstream_headers(request, ctx, route)

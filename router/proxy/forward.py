@@ -120,7 +120,7 @@ class Forwarder:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         ctx = request[CONTEXT_KEY]
-        route = ctx.route
+        route = ctx.core_route
         assert route is not None and route.pool is not None
         # Set for a WebSocket upgrade: the Sec-WebSocket-Accept the client expects.
         accept: str | None = None
@@ -164,7 +164,7 @@ class Forwarder:
                 raise RouterHTTPError(
                     503, f"No healthy upstream endpoint is available for route {route.name!r}."
                 )
-            ctx.endpoint = endpoint
+            ctx.core_endpoint = endpoint
             ctx.resend_count = attempt
             try:
                 return await self._attempt(
@@ -419,7 +419,7 @@ class Forwarder:
         self, ctx: RequestContext, route: CompiledRoute, exc: BaseException
     ) -> None:
         ctx.add_log_field("error", "body")
-        endpoint = ctx.endpoint
+        endpoint = ctx.core_endpoint
         logger.warning(
             "route %s: upstream %s broke off its answer (body): %s",
             route.name,

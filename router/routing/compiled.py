@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from router.api.plugin import Handler
 from router.config.models import Route
 from router.observability.metrics import RouteMetrics
 from router.proxy.headers import canonical_header
-from router.proxy.upstream import UpstreamPool
+from router.proxy.upstream import EndpointState, UpstreamPool
 from router.proxy.wire import UpstreamTimeouts
 
 
@@ -73,6 +75,23 @@ class CompiledRoute:
         self.response_set = tuple(spec.response_headers.set.items())
         self.handler = handler
         """The plugin chain ending at the upstream (or the route's builtin)."""
+
+    # The read-only view plugins get (router.api.RouteView).
+    @property
+    def hosts(self) -> Sequence[str]:
+        return self.spec.hosts
+
+    @property
+    def path(self) -> str:
+        return self.spec.path
+
+    @property
+    def path_type(self) -> str:
+        return self.spec.path_type
+
+    @property
+    def endpoints(self) -> Sequence[EndpointState]:
+        return self.pool.endpoints if self.pool is not None else ()
 
     def upstream_path(self, path: str) -> str:
         """The path to send upstream: ``path`` with the route prefix stripped if asked."""

@@ -17,6 +17,7 @@ from tests.integration.test_provenance_page import ARTIFACTS, CHROMIUM, CHROMIUM
 from tests.integration.test_workers import new_connection_requests, workers_config
 from tests.support.processes import free_port, get, started
 from tests.support.signatures import new_key_pem
+from tests.support.tls import TestCA
 
 VERSION = {"repository": "https://github.com/example/shop", "commit": "9b1c2d3e" * 5}
 
@@ -175,3 +176,28 @@ def test_values_from_the_cluster_are_shown_as_text() -> None:
     page = render_html(document)
     assert "<script" not in page
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 3
+
+
+async def test_home_page_lists_the_certificates_served(
+    backend: Backend, client: ClientSession, tmp_path: Path
+) -> None:
+    ca = TestCA()
+    cert, key = ca.write(tmp_path, "shop", "shop.example", "*.shop.example")
+    config = {
+        "listeners": [
+            {"name": "http", "listen": "127.0.0.1:0"},
+            {"name": "https", "listen": "127.0.0.1:0", "tls": {}},
+        ],
+        "tls": {"certificates": [{"cert": str(cert), "key": str(key)}]},
+        "routes": [{"name": "app", "upstreams": [{"url": backend.url}]}],
+    }
+    async with run_router(config) as router:
+        async with client.get(router.admin_url + "/") as response:
+            page = await response.text()
+        async with client.get(router.admin_url + "/status") as response:
+            document = await response.json()
+    assert "<h2>Certificates (1)</h2>" in page
+    assert "*.shop.example" in page and "commons-router test CA" in page
+    (served,) = document["certificates"]
+    assert served["names"] == ["shop.example", "*.shop.example"]
+    assert served["source"].endswith("shop.crt") or str(cert) in served["source"]

@@ -127,9 +127,12 @@ async def test_a_burst_on_two_workers_makes_one_refresh_grant(
                 assert await grants(provider, browser) == before + 1
             # Both workers took part in the bursts.
             for worker in workers_of(process).values():
-                served = re.findall(
-                    r'route="app",status="200"\} (\d+)', await worker_metrics(worker)
+                lines = re.findall(
+                    r"commons_router_requests_total\{([^}]*)\} (\d+)", await worker_metrics(worker)
                 )
+                served = [
+                    n for labels, n in lines if 'route="app"' in labels and 'code="200"' in labels
+                ]
                 assert sum(int(n) for n in served) > 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiohttp import ClientSession, web
@@ -239,3 +239,63 @@ async def test_ip_filter_per_route(backend: Backend, client: ClientSession) -> N
             router.url + "/office/x", headers={"X-Forwarded-For": "192.168.1.1"}
         )
         assert spoofed.status == 403
+
+
+class ViewReader(Plugin[NoConfig]):
+    name = "viewer"
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def middleware(self, route: Route, route_config: Any) -> Middleware:
+        async def read(request: web.BaseRequest, handler: Handler) -> web.StreamResponse:
+            ctx = context_of(request)
+            response = await handler(request)
+            view, endpoint = ctx.route, ctx.endpoint
+            assert view is not None and endpoint is not None
+            try:
+                ctx.route = None  # type: ignore[misc]
+            except AttributeError:
+                refused = True
+            else:
+                refused = False
+            self.seen.append(
+                {
+                    "name": view.name,
+                    "hosts": list(view.hosts),
+                    "path": (view.path, view.path_type),
+                    "endpoints": [(e.url, dict(e.version)) for e in view.endpoints],
+                    "answered_by": endpoint.url,
+                    "read_only": refused,
+                }
+            )
+            return response
+
+        return read
+
+
+async def test_plugins_see_read_only_views_of_the_route_and_endpoint(
+    backend: Backend, client: ClientSession
+) -> None:
+    config = {
+        "plugins": [{"name": "viewer"}],
+        "routes": [
+            {
+                "name": "app",
+                "hosts": ["app.test"],
+                "path": "/shop",
+                "upstreams": [{"url": backend.url, "version": {"commit": "c0ffee"}}],
+            }
+        ],
+    }
+    async with run_router(config, plugins={"viewer": ViewReader}) as router:
+        async with client.get(router.url + "/shop/x", headers={"Host": "app.test"}) as response:
+            assert response.status == 200
+    assert ViewReader.seen == [
+        {
+            "name": "app",
+            "hosts": ["app.test"],
+            "path": ("/shop", "Prefix"),
+            "endpoints": [(backend.url, {"commit": "c0ffee"})],
+            "answered_by": backend.url,
+            "read_only": True,
+        }
+    ]

@@ -297,9 +297,9 @@ class ProvenancePlugin(Plugin[ProvenanceConfig]):
         endpoints: list[Record] = []
         if self.source is not None:
             endpoints.append(self._record(name, None))
-        elif route is not None and route.pool is not None:
+        elif route is not None:
             seen: set[str] = set()
-            for endpoint in route.pool.endpoints:
+            for endpoint in route.endpoints:
                 record = self.records.get(name, endpoint.version)
                 if record.header not in seen:
                     seen.add(record.header)

@@ -82,6 +82,6 @@ def server_attributes(
         attributes["url.query"] = ctx.query
     route = ctx.route
     if route is not None:
-        attributes["http.route"] = route.spec.path
+        attributes["http.route"] = route.path
         attributes["commons_router.route"] = route.name
     return attributes

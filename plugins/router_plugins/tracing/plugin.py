@@ -283,7 +283,7 @@ class TracingPlugin(Plugin[TracingConfig]):
                     return await handler(request)
             if span is None:
                 span = tracer.start_span(
-                    method if route is None else f"{method} {route.spec.path}",
+                    method if route is None else f"{method} {route.path}",
                     context=parent,
                     kind=SpanKind.SERVER,
                     links=links,
