@@ -457,8 +457,8 @@ class RouterRuntime:
                         "under /.commons-router/ and not end with '/'"
                     )
                 else:
-                    clash = [p for p in (*owners, *prefixes) if p.startswith(prefix)]
-                    clash += [p for p in prefixes if prefix.startswith(p)]
+                    clash = [p for p in owners if p.startswith(prefix)]
+                    clash += [p for p in prefixes if p.startswith(prefix) or prefix.startswith(p)]
                     if clash:
                         problem = f"plugin {plugin.name!r} reserves {prefix!r}, over {clash[0]!r}"
                 if problem is not None:

@@ -178,6 +178,27 @@ async def test_reserved_prefixes_must_be_under_the_router_prefix() -> None:
             pass
 
 
+class ExactUnderPrefix(Plugin[NoConfig]):
+    name = "exact"
+
+    def reserved_paths(self) -> Mapping[str, Handler]:
+        async def nope(request: web.BaseRequest) -> web.StreamResponse:
+            return web.Response()
+
+        return {"/.commons-router/decide/x": nope}
+
+
+async def test_reserved_prefixes_cannot_cover_another_reservation() -> None:
+    plugins: dict[str, Any] = {"prefix": PrefixPlugin, "exact": ExactUnderPrefix}
+    config = {
+        "plugins": [{"name": "exact"}, {"name": "prefix"}],
+        "routes": [{"name": "a", "builtin": "echo"}],
+    }
+    with pytest.raises(ConfigError, match=r"over '/\.commons-router/decide/x'"):
+        async with run_router(config, plugins=plugins):
+            pass
+
+
 class IdentityPlugin(Plugin[NoConfig]):
     name = "identity"
 
