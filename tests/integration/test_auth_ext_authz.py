@@ -267,3 +267,16 @@ async def test_off_unless_configured(
         # No decision endpoint: the path is an ordinary request for the catch-all route.
         status, headers = await check(gateway, running, "/public/x")
         assert status == 401 and REMOVE not in headers
+
+
+async def test_without_trusted_proxies_every_check_is_denied_and_said(
+    router_port: int,
+    provider: OidcProvider,
+    backend: Backend,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = router_config(router_port, provider, backend)
+    cfg["plugins"][1]["config"]["ext_authz"] = True
+    async with run_router(cfg) as running, ClientSession() as client:
+        assert (await check(client, running, "/public/x"))[0] == 403
+    assert "trusted_proxies is empty" in caplog.text

@@ -185,6 +185,10 @@ class AuthPlugin(Plugin[AuthConfig]):
         if self.sessions is not None:
             self.login = LoginHandlers(config, self.sessions, self.oidc)
         self._sign_in_paths = frozenset(self.reserved_paths()) - {AUTH_PATH}
+        if config.ext_authz and not services.router_config.trusted_proxies:
+            logger.warning(
+                "ext_authz is on but trusted_proxies is empty: every check will be denied"
+            )
         if self.oidc is not None:
             # Read the provider's discovery document now, so a wrong issuer shows in the log
             # at start; requests retry by themselves if the provider is not up yet.
