@@ -18,7 +18,7 @@ from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, 
 
 from router.admin import AdminState, build_admin_app
 from router.api.errors import PluginConfigError
-from router.api.plugin import Handler, Middleware, Plugin, PluginServices
+from router.api.plugin import RESERVED_PREFIXES, Handler, Middleware, Plugin, PluginServices
 from router.api.provider import Provider, ProviderUpdate
 from router.builtin.echo import EchoHandler
 from router.builtin.unavailable import unavailable
@@ -58,7 +58,6 @@ from router.tls.store import CertificateStore
 
 logger = logging.getLogger("commons_router")
 
-RESERVED_PREFIXES = ("/.well-known/commons-router/", "/.commons-router/")
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 

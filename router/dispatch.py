@@ -20,7 +20,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 
 from router.api.context import CONTEXT_KEY, RequestContext
 from router.api.errors import RouterHTTPError
-from router.api.plugin import Handler
+from router.api.plugin import RESERVED_PREFIXES, Handler
 from router.errors import ExceptionHandlers, router_exception_handlers
 from router.http.framing import HostParser
 from router.observability.accesslog import AccessLog
@@ -227,7 +227,13 @@ class Dispatcher:
         if route is not None:
             if route.listeners and self.listener not in route.listeners:
                 route = None
-            elif route.https_redirect and self.scheme == "http":
+            elif (
+                route.https_redirect
+                and self.scheme == "http"
+                # The router's own endpoints (forward-auth and ext_authz checks from a
+                # gateway on plain HTTP, sign-in) answer for themselves, not for the route.
+                and not ctx.path.startswith(RESERVED_PREFIXES)
+            ):
                 ctx.core_route = route
                 return self._https_redirect(ctx)
         ctx.core_route = route

@@ -23,6 +23,9 @@ from router.api.provider import Provider
 from router.config.models import Config, Route
 from router.observability.metrics import LabeledCounter, Metrics
 
+RESERVED_PREFIXES = ("/.well-known/commons-router/", "/.commons-router/")
+"""Where the paths and prefixes plugins reserve live: the router's own, on every host."""
+
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 """Answers a request: the next plugin's middleware, or the route's upstream."""
 

@@ -74,6 +74,16 @@ async def router(
         cfg["routes"].append(
             {"name": host, "hosts": [host], "builtin": "unavailable", "plugins": {"auth": policy}}
         )
+    # Served over HTTPS only: plain-HTTP requests to it are redirected, checks are not.
+    cfg["routes"].append(
+        {
+            "name": "secure.test",
+            "hosts": ["secure.test"],
+            "builtin": "unavailable",
+            "https_redirect": True,
+            "plugins": {"auth": {"policy": "public"}},
+        }
+    )
     async with run_router(cfg) as running:
         yield running
 
@@ -280,3 +290,14 @@ async def test_without_trusted_proxies_every_check_is_denied_and_said(
     async with run_router(cfg) as running, ClientSession() as client:
         assert (await check(client, running, "/public/x"))[0] == 403
     assert "trusted_proxies is empty" in caplog.text
+
+
+async def test_a_check_on_plain_http_is_answered_not_redirected_to_https(
+    router: RunningRouter, gateway: ClientSession
+) -> None:
+    async with gateway.get(
+        router.url + "/x", headers={"Host": "secure.test"}, allow_redirects=False
+    ) as response:
+        assert response.status == 308  # the route itself wants HTTPS
+    status, _ = await check(gateway, router, "/x", Host="secure.test")
+    assert status == 200
