@@ -135,9 +135,11 @@ class Route(Model):
     path_match: PathMatch = Field(default_factory=PathMatch)
     """Options set here replace those of ``paths.match`` for this route."""
     upstreams: list[Endpoint] = Field(default_factory=list)
-    builtin: Literal["echo", "unavailable"] | None = None
+    builtin: Literal["echo", "unavailable", "invalid_backend"] | None = None
     """Answer from the router itself: ``echo`` shows what the router saw and would add;
-    ``unavailable`` answers 503 (the route keeps its host and path claimed)."""
+    ``unavailable`` answers 503 (the route keeps its host and path claimed);
+    ``invalid_backend`` answers 500 (a backend reference that cannot be resolved, as the
+    Gateway API requires)."""
     balancer: Literal["round_robin", "least_outstanding"] = "round_robin"
     strip_prefix: bool = False
     preserve_host: bool = True

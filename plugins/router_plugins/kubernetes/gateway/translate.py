@@ -1,0 +1,615 @@
+"""Gateway API objects -> routes and the status of every object. Pure: no I/O, no clock.
+
+GatewayClasses whose ``controllerName`` is ours make their Gateways ours; each Gateway
+listener is mapped by port onto a router listener; HTTPRoutes attach to the listeners
+their ``parentRefs`` name and that allow them, on the hostnames both accept; each rule
+match becomes one route. HTTPRoutes are taken oldest first, so when two claim the same
+host and path the older one wins (the route table reports the other).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from router.api import Endpoint, Route, RouteProblem
+from router_plugins.kubernetes.endpoints import BackendProblem, PortRef, service_endpoints
+from router_plugins.kubernetes.gateway.hostnames import intersect
+from router_plugins.kubernetes.objects import (
+    Obj,
+    items,
+    key,
+    mapping,
+    meta,
+    name,
+    namespace,
+    text,
+)
+from router_plugins.kubernetes.version import PodInfo
+
+GROUP = "gateway.networking.k8s.io"
+SUPPORTED_VERSION = "v1.2"
+MAX_ROUTE_NAME = 128
+
+Condition = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RouterListener:
+    name: str
+    tls: bool
+
+
+@dataclass
+class GatewayInputs:
+    """The objects the routes are built from, by ``namespace/name`` (name for classes)."""
+
+    classes: Mapping[str, Obj] = field(default_factory=dict)
+    gateways: Mapping[str, Obj] = field(default_factory=dict)
+    routes: Mapping[str, Obj] = field(default_factory=dict)
+    grants: Mapping[str, Obj] = field(default_factory=dict)
+    services: Mapping[str, Obj] = field(default_factory=dict)
+    slices_by_service: Mapping[str, list[Obj]] = field(default_factory=dict)
+    pods: Mapping[str, PodInfo] = field(default_factory=dict)
+    ingress_hosts: frozenset[str] = frozenset()
+    """Hosts routed by our Ingresses: they belong to the Ingresses (see the README)."""
+
+
+@dataclass
+class Translation:
+    routes: list[Route] = field(default_factory=list)
+    problems: list[RouteProblem] = field(default_factory=list)
+    class_status: dict[str, list[Condition]] = field(default_factory=dict)
+    gateway_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    route_parents: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """HTTPRoute key -> our entries of ``status.parents`` (others' are not ours to touch)."""
+    secrets: set[str] = field(default_factory=set)
+    """``namespace/name`` of the certificate Secrets of our HTTPS listeners."""
+
+
+def condition(kind: str, ok: bool, reason: str, message: str, generation: int) -> Condition:
+    return {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+    }
+
+
+def generation(obj: Obj) -> int:
+    value = meta(obj).get("generation")
+    return value if isinstance(value, int) else 0
+
+
+def _order(obj: Obj) -> tuple[str, str]:
+    return (text(meta(obj).get("creationTimestamp")), key(obj))
+
+
+def route_name(route: Obj, suffix: str) -> str:
+    candidate = f"gw.{namespace(route)}.{name(route)}.{suffix}"
+    if len(candidate) <= MAX_ROUTE_NAME:
+        return candidate
+    digest = hashlib.sha256(candidate.encode()).hexdigest()[:10]
+    return f"{candidate[: MAX_ROUTE_NAME - 11]}-{digest}"
+
+
+def granted(
+    grants: Mapping[str, Obj],
+    from_kind: str,
+    from_namespace: str,
+    to_group: str,
+    to_kind: str,
+    to_namespace: str,
+    to_name: str,
+) -> bool:
+    """Whether a ReferenceGrant in ``to_namespace`` lets ``from_kind`` objects of
+    ``from_namespace`` refer to the object."""
+    for grant in grants.values():
+        if namespace(grant) != to_namespace:
+            continue
+        spec = mapping(grant.get("spec"))
+        from_ok = any(
+            text(f.get("group")) == GROUP
+            and text(f.get("kind")) == from_kind
+            and text(f.get("namespace")) == from_namespace
+            for f in items(spec.get("from"))
+        )
+        to_ok = any(
+            text(t.get("group")) == to_group
+            and text(t.get("kind")) == to_kind
+            and text(t.get("name")) in ("", to_name)
+            for t in items(spec.get("to"))
+        )
+        if from_ok and to_ok:
+            return True
+    return False
+
+
+@dataclass
+class _Listener:
+    gateway: Obj
+    spec: Obj
+    router: RouterListener | None
+    allowed_from: str
+    kinds_ok: bool
+    problem: tuple[str, str, str] | None = None
+    """``(condition type, reason, message)`` of what makes the listener unusable."""
+    attached: int = 0
+
+    @property
+    def valid(self) -> bool:
+        return self.problem is None
+
+
+class _Refused(Exception):
+    """A backendRef that cannot be resolved: reason and message for ResolvedRefs."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Translator:
+    def __init__(self, controller: str, listeners: Mapping[int, RouterListener]) -> None:
+        self.controller = controller
+        self.listeners = listeners
+
+    def translate(self, inputs: GatewayInputs) -> Translation:
+        out = Translation()
+        our_classes = set()
+        for class_name, gateway_class in sorted(inputs.classes.items()):
+            spec = mapping(gateway_class.get("spec"))
+            if text(spec.get("controllerName")) != self.controller:
+                continue
+            our_classes.add(class_name)
+            gen = generation(gateway_class)
+            out.class_status[class_name] = [
+                condition("Accepted", True, "Accepted", "handled by commons-router", gen),
+                condition(
+                    "SupportedVersion",
+                    True,
+                    "SupportedVersion",
+                    f"Gateway API {SUPPORTED_VERSION}",
+                    gen,
+                ),
+            ]
+        gateways = {
+            gateway_key: gateway
+            for gateway_key, gateway in inputs.gateways.items()
+            if text(mapping(gateway.get("spec")).get("gatewayClassName")) in our_classes
+        }
+        listeners: dict[str, list[_Listener]] = {}
+        for gateway_key in sorted(gateways):
+            listeners[gateway_key] = self._listeners(gateways[gateway_key], inputs, out)
+        for route in sorted(inputs.routes.values(), key=_order):
+            self._route(route, gateways, listeners, inputs, out)
+        for gateway_key in sorted(gateways):
+            self._gateway_status(gateways[gateway_key], listeners[gateway_key], out)
+        return out
+
+    # --- Gateways ---------------------------------------------------------------------------
+
+    def _listeners(self, gateway: Obj, inputs: GatewayInputs, out: Translation) -> list[_Listener]:
+        found = []
+        for spec in items(mapping(gateway.get("spec")).get("listeners")):
+            port = spec.get("port")
+            router = self.listeners.get(port) if isinstance(port, int) else None
+            allowed = mapping(spec.get("allowedRoutes"))
+            allowed_from = text(mapping(allowed.get("namespaces")).get("from")) or "Same"
+            kinds = items(allowed.get("kinds"))
+            kinds_ok = not kinds or any(
+                text(k.get("kind")) == "HTTPRoute" and text(k.get("group")) in ("", GROUP)
+                for k in kinds
+            )
+            found.append(_Listener(gateway, spec, router, allowed_from, kinds_ok))
+        for listener in found:
+            listener.problem = self._listener_problem(listener, inputs, out)
+        return found
+
+    def _listener_problem(
+        self, listener: _Listener, inputs: GatewayInputs, out: Translation
+    ) -> tuple[str, str, str] | None:
+        """``(condition type, reason, message)`` of what makes the listener unusable."""
+        spec = listener.spec
+        protocol = text(spec.get("protocol"))
+        if protocol not in ("HTTP", "HTTPS"):
+            return "Accepted", "UnsupportedProtocol", f"protocol {protocol!r} is not supported"
+        if listener.router is None:
+            return (
+                "Accepted",
+                "PortUnavailable",
+                f"no router listener serves port {spec.get('port')!r}",
+            )
+        if listener.router.tls != (protocol == "HTTPS"):
+            return (
+                "Accepted",
+                "PortUnavailable",
+                f"router listener {listener.router.name!r} on port {spec.get('port')} "
+                + ("serves TLS" if listener.router.tls else "does not serve TLS"),
+            )
+        if listener.allowed_from not in ("Same", "All"):
+            return (
+                "Accepted",
+                "UnsupportedValue",
+                f"allowedRoutes.namespaces.from {listener.allowed_from!r} is not supported",
+            )
+        if not listener.kinds_ok:
+            return "ResolvedRefs", "InvalidRouteKinds", "only HTTPRoute is supported"
+        if protocol == "HTTPS":
+            return self._certificates(listener, inputs, out)
+        return None
+
+    @staticmethod
+    def _certificates(
+        listener: _Listener, inputs: GatewayInputs, out: Translation
+    ) -> tuple[str, str, str] | None:
+        tls = mapping(listener.spec.get("tls"))
+        if text(tls.get("mode")) not in ("", "Terminate"):
+            return "Accepted", "UnsupportedValue", "only tls.mode Terminate is supported"
+        refs = items(tls.get("certificateRefs"))
+        if not refs:
+            return "ResolvedRefs", "InvalidCertificateRef", "an HTTPS listener needs a certificate"
+        gateway_namespace = namespace(listener.gateway)
+        wanted = []
+        for ref in refs:
+            if text(ref.get("group")) != "" or text(ref.get("kind")) not in ("", "Secret"):
+                return "ResolvedRefs", "InvalidCertificateRef", "certificateRefs are Secrets"
+            secret_namespace = text(ref.get("namespace")) or gateway_namespace
+            secret_name = text(ref.get("name"))
+            if secret_namespace != gateway_namespace and not granted(
+                inputs.grants, "Gateway", gateway_namespace, "", "Secret", secret_namespace,
+                secret_name,
+            ):  # fmt: skip
+                return (
+                    "ResolvedRefs",
+                    "RefNotPermitted",
+                    f"no ReferenceGrant lets this Gateway use Secret "
+                    f"{secret_namespace}/{secret_name}",
+                )
+            wanted.append(f"{secret_namespace}/{secret_name}")
+        out.secrets.update(wanted)
+        return None
+
+    def _gateway_status(self, gateway: Obj, listeners: list[_Listener], out: Translation) -> None:
+        gen = generation(gateway)
+        listener_status = []
+        for listener in listeners:
+            problem = listener.problem
+            accepted = problem is None or problem[0] != "Accepted"
+            resolved = problem is None or problem[0] != "ResolvedRefs"
+            conditions = [
+                condition(
+                    "Accepted",
+                    accepted,
+                    "Accepted" if accepted else problem[1] if problem else "Accepted",
+                    "" if accepted or problem is None else problem[2],
+                    gen,
+                ),
+                condition(
+                    "ResolvedRefs",
+                    resolved,
+                    "ResolvedRefs" if resolved else problem[1] if problem else "ResolvedRefs",
+                    "" if resolved or problem is None else problem[2],
+                    gen,
+                ),
+                condition(
+                    "Programmed",
+                    listener.valid,
+                    "Programmed" if listener.valid else "Invalid",
+                    "" if listener.valid else "the listener is not usable (see its conditions)",
+                    gen,
+                ),
+                condition("Conflicted", False, "NoConflicts", "", gen),
+            ]
+            listener_status.append(
+                {
+                    "name": text(listener.spec.get("name")),
+                    "supportedKinds": (
+                        [{"group": GROUP, "kind": "HTTPRoute"}] if listener.kinds_ok else []
+                    ),
+                    "attachedRoutes": listener.attached,
+                    "conditions": conditions,
+                }
+            )
+        usable = any(listener.valid for listener in listeners)
+        out.gateway_status[key(gateway)] = {
+            "conditions": [
+                condition(
+                    "Accepted",
+                    usable,
+                    "Accepted" if usable else "ListenersNotValid",
+                    "" if usable else "no listener is usable",
+                    gen,
+                ),
+                condition(
+                    "Programmed",
+                    usable,
+                    "Programmed" if usable else "Invalid",
+                    "" if usable else "no listener is usable",
+                    gen,
+                ),
+            ],
+            "listeners": listener_status,
+        }
+
+    # --- HTTPRoutes -------------------------------------------------------------------------
+
+    def _route(
+        self,
+        route: Obj,
+        gateways: Mapping[str, Obj],
+        listeners: Mapping[str, list[_Listener]],
+        inputs: GatewayInputs,
+        out: Translation,
+    ) -> None:
+        route_key = key(route)
+        route_namespace = namespace(route)
+        gen = generation(route)
+        spec = mapping(route.get("spec"))
+        hostnames = [text(h).lower() for h in spec.get("hostnames") or [] if text(h)]
+        # host -> router listener names it is served on
+        served: dict[str, set[str]] = {}
+        parents: list[dict[str, Any]] = []
+        for parent in items(spec.get("parentRefs")):
+            if text(parent.get("group")) not in ("", GROUP) or text(parent.get("kind")) not in (
+                "",
+                "Gateway",
+            ):
+                continue
+            gateway_key = (
+                f"{text(parent.get('namespace')) or route_namespace}/{text(parent.get('name'))}"
+            )
+            if gateway_key not in gateways:
+                continue  # not a Gateway of ours: its controller writes this entry
+            reason, message = self._attach(
+                route_namespace, hostnames, parent, listeners[gateway_key], served
+            )
+            accepted = reason == "Accepted"
+            parents.append(
+                {
+                    "parentRef": _parent_ref(parent),
+                    "controllerName": self.controller,
+                    "conditions": [condition("Accepted", accepted, reason, message, gen)],
+                }
+            )
+        if not parents:
+            return
+        resolved = self._rules(route, spec, served, inputs, out)
+        for entry in parents:
+            entry["conditions"].append(condition("ResolvedRefs", *resolved, gen))
+        out.route_parents[route_key] = parents
+
+    def _attach(
+        self,
+        route_namespace: str,
+        hostnames: list[str],
+        parent: Obj,
+        listeners: list[_Listener],
+        served: dict[str, set[str]],
+    ) -> tuple[str, str]:
+        section = text(parent.get("sectionName"))
+        port = parent.get("port")
+        candidates = [
+            listener
+            for listener in listeners
+            if (not section or text(listener.spec.get("name")) == section)
+            and (port is None or listener.spec.get("port") == port)
+        ]
+        if not candidates:
+            return "NoMatchingParent", "no listener matches sectionName/port"
+        allowed = [
+            listener
+            for listener in candidates
+            if listener.valid
+            and listener.kinds_ok
+            and (listener.allowed_from == "All" or namespace(listener.gateway) == route_namespace)
+        ]
+        if not allowed:
+            return "NotAllowedByListeners", "no listener allows routes from this namespace"
+        attached = False
+        for listener in allowed:
+            listener_host = text(listener.spec.get("hostname")).lower() or None
+            hosts = intersect(listener_host, hostnames)
+            if hosts is None:
+                continue
+            attached = True
+            listener.attached += 1
+            assert listener.router is not None  # valid listeners have one
+            for host in hosts:
+                served.setdefault(host, set()).add(listener.router.name)
+        if not attached:
+            return "NoMatchingListenerHostname", "no listener hostname matches the route's"
+        return "Accepted", ""
+
+    def _rules(
+        self,
+        route: Obj,
+        spec: Obj,
+        served: dict[str, set[str]],
+        inputs: GatewayInputs,
+        out: Translation,
+    ) -> tuple[bool, str, str]:
+        """Add the route's rules to ``out``; the ResolvedRefs condition's (ok, reason, message)."""
+        source = f"httproute/{key(route)}"
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for host in sorted(served):
+            if host in inputs.ingress_hosts:
+                out.problems.append(
+                    RouteProblem(
+                        source, f"host {host or '(any)'} is routed by an Ingress; not served"
+                    )
+                )
+                continue
+            groups.setdefault(tuple(sorted(served[host])), []).append(host)
+        resolved: tuple[bool, str, str] = (True, "ResolvedRefs", "")
+        for rule_index, rule in enumerate(items(spec.get("rules"))):
+            target, problem = self._backends(route, rule, inputs)
+            if problem is not None and resolved[0]:
+                resolved = (False, problem.reason, str(problem))
+            fields, unsupported = _filters(rule)
+            if unsupported:
+                out.problems.append(RouteProblem(source, f"rules[{rule_index}]: {unsupported}"))
+                target = {"builtin": "invalid_backend"}
+            matches = items(rule.get("matches")) or [{}]
+            for match_index, match in enumerate(matches):
+                path, problem_text = _path(match)
+                if problem_text:
+                    out.problems.append(
+                        RouteProblem(
+                            source,
+                            f"rules[{rule_index}].matches[{match_index}]: {problem_text}; "
+                            "match not served",
+                        )
+                    )
+                    continue
+                assert path is not None
+                for group_index, (router_listeners, hosts) in enumerate(sorted(groups.items())):
+                    suffix = f"r{rule_index}.m{match_index}.l{group_index}"
+                    built = {
+                        **fields,
+                        **target,
+                        "name": route_name(route, suffix),
+                        "hosts": [h for h in hosts if h],
+                        "path": path[0],
+                        "path_type": path[1],
+                        "listeners": list(router_listeners),
+                    }
+                    try:
+                        out.routes.append(Route.model_validate(built))
+                    except ValidationError as exc:
+                        error = exc.errors()[0]
+                        out.problems.append(
+                            RouteProblem(source, f"rules[{rule_index}]: {error['msg']}; not served")
+                        )
+        return resolved
+
+    def _backends(
+        self, route: Obj, rule: Obj, inputs: GatewayInputs
+    ) -> tuple[dict[str, Any], _Refused | None]:
+        """The route fields for the rule's backends, and the first unresolved reference."""
+        route_namespace = namespace(route)
+        shares: list[tuple[int, list[Endpoint]]] = []
+        refused: _Refused | None = None
+        refs = items(rule.get("backendRefs"))
+        for ref in refs:
+            weight = ref.get("weight", 1)
+            try:
+                endpoints = self._backend(route_namespace, ref, inputs)
+            except _Refused as exc:
+                refused = refused or exc
+                continue
+            if isinstance(weight, int) and weight > 0 and endpoints:
+                shares.append((weight, endpoints))
+        if not shares:
+            if refused is not None or not refs:
+                return {"builtin": "invalid_backend"}, refused
+            return {"builtin": "unavailable"}, refused
+        return {"upstreams": weighted(shares)}, refused
+
+    @staticmethod
+    def _backend(route_namespace: str, ref: Obj, inputs: GatewayInputs) -> list[Endpoint]:
+        group, kind = text(ref.get("group")), text(ref.get("kind")) or "Service"
+        service_name = text(ref.get("name"))
+        if group != "" or kind != "Service":
+            raise _Refused("InvalidKind", f"backendRef kind {group}/{kind} is not supported")
+        service_namespace = text(ref.get("namespace")) or route_namespace
+        if service_namespace != route_namespace and not granted(
+            inputs.grants, "HTTPRoute", route_namespace, "", "Service", service_namespace,
+            service_name,
+        ):  # fmt: skip
+            raise _Refused(
+                "RefNotPermitted",
+                f"no ReferenceGrant lets this route use Service {service_namespace}/{service_name}",
+            )
+        port = ref.get("port")
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise _Refused("BackendNotFound", f"backendRef to {service_name} has no port")
+        service_key = f"{service_namespace}/{service_name}"
+        try:
+            return service_endpoints(
+                inputs.services.get(service_key),
+                service_key,
+                list(inputs.slices_by_service.get(service_key, ())),
+                PortRef(number=port),
+                "http",
+                inputs.pods,
+            )
+        except BackendProblem as exc:
+            raise _Refused("BackendNotFound", str(exc)) from None
+
+
+def weighted(shares: list[tuple[int, list[Endpoint]]]) -> list[Endpoint]:
+    """The endpoints of every backend, weighted so that each backend gets its share.
+
+    Endpoint weights are 1..100, so shares are rounded: ``weight / endpoints`` scaled so
+    that the largest is 100."""
+    largest = max(weight / len(endpoints) for weight, endpoints in shares)
+    result: list[Endpoint] = []
+    for weight, endpoints in shares:
+        each = max(1, min(100, round(weight / len(endpoints) / largest * 100)))
+        result.extend(e.model_copy(update={"weight": each}) for e in endpoints)
+    if len(shares) == 1:
+        return [e.model_copy(update={"weight": 1}) for e in result]
+    return result
+
+
+def _parent_ref(parent: Obj) -> dict[str, Any]:
+    return {
+        k: parent[k]
+        for k in ("group", "kind", "namespace", "name", "sectionName", "port")
+        if k in parent
+    }
+
+
+def _path(match: Obj) -> tuple[tuple[str, str] | None, str]:
+    """``(path, path type)`` of a match, or why it cannot be served."""
+    unsupported = [k for k in ("headers", "queryParams", "method") if match.get(k)]
+    if unsupported:
+        return None, f"{', '.join(unsupported)} matches are not supported yet"
+    path = mapping(match.get("path"))
+    kind = text(path.get("type")) or "PathPrefix"
+    value = text(path.get("value")) or "/"
+    if kind == "PathPrefix":
+        return (value, "Prefix"), ""
+    if kind == "Exact":
+        return (value, "Exact"), ""
+    return None, f"path type {kind!r} is not supported"
+
+
+def _filters(rule: Obj) -> tuple[dict[str, Any], str]:
+    """The route fields for the rule's filters, or what is not supported."""
+    fields: dict[str, Any] = {}
+    for entry in items(rule.get("filters")):
+        kind = text(entry.get("type"))
+        if kind in ("RequestHeaderModifier", "ResponseHeaderModifier"):
+            request = kind == "RequestHeaderModifier"
+            modifier = mapping(
+                entry.get("requestHeaderModifier" if request else "responseHeaderModifier")
+            )
+            target = "request_headers" if request else "response_headers"
+            if items(modifier.get("add")):
+                return {}, f"{kind}.add is not supported yet (use set)"
+            fields[target] = {
+                "set": {
+                    text(h.get("name")): text(h.get("value")) for h in items(modifier.get("set"))
+                },
+                "remove": [text(h) for h in modifier.get("remove") or [] if text(h)],
+            }
+        elif kind == "URLRewrite":
+            rewrite = mapping(entry.get("urlRewrite"))
+            path = mapping(rewrite.get("path"))
+            if (
+                "hostname" in rewrite
+                or text(path.get("type")) != "ReplacePrefixMatch"
+                or text(path.get("replacePrefixMatch")) not in ("", "/")
+            ):
+                return {}, "URLRewrite is supported only as ReplacePrefixMatch to '/'"
+            fields["strip_prefix"] = True
+        else:
+            return {}, f"filter {kind!r} is not supported"
+    return fields, ""

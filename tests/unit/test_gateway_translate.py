@@ -1,0 +1,614 @@
+"""The Gateway API translation, case by case after the upstream conformance suite (Core).
+
+Each case names the conformance test it mirrors; it gives the cluster's objects and checks
+the routes (host, path, target) and the status the router would write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from router.api import Route
+from router_plugins.kubernetes.endpoints import index_slices
+from router_plugins.kubernetes.gateway.translate import (
+    GatewayInputs,
+    RouterListener,
+    Translation,
+    Translator,
+)
+from router_plugins.kubernetes.objects import key
+
+CONTROLLER = "commons-router.io/gateway-controller"
+GROUP = "gateway.networking.k8s.io"
+LISTENERS = {80: RouterListener("web", tls=False), 443: RouterListener("websecure", tls=True)}
+
+
+def gateway_class(name: str = "commons", controller: str = CONTROLLER) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": name, "generation": 1},
+        "spec": {"controllerName": controller},
+    }
+
+
+def gateway(
+    name: str = "gw",
+    ns: str = "infra",
+    listeners: list[dict[str, Any]] | None = None,
+    class_name: str = "commons",
+) -> dict[str, Any]:
+    return {
+        "kind": "Gateway",
+        "metadata": {"name": name, "namespace": ns, "generation": 2},
+        "spec": {
+            "gatewayClassName": class_name,
+            "listeners": listeners
+            if listeners is not None
+            else [
+                {
+                    "name": "http",
+                    "port": 80,
+                    "protocol": "HTTP",
+                    "allowedRoutes": {"namespaces": {"from": "All"}},
+                }
+            ],
+        },
+    }
+
+
+def http_route(
+    name: str,
+    ns: str = "app",
+    *,
+    parents: list[dict[str, Any]] | None = None,
+    hostnames: list[str] | None = None,
+    rules: list[dict[str, Any]] | None = None,
+    created: str = "2026-01-01T00:00:00Z",
+) -> dict[str, Any]:
+    return {
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "generation": 3,
+            "creationTimestamp": created,
+        },
+        "spec": {
+            "parentRefs": parents
+            if parents is not None
+            else [{"name": "gw", "namespace": "infra"}],
+            "hostnames": hostnames or [],
+            "rules": rules if rules is not None else [{"backendRefs": [backend("web")]}],
+        },
+    }
+
+
+def backend(name: str, port: int = 8080, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "port": port, **extra}
+
+
+def service(name: str, ns: str = "app", ips: tuple[str, ...] = ("10.0.0.1",)) -> list[Any]:
+    svc = {
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"ports": [{"port": 8080, "targetPort": 8080}]},
+    }
+    endpoint_slice = {
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{name}-1",
+            "namespace": ns,
+            "labels": {"kubernetes.io/service-name": name},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "", "port": 8080}],
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips],
+    }
+    return [svc, endpoint_slice]
+
+
+def grant(
+    ns: str, from_ns: str, from_kind: str = "HTTPRoute", to_kind: str = "Service"
+) -> dict[str, Any]:
+    return {
+        "kind": "ReferenceGrant",
+        "metadata": {"name": f"from-{from_ns}", "namespace": ns},
+        "spec": {
+            "from": [{"group": GROUP, "kind": from_kind, "namespace": from_ns}],
+            "to": [{"group": "", "kind": to_kind}],
+        },
+    }
+
+
+def translate(*objects: Any, ingress_hosts: frozenset[str] = frozenset()) -> Translation:
+    flat: list[dict[str, Any]] = []
+    for obj in objects:
+        flat.extend(obj if isinstance(obj, list) else [obj])
+    by_kind: dict[str, dict[str, Any]] = {}
+    for obj in flat:
+        by_kind.setdefault(obj["kind"], {})[key(obj)] = obj
+    inputs = GatewayInputs(
+        classes=by_kind.get("GatewayClass", {}),
+        gateways=by_kind.get("Gateway", {}),
+        routes=by_kind.get("HTTPRoute", {}),
+        grants=by_kind.get("ReferenceGrant", {}),
+        services=by_kind.get("Service", {}),
+        slices_by_service=index_slices(by_kind.get("EndpointSlice", {}).values()),
+        ingress_hosts=ingress_hosts,
+    )
+    return Translator(CONTROLLER, LISTENERS).translate(inputs)
+
+
+def served(result: Translation) -> list[tuple[str, str, str, str]]:
+    """(hosts, path type + path, target, listeners) of every route."""
+
+    def target(route: Route) -> str:
+        if route.builtin:
+            return {"invalid_backend": "500", "unavailable": "503"}.get(route.builtin, "?")
+        return ",".join(f"{e.url}*{e.weight}" for e in route.upstreams)
+
+    return [
+        (
+            ",".join(r.hosts) or "*",
+            f"{r.path_type} {r.path}",
+            target(r),
+            ",".join(r.listeners),
+        )
+        for r in result.routes
+    ]
+
+
+def route_condition(result: Translation, route: str, kind: str, parent: int = 0) -> str:
+    conditions = result.route_parents[route][parent]["conditions"]
+    found = next(c for c in conditions if c["type"] == kind)
+    return f"{found['status']}/{found['reason']}"
+
+
+def listener_status(result: Translation, gw: str = "infra/gw", index: int = 0) -> dict[str, Any]:
+    status: dict[str, Any] = result.gateway_status[gw]["listeners"][index]
+    return status
+
+
+WEB = [gateway_class(), gateway(), *service("web")]
+UP = "http://10.0.0.1:8080*1"
+
+
+@dataclass
+class Case:
+    objects: list[Any]
+    routes: list[tuple[str, str, str, str]] | None = None
+    route_status: dict[str, dict[str, str]] = field(default_factory=dict)
+    """HTTPRoute key -> condition type -> "status/reason"."""
+    check: Callable[[Translation], None] | None = None
+
+
+def _gateway_class_status(result: Translation) -> None:
+    assert [c["type"] for c in result.class_status["commons"]] == [
+        "Accepted",
+        "SupportedVersion",
+    ]
+    assert all(c["status"] == "True" for c in result.class_status["commons"])
+    assert "other" not in result.class_status
+
+
+def _gateway_status(result: Translation) -> None:
+    status = result.gateway_status["infra/gw"]
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Accepted": "True",
+        "Programmed": "True",
+    }
+    assert all(c["observedGeneration"] == 2 for c in status["conditions"])
+    assert listener_status(result)["attachedRoutes"] == 2
+    assert listener_status(result)["supportedKinds"] == [{"group": GROUP, "kind": "HTTPRoute"}]
+
+
+def _unsupported_port(result: Translation) -> None:
+    listener = listener_status(result)
+    conditions = {c["type"]: f"{c['status']}/{c['reason']}" for c in listener["conditions"]}
+    assert conditions["Accepted"] == "False/PortUnavailable"
+    assert conditions["Programmed"] == "False/Invalid"
+    assert result.gateway_status["infra/gw"]["conditions"][0]["reason"] == "ListenersNotValid"
+
+
+def _https_listener(result: Translation) -> None:
+    assert result.secrets == {"infra/site-cert"}
+    conditions = {c["type"]: c["status"] for c in listener_status(result)["conditions"]}
+    assert conditions == {
+        "Accepted": "True",
+        "ResolvedRefs": "True",
+        "Programmed": "True",
+        "Conflicted": "False",
+    }
+
+
+def _https_secret_elsewhere(result: Translation) -> None:
+    assert result.secrets == set()
+    conditions = {
+        c["type"]: f"{c['status']}/{c['reason']}" for c in listener_status(result)["conditions"]
+    }
+    assert conditions["ResolvedRefs"] == "False/RefNotPermitted"
+
+
+def _observed_generation(result: Translation) -> None:
+    entry = result.route_parents["app/a"][0]
+    assert entry["controllerName"] == CONTROLLER
+    assert entry["parentRef"] == {"name": "gw", "namespace": "infra"}
+    assert all(c["observedGeneration"] == 3 for c in entry["conditions"])
+
+
+def _ingress_owns_host(result: Translation) -> None:
+    assert any("routed by an Ingress" in p.message for p in result.problems)
+
+
+HTTPS = {
+    "name": "https",
+    "port": 443,
+    "protocol": "HTTPS",
+    "hostname": "secure.example.com",
+    "tls": {"certificateRefs": [{"name": "site-cert"}]},
+    "allowedRoutes": {"namespaces": {"from": "All"}},
+}
+
+CASES: dict[str, Case] = {
+    "GatewayClassObservedGenerationBump": Case(
+        [gateway_class(), gateway_class("other", "example.com/other")],
+        check=_gateway_class_status,
+    ),
+    "GatewayObservedGenerationBump": Case(
+        [*WEB, http_route("a"), http_route("b", hostnames=["b.example.com"])],
+        check=_gateway_status,
+    ),
+    "GatewayInvalidListenerPort": Case(
+        [
+            gateway_class(),
+            gateway(listeners=[{"name": "http", "port": 8081, "protocol": "HTTP"}]),
+        ],
+        check=_unsupported_port,
+    ),
+    "GatewaySecretReferenceGrantAllInNamespace (HTTPS listener)": Case(
+        [
+            gateway_class(),
+            gateway(listeners=[HTTPS]),
+            *service("web"),
+            http_route("a", hostnames=["secure.example.com"]),
+        ],
+        routes=[("secure.example.com", "Prefix /", UP, "websecure")],
+        check=_https_listener,
+    ),
+    "GatewaySecretMissingReferenceGrant": Case(
+        [
+            gateway_class(),
+            gateway(
+                listeners=[
+                    {
+                        **HTTPS,
+                        "tls": {"certificateRefs": [{"name": "site-cert", "namespace": "certs"}]},
+                    }
+                ]
+            ),
+        ],
+        check=_https_secret_elsewhere,
+    ),
+    "HTTPRouteSimpleSameNamespace": Case(
+        [
+            gateway_class(),
+            gateway(ns="app"),
+            *service("web"),
+            http_route("a", parents=[{"name": "gw"}]),
+        ],
+        routes=[("*", "Prefix /", UP, "web")],
+        route_status={"app/a": {"Accepted": "True/Accepted", "ResolvedRefs": "True/ResolvedRefs"}},
+    ),
+    "HTTPRouteObservedGenerationBump": Case([*WEB, http_route("a")], check=_observed_generation),
+    "HTTPRouteHostnameIntersection": Case(
+        [
+            gateway_class(),
+            gateway(
+                listeners=[
+                    {
+                        "name": "wild",
+                        "port": 80,
+                        "protocol": "HTTP",
+                        "hostname": "*.wildcard.io",
+                        "allowedRoutes": {"namespaces": {"from": "All"}},
+                    }
+                ]
+            ),
+            *service("web"),
+            http_route("match", hostnames=["foo.wildcard.io", "other.example.com"]),
+            http_route("wider", hostnames=["*.io"]),
+            http_route("none", hostnames=["bar.example.com"]),
+        ],
+        routes=[
+            ("foo.wildcard.io", "Prefix /", UP, "web"),
+            ("*.wildcard.io", "Prefix /", UP, "web"),
+        ],
+        route_status={
+            "app/match": {"Accepted": "True/Accepted"},
+            "app/wider": {"Accepted": "True/Accepted"},
+            "app/none": {"Accepted": "False/NoMatchingListenerHostname"},
+        },
+    ),
+    "HTTPRouteListenerHostnameMatching": Case(
+        [
+            gateway_class(),
+            gateway(
+                listeners=[
+                    {"name": "one", "port": 80, "protocol": "HTTP", "hostname": "one.example.com"},
+                    {"name": "two", "port": 80, "protocol": "HTTP", "hostname": "two.example.com"},
+                ],
+                ns="app",
+            ),
+            *service("web"),
+            http_route("a", parents=[{"name": "gw", "sectionName": "two"}]),
+        ],
+        routes=[("two.example.com", "Prefix /", UP, "web")],
+    ),
+    "HTTPRouteExactPathMatching / HTTPRouteMatching": Case(
+        [
+            *WEB,
+            http_route(
+                "a",
+                rules=[
+                    {
+                        "matches": [
+                            {"path": {"type": "Exact", "value": "/one"}},
+                            {"path": {"type": "PathPrefix", "value": "/two"}},
+                        ],
+                        "backendRefs": [backend("web")],
+                    }
+                ],
+            ),
+        ],
+        routes=[("*", "Exact /one", UP, "web"), ("*", "Prefix /two", UP, "web")],
+    ),
+    "HTTPRouteMatchingAcrossRoutes (oldest route first)": Case(
+        [
+            *WEB,
+            http_route("younger", created="2026-02-01T00:00:00Z", hostnames=["x.example.com"]),
+            http_route("older", created="2026-01-01T00:00:00Z", hostnames=["x.example.com"]),
+        ],
+        check=lambda result: (
+            None
+            if [r.name.split(".")[2] for r in result.routes] == ["older", "younger"]
+            else pytest.fail("routes not oldest first")
+        ),
+    ),
+    "HTTPRouteHeaderMatching (not supported: reported, not served)": Case(
+        [
+            *WEB,
+            http_route(
+                "a",
+                rules=[
+                    {
+                        "matches": [{"headers": [{"name": "version", "value": "one"}]}],
+                        "backendRefs": [backend("web")],
+                    }
+                ],
+            ),
+        ],
+        routes=[],
+        check=lambda result: (
+            None
+            if any("headers matches are not supported" in p.message for p in result.problems)
+            else pytest.fail("not reported")
+        ),
+    ),
+    "HTTPRouteWeight": Case(
+        [
+            *WEB,
+            *service("canary", ips=("10.0.1.1", "10.0.1.2")),
+            http_route(
+                "a",
+                rules=[
+                    {
+                        "backendRefs": [
+                            backend("web", weight=70),
+                            backend("canary", weight=30),
+                            backend("web", weight=0),
+                        ]
+                    }
+                ],
+            ),
+        ],
+        routes=[
+            (
+                "*",
+                "Prefix /",
+                "http://10.0.0.1:8080*100,http://10.0.1.1:8080*21,http://10.0.1.2:8080*21",
+                "web",
+            )
+        ],
+    ),
+    "HTTPRouteRequestHeaderModifier / HTTPRouteResponseHeaderModifier": Case(
+        [
+            *WEB,
+            http_route(
+                "a",
+                rules=[
+                    {
+                        "filters": [
+                            {
+                                "type": "RequestHeaderModifier",
+                                "requestHeaderModifier": {
+                                    "set": [{"name": "X-Header-Set", "value": "set"}],
+                                    "remove": ["X-Header-Remove"],
+                                },
+                            },
+                            {
+                                "type": "ResponseHeaderModifier",
+                                "responseHeaderModifier": {
+                                    "set": [{"name": "X-Answer", "value": "yes"}]
+                                },
+                            },
+                        ],
+                        "backendRefs": [backend("web")],
+                    }
+                ],
+            ),
+        ],
+        check=lambda result: (
+            None
+            if result.routes[0].request_headers.set == {"X-Header-Set": "set"}
+            and result.routes[0].request_headers.remove == ["X-Header-Remove"]
+            and result.routes[0].response_headers.set == {"X-Answer": "yes"}
+            else pytest.fail(str(result.routes))
+        ),
+    ),
+    "HTTPRouteRewritePath (ReplacePrefixMatch /)": Case(
+        [
+            *WEB,
+            http_route(
+                "a",
+                rules=[
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/prefix/one"}}],
+                        "filters": [
+                            {
+                                "type": "URLRewrite",
+                                "urlRewrite": {
+                                    "path": {
+                                        "type": "ReplacePrefixMatch",
+                                        "replacePrefixMatch": "/",
+                                    }
+                                },
+                            }
+                        ],
+                        "backendRefs": [backend("web")],
+                    }
+                ],
+            ),
+        ],
+        check=lambda result: (
+            None if result.routes[0].strip_prefix else pytest.fail("no strip_prefix")
+        ),
+    ),
+    "HTTPRouteRedirect* (not supported: the rule answers 500)": Case(
+        [
+            *WEB,
+            http_route(
+                "a",
+                rules=[
+                    {
+                        "filters": [
+                            {"type": "RequestRedirect", "requestRedirect": {"hostname": "x.io"}}
+                        ]
+                    }
+                ],
+            ),
+        ],
+        routes=[("*", "Prefix /", "500", "web")],
+    ),
+    "HTTPRouteCrossNamespace": Case(
+        [
+            *WEB,
+            *service("web", ns="backends"),
+            http_route("a", rules=[{"backendRefs": [backend("web", namespace="backends")]}]),
+        ],
+        routes=[("*", "Prefix /", "500", "web")],
+        route_status={
+            "app/a": {"Accepted": "True/Accepted", "ResolvedRefs": "False/RefNotPermitted"}
+        },
+    ),
+    "HTTPRouteReferenceGrant": Case(
+        [
+            *WEB,
+            *service("other", ns="backends", ips=("10.0.2.1",)),
+            grant("backends", "app"),
+            http_route("a", rules=[{"backendRefs": [backend("other", namespace="backends")]}]),
+        ],
+        routes=[("*", "Prefix /", "http://10.0.2.1:8080*1", "web")],
+        route_status={"app/a": {"ResolvedRefs": "True/ResolvedRefs"}},
+    ),
+    "HTTPRouteInvalidNonExistentBackendRef": Case(
+        [*WEB, http_route("a", rules=[{"backendRefs": [backend("missing")]}])],
+        routes=[("*", "Prefix /", "500", "web")],
+        route_status={"app/a": {"ResolvedRefs": "False/BackendNotFound"}},
+    ),
+    "HTTPRouteInvalidBackendRefUnknownKind": Case(
+        [
+            *WEB,
+            http_route(
+                "a",
+                rules=[{"backendRefs": [{"group": "example.com", "kind": "Bucket", "name": "b"}]}],
+            ),
+        ],
+        routes=[("*", "Prefix /", "500", "web")],
+        route_status={"app/a": {"ResolvedRefs": "False/InvalidKind"}},
+    ),
+    "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant (valid share kept)": Case(
+        [
+            *WEB,
+            http_route(
+                "a",
+                rules=[{"backendRefs": [backend("web"), backend("web", namespace="elsewhere")]}],
+            ),
+        ],
+        routes=[("*", "Prefix /", UP, "web")],
+        route_status={"app/a": {"ResolvedRefs": "False/RefNotPermitted"}},
+    ),
+    "HTTPRouteInvalidParentRefNotMatchingSectionName": Case(
+        [*WEB, http_route("a", parents=[{"name": "gw", "namespace": "infra", "sectionName": "x"}])],
+        routes=[],
+        route_status={"app/a": {"Accepted": "False/NoMatchingParent"}},
+    ),
+    "HTTPRouteInvalidParentRefNotMatchingListenerPort": Case(
+        [*WEB, http_route("a", parents=[{"name": "gw", "namespace": "infra", "port": 81}])],
+        routes=[],
+        route_status={"app/a": {"Accepted": "False/NoMatchingParent"}},
+    ),
+    "HTTPRouteInvalidCrossNamespaceParentRef": Case(
+        [
+            gateway_class(),
+            gateway(listeners=[{"name": "http", "port": 80, "protocol": "HTTP"}]),
+            *service("web"),
+            http_route("a"),
+        ],
+        routes=[],
+        route_status={"app/a": {"Accepted": "False/NotAllowedByListeners"}},
+    ),
+    "HTTPRouteServiceNoEndpoints (503, as for Ingress)": Case(
+        [
+            *WEB,
+            *service("empty", ips=()),
+            http_route("a", rules=[{"backendRefs": [backend("empty")]}]),
+        ],
+        routes=[("*", "Prefix /", "503", "web")],
+        route_status={"app/a": {"ResolvedRefs": "True/ResolvedRefs"}},
+    ),
+    "HTTPRouteOtherControllerParent (no entry written)": Case(
+        [
+            *WEB,
+            gateway("theirs", class_name="other"),
+            http_route("a", parents=[{"name": "theirs", "namespace": "infra"}]),
+        ],
+        routes=[],
+        check=lambda result: (
+            None if "app/a" not in result.route_parents else pytest.fail("entry written")
+        ),
+    ),
+    "IngressOwnsHost (coexistence)": Case(
+        [*WEB, http_route("a", hostnames=["shop.example.com", "new.example.com"])],
+        routes=[("new.example.com", "Prefix /", UP, "web")],
+        check=_ingress_owns_host,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_conformance_case(name: str) -> None:
+    case = CASES[name]
+    ingress_hosts = frozenset({"shop.example.com"})
+    result = translate(*case.objects, ingress_hosts=ingress_hosts)
+    if case.routes is not None:
+        assert served(result) == case.routes
+    for route_key, wanted in case.route_status.items():
+        for kind, value in wanted.items():
+            assert route_condition(result, route_key, kind) == value, (route_key, kind)
+    if case.check is not None:
+        case.check(result)
