@@ -35,6 +35,10 @@ def shipped_grants() -> set[Grant]:
     return found
 
 
+def gateway_api_grants() -> set[Grant]:
+    return {grant for grant in shipped_grants() if grant[0] == "gateway.networking.k8s.io"}
+
+
 def status_settings(**overrides: Any) -> dict[str, Any]:
     return {
         "addresses": ["lb.example.org", "198.51.100.200"],
@@ -141,9 +145,10 @@ async def test_one_router_writes_the_status_and_another_takes_over_when_it_stops
         made = {(c.group, c.resource, c.verb) for c in api.calls}
         # Everything granted was used (reading the router's own Pod needs the downward
         # API's variables: test_kubernetes_selfimage.py; Secrets are read only for a TLS
-        # listener: test_kubernetes_tls.py).
+        # listener: test_kubernetes_tls.py; the Gateway API only when enabled:
+        # test_gateway_api.py).
         tls_secrets = {("", "secrets", "list"), ("", "secrets", "watch")}
-        assert made == shipped_grants() - {OWN_POD_READ} - tls_secrets
+        assert made == shipped_grants() - {OWN_POD_READ} - tls_secrets - gateway_api_grants()
 
 
 async def test_a_leader_that_cannot_renew_is_replaced(tmp_path: Path) -> None:

@@ -132,13 +132,14 @@ def translate(*objects: Any, ingress_hosts: frozenset[str] = frozenset()) -> Tra
     by_kind: dict[str, dict[str, Any]] = {}
     for obj in flat:
         by_kind.setdefault(obj["kind"], {})[key(obj)] = obj
+    slices = index_slices(by_kind.get("EndpointSlice", {}).values())
     inputs = GatewayInputs(
         classes=by_kind.get("GatewayClass", {}),
         gateways=by_kind.get("Gateway", {}),
         routes=by_kind.get("HTTPRoute", {}),
         grants=by_kind.get("ReferenceGrant", {}),
         services=by_kind.get("Service", {}),
-        slices_by_service=index_slices(by_kind.get("EndpointSlice", {}).values()),
+        slices_of=lambda service_key: slices.get(service_key, []),
         ingress_hosts=ingress_hosts,
     )
     return Translator(CONTROLLER, LISTENERS).translate(inputs)

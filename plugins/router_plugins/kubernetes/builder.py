@@ -250,6 +250,10 @@ class RouteBuilder:
             self._facts = {k: v for k, v in self._facts.items() if k in cluster.ingresses}
         return [(k, ingress, facts) for _, k, ingress, facts in chosen]
 
+    def slices_of(self, service_key: str) -> list[Obj]:
+        """The EndpointSlices of a Service, as of the last build."""
+        return self._slices.slices_of(service_key)
+
     def next_release(self) -> float | None:
         """When a host's hold runs out (see :mod:`.ownership`): build again then."""
         return None if self._shared_hosts else self._ownership.next_release()

@@ -10,7 +10,7 @@ host and path the older one wins (the route table reports the other).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,8 @@ class GatewayInputs:
     routes: Mapping[str, Obj] = field(default_factory=dict)
     grants: Mapping[str, Obj] = field(default_factory=dict)
     services: Mapping[str, Obj] = field(default_factory=dict)
-    slices_by_service: Mapping[str, list[Obj]] = field(default_factory=dict)
+    slices_of: Callable[[str], list[Obj]] = field(default=lambda service_key: [])
+    """The EndpointSlices of a Service (``namespace/name``)."""
     pods: Mapping[str, PodInfo] = field(default_factory=dict)
     ingress_hosts: frozenset[str] = frozenset()
     """Hosts routed by our Ingresses: they belong to the Ingresses (see the README)."""
@@ -534,7 +535,7 @@ class Translator:
             return service_endpoints(
                 inputs.services.get(service_key),
                 service_key,
-                list(inputs.slices_by_service.get(service_key, ())),
+                inputs.slices_of(service_key),
                 PortRef(number=port),
                 "http",
                 inputs.pods,

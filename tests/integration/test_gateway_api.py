@@ -1,0 +1,173 @@
+"""The Gateway API end to end: the test API server (enforcing the shipped RBAC) serves a
+GatewayClass, a Gateway and HTTPRoutes (tests/fixtures/kubernetes/gateway-api.yaml); the
+router routes real HTTP to pods in a network namespace and the Lease holder writes the
+status of every object back through the status subresources."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+
+from router.testing import run_router
+from router_plugins.kubernetes import KubernetesPlugin
+from tests.integration.test_kubernetes_status import (
+    gateway_api_grants,
+    shipped_grants,
+    status_settings,
+)
+from tests.support.kubeapi import KubeApiServer, kubeconfig, load_objects, run_kube_api
+from tests.support.kubecluster import Pods, app_objects, eventually, plugin_config, run_pods
+
+CONTROLLER = "commons-router.io/gateway-controller"
+THEIRS = {
+    "parentRef": {"name": "their-gateway", "namespace": "infra"},
+    "controllerName": "example.net/gateway-controller",
+    "conditions": [
+        {
+            "type": "Accepted",
+            "status": "True",
+            "reason": "Accepted",
+            "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+            "observedGeneration": 1,
+        }
+    ],
+}
+
+
+def conditions(entry: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: f"{c['status']}/{c['reason']}" for c in entry.get("conditions") or []}
+
+
+def status_of(api: KubeApiServer, kind: str, namespace: str | None, name: str) -> Any:
+    return api.get(kind, namespace, name).get("status") or {}
+
+
+def our_parent(api: KubeApiServer, route: str) -> dict[str, Any]:
+    parents = status_of(api, "HTTPRoute", "team-a", route).get("parents") or []
+    ours = [p for p in parents if p["controllerName"] == CONTROLLER]
+    return ours[0] if ours else {}
+
+
+class Gateway:
+    def __init__(self, api: KubeApiServer, url: str, client: ClientSession) -> None:
+        self.api, self.url, self.client = api, url, client
+
+    async def get(self, path: str, host: str) -> tuple[int, Any, dict[str, str]]:
+        async with self.client.get(self.url + path, headers={"Host": host}) as response:
+            body = (
+                await response.json()
+                if response.content_type == "application/json"
+                else await response.text()
+            )
+            return response.status, body, dict(response.headers)
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    pods: Pods
+    async with run_pods() as pods, run_kube_api(granted=shipped_grants()) as (api, server):
+        api.apply(*copy.deepcopy(app_objects(pods.port, "app-0")))
+        objects = load_objects("gateway-api.yaml")
+        for obj in objects:
+            if obj["kind"] == "HTTPRoute" and obj["metadata"]["name"] == "app":
+                obj["status"] = {"parents": [THEIRS]}  # another controller's entry
+        api.apply(*objects)
+        config = plugin_config(
+            kubeconfig(tmp_path / "kubeconfig", server.url),
+            status=status_settings(identity="a"),
+            gateway_api={"enabled": True, "ports": {80: "web"}},
+        )
+        router_config = {
+            "listeners": [{"name": "web", "listen": "127.0.0.1:0"}],
+            "plugins": [{"name": "kubernetes", "config": config}],
+        }
+        async with (
+            run_router(router_config, plugins={"kubernetes": KubernetesPlugin}) as running,
+            ClientSession() as client,
+        ):
+            yield Gateway(api, running.url, client)
+        assert api.forbidden == []  # every call was one the shipped RBAC grants
+
+
+async def test_http_route_serves_through_the_gateway_with_its_filters(gateway: Gateway) -> None:
+    status, body, headers = await gateway.get("/api/items", "app.gw.test")
+    assert status == 200
+    assert body == {"pod": "app-0", "path": "/api/items"}
+    assert headers["X-Served-By"] == "gateway-api"  # ResponseHeaderModifier
+    # Only the route's paths: no rule for /other on this host.
+    assert (await gateway.get("/other", "app.gw.test"))[0] == 404
+    # The Ingress of the same cluster still serves its own host.
+    assert (await gateway.get("/", "app.test"))[0] == 200
+
+
+async def test_invalid_backend_answers_500(gateway: Gateway) -> None:
+    status, body, _ = await gateway.get("/broken", "app.gw.test")
+    assert status == 500
+    assert "10." not in str(body)  # no internal address in the answer
+
+
+async def test_route_whose_hostnames_the_listener_does_not_accept_is_not_served(
+    gateway: Gateway,
+) -> None:
+    assert (await gateway.get("/", "other.example.com"))[0] == 404
+
+
+async def test_status_is_written_for_every_object(gateway: Gateway) -> None:
+    api = gateway.api
+
+    async def written() -> bool:
+        return bool(our_parent(api, "elsewhere")) and bool(
+            status_of(api, "Gateway", "infra", "shared").get("listeners")
+        )
+
+    await eventually(written, "the status of the Gateway and the HTTPRoutes is written")
+    assert conditions(status_of(api, "GatewayClass", None, "commons-router")) == {
+        "Accepted": "True/Accepted",
+        "SupportedVersion": "True/SupportedVersion",
+    }
+    assert status_of(api, "GatewayClass", None, "other") == {}  # not ours
+    shared = status_of(api, "Gateway", "infra", "shared")
+    assert conditions(shared) == {"Accepted": "True/Accepted", "Programmed": "True/Programmed"}
+    (listener,) = shared["listeners"]
+    assert listener["attachedRoutes"] == 1
+    assert conditions(listener)["Programmed"] == "True/Programmed"
+
+    app = our_parent(api, "app")
+    assert conditions(app) == {
+        "Accepted": "True/Accepted",
+        "ResolvedRefs": "False/BackendNotFound",
+    }
+    generation = api.get("HTTPRoute", "team-a", "app")["metadata"]["generation"]
+    assert {c["observedGeneration"] for c in app["conditions"]} == {generation}
+    # The other controller's entry is left as it was.
+    parents = status_of(api, "HTTPRoute", "team-a", "app")["parents"]
+    assert THEIRS in parents
+    assert conditions(our_parent(api, "elsewhere")) == {
+        "Accepted": "False/NoMatchingListenerHostname",
+        "ResolvedRefs": "True/ResolvedRefs",
+    }
+    made = {(c.group, c.resource, c.verb) for c in api.calls}
+    assert gateway_api_grants() <= made  # every Gateway API grant is used
+
+
+async def test_a_spec_change_is_routed_and_its_generation_observed(gateway: Gateway) -> None:
+    api = gateway.api
+    route = api.get("HTTPRoute", "team-a", "app")
+    route["spec"]["rules"][1]["backendRefs"] = [{"name": "app", "port": 80}]
+    api.apply(route)
+    generation = api.get("HTTPRoute", "team-a", "app")["metadata"]["generation"]
+
+    async def fixed() -> bool:
+        observed = {
+            c.get("observedGeneration") for c in our_parent(api, "app").get("conditions", [])
+        }
+        return (await gateway.get("/broken", "app.gw.test"))[0] == 200 and observed == {generation}
+
+    await eventually(fixed, "the fixed backend serves and the status shows the new generation")
+    assert conditions(our_parent(api, "app"))["ResolvedRefs"] == "True/ResolvedRefs"
