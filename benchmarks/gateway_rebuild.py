@@ -1,0 +1,127 @@
+"""Gateway API benchmark: route-table rebuild time for 1,000 HTTPRoutes against the same
+routes as 1,000 Ingresses, in the same run.
+
+    .venv/bin/python benchmarks/gateway_rebuild.py [--routes 1000] [--rounds 5]
+
+The cluster is kubernetes_rebuild.py's (1,000 apps, 5,000 endpoints with pod code
+versions); each Ingress becomes an HTTPRoute with the same host, path and Service,
+attached to one Gateway. Each round builds every route anew (objects -> routes ->
+compiled table: a fresh builder for the Ingresses, the pure translation for the
+HTTPRoutes). Prints the medians and the ratio; target: HTTPRoutes within 2x of Ingresses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.kubernetes_rebuild import (  # noqa: E402
+    SELECTION,
+    cluster_of,
+    compiler,
+    synthetic_objects,
+    timed,
+)
+from router.proxy.upstream import EndpointRegistry  # noqa: E402
+from router_plugins.kubernetes.builder import RouteBuilder  # noqa: E402
+from router_plugins.kubernetes.endpoints import index_slices  # noqa: E402
+from router_plugins.kubernetes.gateway.translate import (  # noqa: E402
+    GatewayInputs,
+    RouterListener,
+    Translator,
+)
+from router_plugins.kubernetes.mapping import Cluster  # noqa: E402
+
+CONTROLLER = "commons-router.io/gateway-controller"
+TARGET_RATIO = 2.0
+
+
+def gateway_inputs(cluster: Cluster) -> GatewayInputs:
+    routes = {}
+    for ingress_key, ingress in cluster.ingresses.items():
+        rule = ingress["spec"]["rules"][0]
+        path = rule["http"]["paths"][0]
+        routes[ingress_key] = {
+            "kind": "HTTPRoute",
+            "metadata": {**ingress["metadata"], "generation": 1},
+            "spec": {
+                "parentRefs": [{"name": "gw", "namespace": "infra"}],
+                "hostnames": [rule["host"]],
+                "rules": [
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": path["path"]}}],
+                        "backendRefs": [{"name": path["backend"]["service"]["name"], "port": 80}],
+                    }
+                ],
+            },
+        }
+    slices = index_slices(cluster.slices.values())
+    return GatewayInputs(
+        classes={
+            "commons": {"metadata": {"name": "commons"}, "spec": {"controllerName": CONTROLLER}}
+        },
+        gateways={
+            "infra/gw": {
+                "metadata": {"name": "gw", "namespace": "infra"},
+                "spec": {
+                    "gatewayClassName": "commons",
+                    "listeners": [
+                        {
+                            "name": "http",
+                            "port": 80,
+                            "protocol": "HTTP",
+                            "allowedRoutes": {"namespaces": {"from": "All"}},
+                        }
+                    ],
+                },
+            }
+        },
+        routes=routes,
+        services=cluster.services,
+        slices_of=lambda service_key: slices.get(service_key, []),
+        pods=cluster.pods,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--routes", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    cluster = cluster_of(synthetic_objects(ingresses=args.routes))
+    inputs = gateway_inputs(cluster)
+    translator = Translator(CONTROLLER, {80: RouterListener("default", tls=False)})
+    endpoints = EndpointRegistry()  # as after start-up: every endpoint's state exists
+
+    def ingress_round() -> float:
+        map_ms, (routes, problems) = timed(RouteBuilder(SELECTION).build, cluster)
+        assert not problems, problems[:3]
+        compile_ms, _ = timed(compiler(endpoints), routes)
+        return float(map_ms + compile_ms)
+
+    def gateway_round() -> float:
+        map_ms, result = timed(translator.translate, inputs)
+        assert len(result.routes) == args.routes and not result.problems, result.problems[:3]
+        compile_ms, _ = timed(compiler(endpoints), tuple(result.routes))
+        return float(map_ms + compile_ms)
+
+    ingress_round(), gateway_round()  # warm-up: endpoint states, imports
+    ingress_ms, gateway_ms = [], []
+    for _ in range(args.rounds):  # alternate, so that load on the machine hits both alike
+        ingress_ms.append(ingress_round())
+        gateway_ms.append(gateway_round())
+    ingress, gateway = statistics.median(ingress_ms), statistics.median(gateway_ms)
+    ratio = gateway / ingress
+    print(f"full rebuild, {args.routes} routes (median of {args.rounds}):")
+    print(f"  Ingresses:  {ingress:8.1f} ms")
+    print(f"  HTTPRoutes: {gateway:8.1f} ms  ({ratio:.2f}x; target <= {TARGET_RATIO:g}x)")
+    return 0 if ratio <= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
