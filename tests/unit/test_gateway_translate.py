@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from router.api import Route
 from router_plugins.kubernetes.endpoints import index_slices
@@ -21,6 +23,7 @@ from router_plugins.kubernetes.gateway.translate import (
     Translator,
 )
 from router_plugins.kubernetes.objects import key
+from tests.support.kubevalidation import validate
 
 CONTROLLER = "commons-router.io/gateway-controller"
 GROUP = "gateway.networking.k8s.io"
@@ -613,3 +616,27 @@ def test_conformance_case(name: str) -> None:
             assert route_condition(result, route_key, kind) == value, (route_key, kind)
     if case.check is not None:
         case.check(result)
+
+
+def test_the_example_gateway_and_route_are_valid_and_ours() -> None:
+    root = Path(__file__).resolve().parents[2] / "config" / "kubernetes"
+    objects = [
+        *yaml.safe_load_all((root / "gateway-api" / "gatewayclass.yaml").read_text()),
+        *yaml.safe_load_all((root / "example" / "gateway.yaml").read_text()),
+    ]
+    for obj in objects:
+        obj.setdefault("metadata", {}).setdefault("generation", 1)
+        validate(obj)
+    objects = [o for o in objects if o["kind"] != "Namespace"]
+    for service_name in ("hello-api", "hello-v1", "hello-v2"):
+        svc, _ = service(service_name, ns="hello-gw")
+        svc["spec"] = {"ports": [{"port": 80}]}
+        objects.append(svc)  # no endpoints yet: the routes answer 503
+    result = translate(*objects)
+    assert result.secrets == {"hello-gw/hello-gw-tls"}
+    (listener_http, listener_https) = result.gateway_status["hello-gw/public"]["listeners"]
+    assert listener_http["attachedRoutes"] == listener_https["attachedRoutes"] == 1
+    assert [(r.hosts, r.path, r.listeners) for r in result.routes] == [
+        (["hello-gw.example.org"], "/api", ["web", "websecure"]),
+        (["hello-gw.example.org"], "/", ["web", "websecure"]),
+    ]
