@@ -263,11 +263,11 @@ CASES: dict[str, Case] = {
         [gateway_class(), gateway_class("other", "example.com/other")],
         check=_gateway_class_status,
     ),
-    "GatewayObservedGenerationBump": Case(
+    "GatewayObservedGenerationBump / GatewayWithAttachedRoutes": Case(
         [*WEB, http_route("a"), http_route("b", hostnames=["b.example.com"])],
         check=_gateway_status,
     ),
-    "GatewayInvalidListenerPort": Case(
+    "GatewayListenerPortNotServed (own case: no router listener)": Case(
         [
             gateway_class(),
             gateway(listeners=[{"name": "http", "port": 8081, "protocol": "HTTP"}]),
