@@ -69,9 +69,7 @@ def check_config(loaded: LoadedConfig, available: dict[str, PluginClass] | None 
         raise ConfigError(loaded.source, issues)
 
 
-async def preflight(
-    loaded: LoadedConfig, available: dict[str, PluginClass] | None = None
-) -> None:
+async def preflight(loaded: LoadedConfig, available: dict[str, PluginClass] | None = None) -> None:
     """The start-up checks of ``serve`` that need no port and no network (files readable,
     keys and certificates parse), for ``check``. Raises :class:`ConfigError` with every
     problem, located in the file."""

@@ -125,6 +125,30 @@ class PathMatch(Model):
     also takes paths that match it once decoded twice) or ``forward``."""
 
 
+class RequestMatch(Model):
+    """Conditions besides host and path (Gateway API HTTPRoute matches). Routes with the
+    same host and path may differ by these: the one with a method, then the most header
+    conditions, then the most query conditions, then the first listed is tried first; a
+    request none of them takes goes on to shorter paths."""
+
+    method: str | None = Field(None, pattern=r"^[A-Z]{1,16}$")
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Header name (any case) -> exact value."""
+    query: dict[str, str] = Field(default_factory=dict)
+    """Query parameter -> exact value (of its first occurrence)."""
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            _check_header_name(name)
+        return value
+
+    @property
+    def conditional(self) -> bool:
+        return self.method is not None or bool(self.headers) or bool(self.query)
+
+
 class Route(Model):
     name: str
     """Unique name; it labels metrics and log lines."""
@@ -134,6 +158,8 @@ class Route(Model):
     path_type: Literal["Prefix", "Exact"] = "Prefix"
     path_match: PathMatch = Field(default_factory=PathMatch)
     """Options set here replace those of ``paths.match`` for this route."""
+    match: RequestMatch = Field(default_factory=RequestMatch)
+    """Method, header and query conditions (none: every request of the host and path)."""
     upstreams: list[Endpoint] = Field(default_factory=list)
     builtin: Literal["echo", "unavailable", "invalid_backend"] | None = None
     """Answer from the router itself: ``echo`` shows what the router saw and would add;
