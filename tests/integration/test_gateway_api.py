@@ -100,6 +100,12 @@ async def test_http_route_serves_through_the_gateway_with_its_filters(gateway: G
     assert status == 200
     assert body == {"pod": "app-0", "path": "/api/items"}
     assert headers["X-Served-By"] == "gateway-api"  # ResponseHeaderModifier
+    # A header match takes precedence over the same path without one.
+    async with gateway.client.get(
+        gateway.url + "/api/items", headers={"Host": "app.gw.test", "Version": "two"}
+    ) as response:
+        assert response.status == 200
+        assert response.headers["X-Served-By"] == "version-two"
     # Only the route's paths: no rule for /other on this host.
     assert (await gateway.get("/other", "app.gw.test"))[0] == 404
     # The Ingress of the same cluster still serves its own host.

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
+from multidict import CIMultiDict
 
 from router.api import Route
+from router.routing.table import MatchFacts, RouteTable
 from router_plugins.kubernetes.endpoints import index_slices
 from router_plugins.kubernetes.gateway.translate import (
     GatewayInputs,
@@ -383,26 +385,6 @@ CASES: dict[str, Case] = {
             else pytest.fail("routes not oldest first")
         ),
     ),
-    "HTTPRouteHeaderMatching (not supported: reported, not served)": Case(
-        [
-            *WEB,
-            http_route(
-                "a",
-                rules=[
-                    {
-                        "matches": [{"headers": [{"name": "version", "value": "one"}]}],
-                        "backendRefs": [backend("web")],
-                    }
-                ],
-            ),
-        ],
-        routes=[],
-        check=lambda result: (
-            None
-            if any("headers matches are not supported" in p.message for p in result.problems)
-            else pytest.fail("not reported")
-        ),
-    ),
     "HTTPRouteWeight": Case(
         [
             *WEB,
@@ -640,3 +622,147 @@ def test_the_example_gateway_and_route_are_valid_and_ours() -> None:
         (["hello-gw.example.org"], "/api", ["web", "websecure"]),
         (["hello-gw.example.org"], "/", ["web", "websecure"]),
     ]
+
+
+@dataclass(frozen=True)
+class Entry:
+    spec: Route
+
+
+def choose(
+    result: Translation,
+    path: str,
+    *,
+    host: str = "x.example.com",
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    query: str = "",
+) -> str | None:
+    """The HTTPRoute (name) whose route the router's table picks for the request."""
+    table = RouteTable([Entry(r) for r in result.routes])
+    assert table.conflicts == ()
+    found = table.match(host, path, MatchFacts(method, CIMultiDict(headers or {}), query, "web"))
+    return None if found is None else found.spec.name.split(".")[2]
+
+
+def matching_routes() -> Translation:
+    """After the conformance suite's HTTPRouteMatchingAcrossRoutes and the header, query
+    and method matching cases."""
+
+    def rule(*matches: dict[str, Any]) -> dict[str, Any]:
+        return {"matches": list(matches), "backendRefs": [backend("web")]}
+
+    return translate(
+        *WEB,
+        http_route(
+            "plain",
+            hostnames=["x.example.com"],
+            rules=[rule({"path": {"type": "PathPrefix", "value": "/"}})],
+            created="2026-01-01T00:00:00Z",
+        ),
+        http_route(
+            "version-two",
+            hostnames=["x.example.com"],
+            rules=[rule({"headers": [{"name": "version", "value": "two"}]})],
+            created="2026-01-02T00:00:00Z",
+        ),
+        http_route(
+            "two-headers",
+            hostnames=["x.example.com"],
+            rules=[
+                rule(
+                    {
+                        "headers": [
+                            {"name": "version", "value": "two"},
+                            {"name": "color", "value": "orange"},
+                            {"name": "Color", "value": "ignored"},
+                        ]
+                    }
+                )
+            ],
+            created="2026-01-03T00:00:00Z",
+        ),
+        http_route(
+            "by-query",
+            hostnames=["x.example.com"],
+            rules=[rule({"queryParams": [{"name": "animal", "value": "whale"}]})],
+            created="2026-01-04T00:00:00Z",
+        ),
+        http_route(
+            "by-method",
+            hostnames=["x.example.com"],
+            rules=[rule({"method": "POST", "path": {"type": "PathPrefix", "value": "/"}})],
+            created="2026-01-05T00:00:00Z",
+        ),
+        http_route(
+            "v2-prefix",
+            hostnames=["x.example.com"],
+            rules=[
+                rule(
+                    {
+                        "path": {"type": "PathPrefix", "value": "/v2"},
+                        "headers": [{"name": "version", "value": "two"}],
+                    }
+                )
+            ],
+            created="2026-01-06T00:00:00Z",
+        ),
+    )
+
+
+MATCHING = [
+    # HTTPRouteHeaderMatching
+    ("HTTPRouteHeaderMatching", "/", {"headers": {"Version": "two"}}, "version-two"),
+    ("HTTPRouteHeaderMatching (value case)", "/", {"headers": {"version": "TWO"}}, "plain"),
+    # HTTPRouteMatchingAcrossRoutes: more header matches first; the first entry of a name
+    (
+        "HTTPRouteMatchingAcrossRoutes",
+        "/",
+        {"headers": {"version": "two", "color": "orange"}},
+        "two-headers",
+    ),
+    (
+        "HTTPRouteMatchingAcrossRoutes (longer path)",
+        "/v2/x",
+        {"headers": {"version": "two"}},
+        "v2-prefix",
+    ),
+    ("HTTPRouteMatchingAcrossRoutes (falls back)", "/v2/x", {}, "plain"),
+    # HTTPRouteQueryParamMatching
+    ("HTTPRouteQueryParamMatching", "/", {"query": "animal=whale"}, "by-query"),
+    ("HTTPRouteQueryParamMatching (other value)", "/", {"query": "animal=dolphin"}, "plain"),
+    # HTTPRouteMethodMatching: the method before header matches
+    (
+        "HTTPRouteMethodMatching",
+        "/",
+        {"method": "POST", "headers": {"version": "two"}},
+        "by-method",
+    ),
+    ("HTTPRouteMethodMatching (GET)", "/", {"method": "GET"}, "plain"),
+]
+
+
+@pytest.mark.parametrize(("case", "path", "request_fields", "expected"), MATCHING)
+def test_matching_precedence(
+    case: str, path: str, request_fields: dict[str, Any], expected: str
+) -> None:
+    assert choose(matching_routes(), path, **request_fields) == expected, case
+
+
+def test_unsupported_match_types_are_reported_and_not_served() -> None:
+    result = translate(
+        *WEB,
+        http_route(
+            "a",
+            rules=[
+                {
+                    "matches": [
+                        {"headers": [{"type": "RegularExpression", "name": "v", "value": ".*"}]}
+                    ],
+                    "backendRefs": [backend("web")],
+                }
+            ],
+        ),
+    )
+    assert result.routes == []
+    assert any("RegularExpression" in p.message for p in result.problems)

@@ -478,6 +478,7 @@ class Translator:
                         "hosts": [h for h in hosts if h],
                         "path": path[0],
                         "path_type": path[1],
+                        "match": path[2],
                         "listeners": list(router_listeners),
                     }
                     try:
@@ -567,18 +568,33 @@ def _parent_ref(parent: Obj) -> dict[str, Any]:
     }
 
 
-def _path(match: Obj) -> tuple[tuple[str, str] | None, str]:
-    """``(path, path type)`` of a match, or why it cannot be served."""
-    unsupported = [k for k in ("headers", "queryParams", "method") if match.get(k)]
-    if unsupported:
-        return None, f"{', '.join(unsupported)} matches are not supported yet"
+def _path(match: Obj) -> tuple[tuple[str, str, dict[str, Any]] | None, str]:
+    """``(path, path type, conditions)`` of a match, or why it cannot be served."""
+    conditions: dict[str, Any] = {}
+    method = text(match.get("method"))
+    if method:
+        conditions["method"] = method
+    for field_name, target in (("headers", "headers"), ("queryParams", "query")):
+        values: dict[str, str] = {}
+        seen: set[str] = set()
+        for entry in items(match.get(field_name)):
+            if text(entry.get("type")) not in ("", "Exact"):
+                return None, f"{field_name} match type {text(entry.get('type'))!r} is not supported"
+            entry_name = text(entry.get("name"))
+            folded = entry_name.lower() if field_name == "headers" else entry_name
+            if folded in seen:
+                continue  # the specification: only the first entry of a name counts
+            seen.add(folded)
+            values[entry_name] = text(entry.get("value"))
+        if values:
+            conditions[target] = values
     path = mapping(match.get("path"))
     kind = text(path.get("type")) or "PathPrefix"
     value = text(path.get("value")) or "/"
     if kind == "PathPrefix":
-        return (value, "Prefix"), ""
+        return (value, "Prefix", conditions), ""
     if kind == "Exact":
-        return (value, "Exact"), ""
+        return (value, "Exact", conditions), ""
     return None, f"path type {kind!r} is not supported"
 
 
