@@ -5,7 +5,11 @@ status of every object back through the status subresources."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import copy
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from router.testing import run_router
+from router.testing import RunningRouter, run_router
 from router_plugins.kubernetes import KubernetesPlugin
 from tests.integration.test_kubernetes_status import (
     gateway_api_grants,
@@ -22,6 +26,7 @@ from tests.integration.test_kubernetes_status import (
 )
 from tests.support.kubeapi import KubeApiServer, kubeconfig, load_objects, run_kube_api
 from tests.support.kubecluster import Pods, app_objects, eventually, plugin_config, run_pods
+from tests.support.tls import TestCA, served_common_name
 
 CONTROLLER = "commons-router.io/gateway-controller"
 THEIRS = {
@@ -68,8 +73,13 @@ class Gateway:
             return response.status, body, dict(response.headers)
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+@contextlib.asynccontextmanager
+async def running_gateway(
+    tmp_path: Path,
+    listeners: list[dict[str, Any]],
+    ports: dict[int, str],
+    *more: dict[str, Any],
+) -> AsyncIterator[tuple[Gateway, RunningRouter]]:
     pods: Pods
     async with run_pods() as pods, run_kube_api(granted=shipped_grants()) as (api, server):
         api.apply(*copy.deepcopy(app_objects(pods.port, "app-0")))
@@ -77,22 +87,29 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         for obj in objects:
             if obj["kind"] == "HTTPRoute" and obj["metadata"]["name"] == "app":
                 obj["status"] = {"parents": [THEIRS]}  # another controller's entry
-        api.apply(*objects)
+        api.apply(*objects, *more)
         config = plugin_config(
             kubeconfig(tmp_path / "kubeconfig", server.url),
             status=status_settings(identity="a"),
-            gateway_api={"enabled": True, "ports": {80: "web"}},
+            gateway_api={"enabled": True, "ports": ports},
         )
         router_config = {
-            "listeners": [{"name": "web", "listen": "127.0.0.1:0"}],
+            "listeners": listeners,
             "plugins": [{"name": "kubernetes", "config": config}],
         }
         async with (
             run_router(router_config, plugins={"kubernetes": KubernetesPlugin}) as running,
             ClientSession() as client,
         ):
-            yield Gateway(api, running.url, client)
+            yield Gateway(api, running.url, client), running
         assert api.forbidden == []  # every call was one the shipped RBAC grants
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    listeners = [{"name": "web", "listen": "127.0.0.1:0"}]
+    async with running_gateway(tmp_path, listeners, {80: "web"}) as (running, _):
+        yield running
 
 
 async def test_http_route_serves_through_the_gateway_with_its_filters(gateway: Gateway) -> None:
@@ -177,3 +194,77 @@ async def test_a_spec_change_is_routed_and_its_generation_observed(gateway: Gate
 
     await eventually(fixed, "the fixed backend serves and the status shows the new generation")
     assert conditions(our_parent(api, "app"))["ResolvedRefs"] == "True/ResolvedRefs"
+
+
+def tls_secret(namespace: str, name: str, chain: bytes, key: bytes) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(chain).decode(),
+            "tls.key": base64.b64encode(key).decode(),
+        },
+    }
+
+
+async def test_https_listener_serves_the_certificate_of_its_secret(tmp_path: Path) -> None:
+    ca = TestCA()
+    secure_gateway = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "secure", "namespace": "infra"},
+        "spec": {
+            "gatewayClassName": "commons-router",
+            "listeners": [
+                {
+                    "name": "https",
+                    "protocol": "HTTPS",
+                    "port": 443,
+                    "hostname": "secure.gw.test",
+                    "tls": {"certificateRefs": [{"name": "secure-tls"}]},
+                    "allowedRoutes": {"namespaces": {"from": "All"}},
+                }
+            ],
+        },
+    }
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "secure", "namespace": "team-a"},
+        "spec": {
+            "parentRefs": [{"name": "secure", "namespace": "infra"}],
+            "rules": [{"backendRefs": [{"name": "app", "port": 80}]}],
+        },
+    }
+    secret = tls_secret("infra", "secure-tls", *ca.issue("secure.gw.test", common_name="gw"))
+    listeners = [
+        {"name": "web", "listen": "127.0.0.1:0"},
+        {"name": "websecure", "listen": "127.0.0.1:0", "tls": {}},
+    ]
+    ports = {80: "web", 443: "websecure"}
+    async with running_gateway(tmp_path, listeners, ports, secure_gateway, route, secret) as (
+        gateway,
+        running,
+    ):
+        port = running.port_of("websecure")
+
+        async def served() -> bool:
+            name = await asyncio.to_thread(served_common_name, port, "secure.gw.test", ca)
+            return name == "gw"
+
+        await eventually(served, "the Gateway's certificate Secret is served by SNI")
+        trust = ssl.create_default_context(cadata=ca.pem.decode())
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=trust, server_hostname="secure.gw.test"
+        )
+        writer.write(b"GET /x HTTP/1.1\r\nHost: secure.gw.test\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert b'"pod": "app-0"' in answer
+        # The route attached to the HTTPS listener only: not served over plain HTTP.
+        plain = f"http://127.0.0.1:{running.port_of('web')}/x"
+        async with gateway.client.get(plain, headers={"Host": "secure.gw.test"}) as response:
+            assert response.status == 404
