@@ -21,6 +21,7 @@ from router.api.errors import PluginConfigError
 from router.api.plugin import Handler, Middleware, Plugin, PluginServices
 from router.api.provider import Provider, ProviderUpdate
 from router.builtin.echo import EchoHandler
+from router.builtin.redirect import redirect
 from router.builtin.unavailable import invalid_backend, unavailable
 from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
 from router.config.models import CertificateFiles, Config, Hsts, ListenerSpec
@@ -266,6 +267,7 @@ class RouterRuntime:
             "echo": EchoHandler(forwarder),
             "unavailable": unavailable,
             "invalid_backend": invalid_backend,
+            "redirect": redirect,
         }
         compiler = RouteCompiler(
             self.plugins,

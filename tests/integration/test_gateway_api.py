@@ -129,6 +129,19 @@ async def test_http_route_serves_through_the_gateway_with_its_filters(gateway: G
     assert (await gateway.get("/", "app.test"))[0] == 200
 
 
+async def test_redirect_and_rewrite_filters(gateway: Gateway) -> None:
+    async with gateway.client.get(
+        gateway.url + "/old/page?a=1", headers={"Host": "app.gw.test"}, allow_redirects=False
+    ) as response:
+        assert response.status == 301
+        # The listener's port (80) is the scheme's default: not shown.
+        assert response.headers["Location"] == "http://new.gw.test/new/page?a=1"
+    status, body, headers = await gateway.get("/v1/items", "app.gw.test")
+    assert status == 200
+    assert body == {"pod": "app-0", "path": "/internal/v1/items"}
+    assert headers["Cache-Control"] == "no-store"
+
+
 async def test_invalid_backend_answers_500(gateway: Gateway) -> None:
     status, body, _ = await gateway.get("/broken", "app.gw.test")
     assert status == 500

@@ -411,85 +411,6 @@ CASES: dict[str, Case] = {
             )
         ],
     ),
-    "HTTPRouteRequestHeaderModifier / HTTPRouteResponseHeaderModifier": Case(
-        [
-            *WEB,
-            http_route(
-                "a",
-                rules=[
-                    {
-                        "filters": [
-                            {
-                                "type": "RequestHeaderModifier",
-                                "requestHeaderModifier": {
-                                    "set": [{"name": "X-Header-Set", "value": "set"}],
-                                    "remove": ["X-Header-Remove"],
-                                },
-                            },
-                            {
-                                "type": "ResponseHeaderModifier",
-                                "responseHeaderModifier": {
-                                    "set": [{"name": "X-Answer", "value": "yes"}]
-                                },
-                            },
-                        ],
-                        "backendRefs": [backend("web")],
-                    }
-                ],
-            ),
-        ],
-        check=lambda result: (
-            None
-            if result.routes[0].request_headers.set == {"X-Header-Set": "set"}
-            and result.routes[0].request_headers.remove == ["X-Header-Remove"]
-            and result.routes[0].response_headers.set == {"X-Answer": "yes"}
-            else pytest.fail(str(result.routes))
-        ),
-    ),
-    "HTTPRouteRewritePath (ReplacePrefixMatch /)": Case(
-        [
-            *WEB,
-            http_route(
-                "a",
-                rules=[
-                    {
-                        "matches": [{"path": {"type": "PathPrefix", "value": "/prefix/one"}}],
-                        "filters": [
-                            {
-                                "type": "URLRewrite",
-                                "urlRewrite": {
-                                    "path": {
-                                        "type": "ReplacePrefixMatch",
-                                        "replacePrefixMatch": "/",
-                                    }
-                                },
-                            }
-                        ],
-                        "backendRefs": [backend("web")],
-                    }
-                ],
-            ),
-        ],
-        check=lambda result: (
-            None if result.routes[0].strip_prefix else pytest.fail("no strip_prefix")
-        ),
-    ),
-    "HTTPRouteRedirect* (not supported: the rule answers 500)": Case(
-        [
-            *WEB,
-            http_route(
-                "a",
-                rules=[
-                    {
-                        "filters": [
-                            {"type": "RequestRedirect", "requestRedirect": {"hostname": "x.io"}}
-                        ]
-                    }
-                ],
-            ),
-        ],
-        routes=[("*", "Prefix /", "500", "web")],
-    ),
     "HTTPRouteCrossNamespace": Case(
         [
             *WEB,
@@ -766,3 +687,118 @@ def test_unsupported_match_types_are_reported_and_not_served() -> None:
     )
     assert result.routes == []
     assert any("RegularExpression" in p.message for p in result.problems)
+
+
+def filtered(*filters: dict[str, Any], path: str = "/prefix/one") -> Route:
+    """The one route of a rule with ``filters`` on a PathPrefix match."""
+    result = translate(
+        *WEB,
+        http_route(
+            "a",
+            rules=[
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                    "filters": list(filters),
+                    "backendRefs": [backend("web")],
+                }
+            ],
+        ),
+    )
+    assert not result.problems, result.problems
+    (route,) = result.routes
+    return route
+
+
+def redirect(**fields: Any) -> dict[str, Any]:
+    return {"type": "RequestRedirect", "requestRedirect": fields}
+
+
+def rewrite(**fields: Any) -> dict[str, Any]:
+    return {"type": "URLRewrite", "urlRewrite": fields}
+
+
+FILTERS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    (
+        "HTTPRouteRequestHeaderModifier",
+        {
+            "type": "RequestHeaderModifier",
+            "requestHeaderModifier": {
+                "set": [{"name": "X-Header-Set", "value": "set"}],
+                "add": [{"name": "X-Header-Add", "value": "add"}],
+                "remove": ["X-Header-Remove"],
+            },
+        },
+        {
+            "request_headers": {
+                "set": {"X-Header-Set": "set"},
+                "add": {"X-Header-Add": "add"},
+                "remove": ["X-Header-Remove"],
+            }
+        },
+    ),
+    (
+        "HTTPRouteResponseHeaderModifier",
+        {
+            "type": "ResponseHeaderModifier",
+            "responseHeaderModifier": {"add": [{"name": "X-Header-Add", "value": "add"}]},
+        },
+        {"response_headers": {"set": {}, "add": {"X-Header-Add": "add"}, "remove": []}},
+    ),
+    (
+        "HTTPRouteRewritePath (ReplacePrefixMatch)",
+        rewrite(path={"type": "ReplacePrefixMatch", "replacePrefixMatch": "/one"}),
+        {"rewrite": {"prefix": "/one", "full_path": None}},
+    ),
+    (
+        "HTTPRouteRewritePath (ReplaceFullPath)",
+        rewrite(path={"type": "ReplaceFullPath", "replaceFullPath": "/one"}),
+        {"rewrite": {"prefix": None, "full_path": "/one"}},
+    ),
+    (
+        "HTTPRouteRewriteHost",
+        rewrite(hostname="one.example.org"),
+        {"request_headers": {"set": {"Host": "one.example.org"}, "add": {}, "remove": []}},
+    ),
+    (
+        "HTTPRouteRedirectScheme",
+        redirect(scheme="https"),
+        {"builtin": "redirect", "redirect": {"scheme": "https", "port": None, "status_code": 302}},
+    ),
+    (
+        "HTTPRouteRedirectHostAndStatus",
+        redirect(hostname="example.org", statusCode=301),
+        # Neither port nor scheme: the Gateway listener's port (80: shown as none).
+        {"redirect": {"hostname": "example.org", "port": 80, "status_code": 301}},
+    ),
+    (
+        "HTTPRouteRedirectPort",
+        redirect(port=8083),
+        {"redirect": {"port": 8083}},
+    ),
+    (
+        "HTTPRouteRedirectPath",
+        redirect(path={"type": "ReplaceFullPath", "replaceFullPath": "/full"}),
+        {"redirect": {"path": {"full_path": "/full", "prefix": None}}},
+    ),
+]
+
+
+def _subset(wanted: Any, found: Any) -> bool:
+    if isinstance(wanted, dict):
+        return all(_subset(v, found.get(k)) for k, v in wanted.items())
+    return bool(wanted == found)
+
+
+@pytest.mark.parametrize(("case", "entry", "wanted"), FILTERS)
+def test_filters(case: str, entry: dict[str, Any], wanted: dict[str, Any]) -> None:
+    route = filtered(entry)
+    assert _subset(wanted, route.model_dump()), (case, route.model_dump())
+
+
+def test_unsupported_filters_answer_500_and_are_reported() -> None:
+    result = translate(
+        *WEB,
+        http_route("a", rules=[{"filters": [{"type": "ExtensionRef", "extensionRef": {}}]}]),
+    )
+    assert served(result) == [("*", "Prefix /", "500", "web")]
+    assert any("'ExtensionRef' is not supported" in p.message for p in result.problems)

@@ -456,6 +456,8 @@ class Translator:
             if unsupported:
                 out.problems.append(RouteProblem(source, f"rules[{rule_index}]: {unsupported}"))
                 target = {"builtin": "invalid_backend"}
+            elif "redirect" in fields:
+                target = {}  # the redirect answers; backendRefs are not used
             matches = items(rule.get("matches")) or [{}]
             for match_index, match in enumerate(matches):
                 path, problem_text = _path(match)
@@ -472,7 +474,7 @@ class Translator:
                 for group_index, (router_listeners, hosts) in enumerate(sorted(groups.items())):
                     suffix = f"r{rule_index}.m{match_index}.l{group_index}"
                     built = {
-                        **fields,
+                        **self._redirect_port(fields, router_listeners),
                         **target,
                         "name": route_name(route, suffix),
                         "hosts": [h for h in hosts if h],
@@ -489,6 +491,21 @@ class Translator:
                             RouteProblem(source, f"rules[{rule_index}]: {error['msg']}; not served")
                         )
         return resolved
+
+    def _redirect_port(
+        self, fields: dict[str, Any], router_listeners: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """``fields`` with a redirect's port: when neither a port nor a scheme is given, the
+        Gateway listener's (as the specification says), if the route has one."""
+        redirect = fields.get("redirect")
+        if redirect is None or "port" in redirect or "scheme" in redirect:
+            return fields
+        ports = {
+            port for port, listener in self.listeners.items() if listener.name in router_listeners
+        }
+        if len(ports) != 1:
+            return fields
+        return {**fields, "redirect": {**redirect, "port": ports.pop()}}
 
     def _backends(
         self, route: Obj, rule: Obj, inputs: GatewayInputs
@@ -598,9 +615,29 @@ def _path(match: Obj) -> tuple[tuple[str, str, dict[str, Any]] | None, str]:
     return None, f"path type {kind!r} is not supported"
 
 
+def _path_modifier(value: Obj) -> dict[str, str] | str:
+    """A ``PathRewrite`` for an HTTPPathModifier, or why not."""
+    kind = text(value.get("type"))
+    if kind == "ReplaceFullPath":
+        return {"full_path": text(value.get("replaceFullPath")) or "/"}
+    if kind == "ReplacePrefixMatch":
+        return {"prefix": text(value.get("replacePrefixMatch")) or "/"}
+    return f"path modifier type {kind!r} is not supported"
+
+
+def _header_rules(modifier: Obj) -> dict[str, Any]:
+    return {
+        "set": {text(h.get("name")): text(h.get("value")) for h in items(modifier.get("set"))},
+        "add": {text(h.get("name")): text(h.get("value")) for h in items(modifier.get("add"))},
+        "remove": [text(h) for h in modifier.get("remove") or [] if text(h)],
+    }
+
+
 def _filters(rule: Obj) -> tuple[dict[str, Any], str]:
-    """The route fields for the rule's filters, or what is not supported."""
+    """The route fields for the rule's filters, or what is not supported. A redirect's
+    ``port`` is left out when the listener's port is to be shown (see ``_rules``)."""
     fields: dict[str, Any] = {}
+    host: str | None = None
     for entry in items(rule.get("filters")):
         kind = text(entry.get("type"))
         if kind in ("RequestHeaderModifier", "ResponseHeaderModifier"):
@@ -608,25 +645,36 @@ def _filters(rule: Obj) -> tuple[dict[str, Any], str]:
             modifier = mapping(
                 entry.get("requestHeaderModifier" if request else "responseHeaderModifier")
             )
-            target = "request_headers" if request else "response_headers"
-            if items(modifier.get("add")):
-                return {}, f"{kind}.add is not supported yet (use set)"
-            fields[target] = {
-                "set": {
-                    text(h.get("name")): text(h.get("value")) for h in items(modifier.get("set"))
-                },
-                "remove": [text(h) for h in modifier.get("remove") or [] if text(h)],
-            }
+            fields["request_headers" if request else "response_headers"] = _header_rules(modifier)
         elif kind == "URLRewrite":
             rewrite = mapping(entry.get("urlRewrite"))
-            path = mapping(rewrite.get("path"))
-            if (
-                "hostname" in rewrite
-                or text(path.get("type")) != "ReplacePrefixMatch"
-                or text(path.get("replacePrefixMatch")) not in ("", "/")
+            if "path" in rewrite:
+                path = _path_modifier(mapping(rewrite.get("path")))
+                if isinstance(path, str):
+                    return {}, path
+                fields["rewrite"] = path
+            if text(rewrite.get("hostname")):
+                host = text(rewrite.get("hostname"))
+        elif kind == "RequestRedirect":
+            redirect = mapping(entry.get("requestRedirect"))
+            wanted: dict[str, Any] = {"status_code": redirect.get("statusCode", 302)}
+            for source, target in (
+                ("scheme", "scheme"),
+                ("hostname", "hostname"),
+                ("port", "port"),
             ):
-                return {}, "URLRewrite is supported only as ReplacePrefixMatch to '/'"
-            fields["strip_prefix"] = True
+                if redirect.get(source) is not None:
+                    wanted[target] = redirect[source]
+            if "path" in redirect:
+                path = _path_modifier(mapping(redirect.get("path")))
+                if isinstance(path, str):
+                    return {}, path
+                wanted["path"] = path
+            fields["builtin"] = "redirect"
+            fields["redirect"] = wanted
         else:
             return {}, f"filter {kind!r} is not supported"
+    if host is not None:
+        headers = fields.setdefault("request_headers", {"set": {}, "add": {}, "remove": []})
+        headers["set"] = {**headers["set"], "Host": host}
     return fields, ""
