@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
+from router.config.loader import ConfigError
 from router.testing import RunningRouter, run_router
 from router_plugins.kubernetes import KubernetesPlugin
 from tests.integration.test_kubernetes_status import (
@@ -281,3 +282,22 @@ async def test_https_listener_serves_the_certificate_of_its_secret(tmp_path: Pat
         plain = f"http://127.0.0.1:{running.port_of('web')}/x"
         async with gateway.client.get(plain, headers={"Host": "secure.gw.test"}) as response:
             assert response.status == 404
+
+
+async def test_a_port_mapped_to_no_router_listener_stops_the_start(tmp_path: Path) -> None:
+    async with run_kube_api() as (_, server):
+        config = plugin_config(
+            kubeconfig(tmp_path / "kubeconfig", server.url),
+            gateway_api={"enabled": True, "ports": {80: "nope"}},
+        )
+        router_config = {
+            "listeners": [{"name": "web", "listen": "127.0.0.1:0"}],
+            "plugins": [{"name": "kubernetes", "config": config}],
+        }
+        with pytest.raises(ConfigError) as raised:
+            async with run_router(router_config, plugins={"kubernetes": KubernetesPlugin}):
+                pass
+        assert str(raised.value).endswith(
+            "plugins[0].config.gateway_api.ports[80]: no router listener is named 'nope' "
+            "(listeners: web)"
+        )

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector
 
-from router.api import ROUTER_IMAGE, Plugin, Provider, split_host_port
+from router.api import ROUTER_IMAGE, Plugin, PluginConfigError, Provider, split_host_port
 from router_plugins.kubernetes.apiclient import KubeApi
 from router_plugins.kubernetes.credentials import (
     Credentials,
@@ -87,6 +87,14 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
 
     async def start(self) -> None:
         settings = self.config
+        known = {spec.name for spec in self.services.router_config.public_listeners()}
+        for port, listener_name in settings.gateway_api.ports.items():
+            if listener_name not in known:
+                raise PluginConfigError(
+                    f"no router listener is named {listener_name!r} (listeners: "
+                    f"{', '.join(sorted(known))})",
+                    ("gateway_api", "ports", port),
+                )
         credentials = await asyncio.to_thread(load_credentials, settings)
         # A session of its own: it trusts the cluster CA (and maybe a client certificate).
         self._session = ClientSession(
