@@ -802,3 +802,31 @@ def test_unsupported_filters_answer_500_and_are_reported() -> None:
     )
     assert served(result) == [("*", "Prefix /", "500", "web")]
     assert any("'ExtensionRef' is not supported" in p.message for p in result.problems)
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "total"),
+    [
+        ({"request": "10s"}, 10.0),
+        ({"request": "1m30s", "backendRequest": "500ms"}, 0.5),
+        ({"request": "0s"}, None),  # no timeout
+        ({}, None),
+    ],
+)
+def test_route_timeouts(timeouts: dict[str, str], total: float | None) -> None:
+    """After the conformance suite's HTTPRouteTimeoutRequest / HTTPRouteTimeoutBackendRequest
+    (Extended): the shorter limit bounds the whole exchange."""
+    result = translate(
+        *WEB, http_route("a", rules=[{"timeouts": timeouts, "backendRefs": [backend("web")]}])
+    )
+    (route,) = result.routes
+    assert route.timeouts.total == total
+
+
+def test_invalid_timeout_answers_500() -> None:
+    result = translate(
+        *WEB,
+        http_route("a", rules=[{"timeouts": {"request": "1d"}, "backendRefs": [backend("web")]}]),
+    )
+    assert served(result) == [("*", "Prefix /", "500", "web")]
+    assert any("'1d' is not a duration" in p.message for p in result.problems)

@@ -10,6 +10,7 @@ host and path the older one wins (the route table reports the other).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -453,6 +454,9 @@ class Translator:
             if problem is not None and resolved[0]:
                 resolved = (False, problem.reason, str(problem))
             fields, unsupported = _filters(rule)
+            if not unsupported:
+                timeouts, unsupported = _timeouts(rule)
+                fields.update(timeouts)
             if unsupported:
                 out.problems.append(RouteProblem(source, f"rules[{rule_index}]: {unsupported}"))
                 target = {"builtin": "invalid_backend"}
@@ -623,6 +627,36 @@ def _path_modifier(value: Obj) -> dict[str, str] | str:
     if kind == "ReplacePrefixMatch":
         return {"prefix": text(value.get("replacePrefixMatch")) or "/"}
     return f"path modifier type {kind!r} is not supported"
+
+
+_DURATION = re.compile(r"^(?:[0-9]{1,5}(?:h|ms|m|s)){1,4}$")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def gateway_duration(value: str) -> float | None:
+    """Seconds of a Gateway API duration (GEP-2257: ``1h30m``, ``500ms``); None if invalid."""
+    if not _DURATION.match(value):
+        return None
+    return sum(
+        int(number) * _UNIT_SECONDS[unit]
+        for number, unit in re.findall(r"([0-9]+)(ms|h|m|s)", value)
+    )
+
+
+def _timeouts(rule: Obj) -> tuple[dict[str, Any], str]:
+    """``timeouts.total`` for the rule's ``timeouts`` (the shorter of ``request`` and
+    ``backendRequest``; ``0s``: none), or what is wrong."""
+    limits = []
+    for field_name in ("request", "backendRequest"):
+        raw = text(mapping(rule.get("timeouts")).get(field_name))
+        if not raw:
+            continue
+        seconds = gateway_duration(raw)
+        if seconds is None:
+            return {}, f"timeouts.{field_name} {raw!r} is not a duration"
+        if seconds > 0:
+            limits.append(seconds)
+    return ({"timeouts": {"total": min(limits)}} if limits else {}), ""
 
 
 def _header_rules(modifier: Obj) -> dict[str, Any]:
