@@ -830,3 +830,37 @@ def test_invalid_timeout_answers_500() -> None:
     )
     assert served(result) == [("*", "Prefix /", "500", "web")]
     assert any("'1d' is not a duration" in p.message for p in result.problems)
+
+
+def test_unchanged_routes_are_the_same_objects_again() -> None:
+    """So the router reuses their compiled form after a change elsewhere."""
+    objects = [*WEB, *service("other", ips=("10.0.3.1",))]
+    routes = [
+        http_route("a", hostnames=["a.example.com"]),
+        http_route("b", hostnames=["b.example.com"], rules=[{"backendRefs": [backend("other")]}]),
+    ]
+    by_kind: dict[str, dict[str, Any]] = {}
+    for obj in [*objects, *routes]:
+        by_kind.setdefault(obj["kind"], {})[key(obj)] = obj
+    slices = index_slices(by_kind["EndpointSlice"].values())
+    translator = Translator(CONTROLLER, LISTENERS)
+
+    def run() -> list[Route]:
+        return translator.translate(
+            GatewayInputs(
+                classes=by_kind["GatewayClass"],
+                gateways=by_kind["Gateway"],
+                routes=by_kind["HTTPRoute"],
+                services=by_kind["Service"],
+                slices_of=lambda service_key: slices.get(service_key, []),
+            )
+        ).routes
+
+    first = run()
+    second = run()
+    assert [id(r) for r in first] == [id(r) for r in second]
+    (endpoint_slice,) = [s for s in slices["app/other"]]
+    endpoint_slice["endpoints"][0]["addresses"] = ["10.0.3.2"]
+    third = run()
+    assert third[0] is first[0]
+    assert third[1] is not first[1] and third[1].upstreams[0].url == "http://10.0.3.2:8080"

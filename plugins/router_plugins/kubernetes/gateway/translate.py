@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from router.api import Endpoint, Route, RouteProblem
@@ -160,8 +161,14 @@ class Translator:
     def __init__(self, controller: str, listeners: Mapping[int, RouterListener]) -> None:
         self.controller = controller
         self.listeners = listeners
+        self._built: dict[bytes, Route] = {}
+        self._previous: dict[bytes, Route] = {}
+        """The routes of the last translation by their fields: an unchanged route is the
+        same object again, so the router reuses its compiled form (and it is not
+        validated again)."""
 
     def translate(self, inputs: GatewayInputs) -> Translation:
+        self._previous, self._built = self._built, {}
         out = Translation()
         our_classes = set()
         for class_name, gateway_class in sorted(inputs.classes.items()):
@@ -488,13 +495,22 @@ class Translator:
                         "listeners": list(router_listeners),
                     }
                     try:
-                        out.routes.append(Route.model_validate(built))
+                        out.routes.append(self._route_of(built))
                     except ValidationError as exc:
                         error = exc.errors()[0]
                         out.problems.append(
                             RouteProblem(source, f"rules[{rule_index}]: {error['msg']}; not served")
                         )
         return resolved
+
+    def _route_of(self, fields: dict[str, Any]) -> Route:
+        """The Route for ``fields``: the previous translation's when they are the same."""
+        fingerprint = orjson.dumps(fields, default=_endpoint_fields, option=orjson.OPT_SORT_KEYS)
+        route = self._previous.get(fingerprint)
+        if route is None:
+            route = Route.model_validate(fields)
+        self._built[fingerprint] = route
+        return route
 
     def _redirect_port(
         self, fields: dict[str, Any], router_listeners: tuple[str, ...]
@@ -566,18 +582,26 @@ class Translator:
             raise _Refused("BackendNotFound", str(exc)) from None
 
 
+def _endpoint_fields(value: object) -> object:
+    if isinstance(value, Endpoint):
+        return (value.url, value.weight, value.version)
+    raise TypeError(type(value).__name__)
+
+
 def weighted(shares: list[tuple[int, list[Endpoint]]]) -> list[Endpoint]:
     """The endpoints of every backend, weighted so that each backend gets its share.
 
     Endpoint weights are 1..100, so shares are rounded: ``weight / endpoints`` scaled so
-    that the largest is 100."""
+    that the largest is 100. The endpoints come with weight 1 (one backend: as they are)."""
+    if len(shares) == 1:
+        return shares[0][1]
     largest = max(weight / len(endpoints) for weight, endpoints in shares)
     result: list[Endpoint] = []
     for weight, endpoints in shares:
         each = max(1, min(100, round(weight / len(endpoints) / largest * 100)))
-        result.extend(e.model_copy(update={"weight": each}) for e in endpoints)
-    if len(shares) == 1:
-        return [e.model_copy(update={"weight": 1}) for e in result]
+        result.extend(
+            Endpoint.model_construct(url=e.url, weight=each, version=e.version) for e in endpoints
+        )
     return result
 
 
