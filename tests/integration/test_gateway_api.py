@@ -171,6 +171,11 @@ async def test_status_is_written_for_every_object(gateway: Gateway) -> None:
     assert status_of(api, "GatewayClass", None, "other") == {}  # not ours
     shared = status_of(api, "Gateway", "infra", "shared")
     assert conditions(shared) == {"Accepted": "True/Accepted", "Programmed": "True/Programmed"}
+    # The addresses published for Ingresses too (status.addresses of the settings).
+    assert shared["addresses"] == [
+        {"type": "Hostname", "value": "lb.example.org"},
+        {"type": "IPAddress", "value": "198.51.100.200"},
+    ]
     (listener,) = shared["listeners"]
     assert listener["attachedRoutes"] == 1
     assert conditions(listener)["Programmed"] == "True/Programmed"

@@ -73,6 +73,11 @@ def _gateway(obj: dict[str, Any], errors: list[str]) -> None:
     status = obj.get("status")
     if status is not None:
         _conditions(status.get("conditions", []), "status.conditions", errors)
+        for index, address in enumerate(status.get("addresses") or []):
+            if address.get("type", "IPAddress") not in ("IPAddress", "Hostname") or not address.get(
+                "value"
+            ):
+                errors.append(f"status.addresses[{index}]: Invalid value")
         for index, entry in enumerate(status.get("listeners") or []):
             at = f"status.listeners[{index}]"
             if not isinstance(entry.get("attachedRoutes"), int) or "supportedKinds" not in entry:

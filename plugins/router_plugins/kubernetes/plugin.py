@@ -33,7 +33,7 @@ from router_plugins.kubernetes.selfimage import (
     own_pod_from_env,
 )
 from router_plugins.kubernetes.settings import KubernetesSettings, StatusSettings
-from router_plugins.kubernetes.status import StatusWriter
+from router_plugins.kubernetes.status import StatusWriter, published
 from router_plugins.kubernetes.watch import ClusterWatch
 from router_plugins.kubernetes.workersecrets import WorkerSecrets
 
@@ -204,6 +204,7 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
                 provider.translated,
                 objects,
                 status.retry_period,
+                lambda: published(status, cluster.snapshot().services),
             )
             self._status_tasks += (
                 asyncio.create_task(

@@ -59,6 +59,16 @@ def class_status(wanted: list[Condition], current: Obj, now: str) -> dict[str, A
     return {"conditions": stamped(wanted, mapping(current.get("status")).get("conditions"), now)}
 
 
+def gateway_addresses(published: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``status.addresses`` entries for the published ``ip``/``hostname`` addresses."""
+    return [
+        {"type": "IPAddress", "value": entry["ip"]}
+        if "ip" in entry
+        else {"type": "Hostname", "value": entry["hostname"]}
+        for entry in published
+    ]
+
+
 def gateway_status(wanted: Mapping[str, Any], current: Obj, now: str) -> dict[str, Any]:
     status = mapping(current.get("status"))
     old_listeners = {text(entry.get("name")): entry for entry in items(status.get("listeners"))}
@@ -109,6 +119,7 @@ class GatewayStatusWriter:
         translated: asyncio.Event,
         objects: Callable[[], tuple[Mapping[str, Obj], Mapping[str, Obj], Mapping[str, Obj]]],
         retry_period: float,
+        addresses: Callable[[], list[dict[str, str]] | None] = lambda: None,
     ) -> None:
         self._api = api
         self._elector = elector
@@ -117,6 +128,8 @@ class GatewayStatusWriter:
         self._translated = translated
         self._objects = objects
         self._retry_period = retry_period
+        self._addresses = addresses
+        """The published addresses (as for Ingress status); None: not known (yet)."""
         self._written: dict[tuple[str, str], tuple[str, Any]] = {}
         """(plural, key) -> (resource version before our write, what we wrote): until the
         watch shows the write, the object is not written again."""
@@ -156,10 +169,14 @@ class GatewayStatusWriter:
             current = classes.get(class_name)
             if current is not None:
                 await self._write(GATEWAY_CLASSES, current, class_status(conditions, current, now))
+        published = self._addresses()
         for gateway_key, wanted in translation.gateway_status.items():
             current = gateways.get(gateway_key)
             if current is not None:
-                await self._write(GATEWAYS, current, gateway_status(wanted, current, now))
+                status = gateway_status(wanted, current, now)
+                if published is not None:
+                    status["addresses"] = gateway_addresses(published)
+                await self._write(GATEWAYS, current, status)
         for route_key, ours in translation.route_parents.items():
             current = routes.get(route_key)
             if current is not None:
