@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import signal
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +28,8 @@ from tests.integration.test_kubernetes_status import (
 )
 from tests.support.kubeapi import KubeApiServer, kubeconfig, load_objects, run_kube_api
 from tests.support.kubecluster import Pods, app_objects, eventually, plugin_config, run_pods
+from tests.support.processes import base_config, free_port, started, write_config
+from tests.support.processes import eventually as processes_eventually
 from tests.support.tls import TestCA, served_common_name
 
 CONTROLLER = "commons-router.io/gateway-controller"
@@ -228,8 +231,8 @@ def tls_secret(namespace: str, name: str, chain: bytes, key: bytes) -> dict[str,
     }
 
 
-async def test_https_listener_serves_the_certificate_of_its_secret(tmp_path: Path) -> None:
-    ca = TestCA()
+def secure_objects(ca: TestCA) -> list[dict[str, Any]]:
+    """A Gateway with an HTTPS listener (its certificate in a Secret) and a route to it."""
     secure_gateway = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "Gateway",
@@ -258,12 +261,17 @@ async def test_https_listener_serves_the_certificate_of_its_secret(tmp_path: Pat
         },
     }
     secret = tls_secret("infra", "secure-tls", *ca.issue("secure.gw.test", common_name="gw"))
+    return [secure_gateway, route, secret]
+
+
+async def test_https_listener_serves_the_certificate_of_its_secret(tmp_path: Path) -> None:
+    ca = TestCA()
     listeners = [
         {"name": "web", "listen": "127.0.0.1:0"},
         {"name": "websecure", "listen": "127.0.0.1:0", "tls": {}},
     ]
     ports = {80: "web", 443: "websecure"}
-    async with running_gateway(tmp_path, listeners, ports, secure_gateway, route, secret) as (
+    async with running_gateway(tmp_path, listeners, ports, *secure_objects(ca)) as (
         gateway,
         running,
     ):
@@ -306,3 +314,47 @@ async def test_a_port_mapped_to_no_router_listener_stops_the_start(tmp_path: Pat
             "plugins[0].config.gateway_api.ports[80]: no router listener is named 'nope' "
             "(listeners: web)"
         )
+
+
+async def test_every_worker_serves_the_certificates_of_gateway_secrets(tmp_path: Path) -> None:
+    """With workers, each one terminates TLS: each loads the Secrets of our Gateways'
+    HTTPS listeners (watching classes, Gateways and ReferenceGrants, not the routes)."""
+    ca = TestCA()
+    async with run_kube_api() as (api, server):
+        api.apply(*load_objects("gateway-api.yaml"), *secure_objects(ca))
+        https_port = free_port()
+        settings = plugin_config(
+            kubeconfig(tmp_path / "kubeconfig", server.url),
+            gateway_api={"enabled": True, "ports": {80: "http", 443: "https"}},
+        )
+        config = base_config(
+            tmp_path, [], workers=2, plugins=[{"name": "kubernetes", "config": settings}]
+        )
+        config.pop("listener")
+        config["listeners"] = [
+            {"name": "http", "listen": f"127.0.0.1:{free_port()}"},
+            {"name": "https", "listen": f"127.0.0.1:{https_port}", "tls": {}},
+        ]
+        path = tmp_path / "router.yaml"
+        write_config(path, config)
+        async with ClientSession() as client:
+            with started(["serve", "--config", str(path)], tmp_path) as router:
+                await router.wait_ready(client, f"http://{config['admin']['listen']}", timeout=30)
+
+                async def every_handshake_served() -> bool:
+                    names = [
+                        await asyncio.to_thread(
+                            served_common_name, https_port, "secure.gw.test", ca
+                        )
+                        for _ in range(12)  # new connections, spread over both workers
+                    ]
+                    return names == ["gw"] * 12
+
+                await processes_eventually(
+                    every_handshake_served, message="both workers serve the Secret"
+                )
+                # HTTPRoutes are watched once, by the supervisor.
+                assert len([c for c in api.calls_of("watch") if c.resource == "httproutes"]) == 1
+                router.send(signal.SIGTERM)
+                assert await router.wait_exit() == 0
+                assert "Traceback" not in router.stderr()

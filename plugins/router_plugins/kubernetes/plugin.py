@@ -106,19 +106,6 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
             self._self_image = asyncio.create_task(
                 learn_router_image(api, own_pod, ROUTER_IMAGE.publish)
             )
-        if self.services.providers_elsewhere:
-            # A worker: the supervisor watches the cluster and sends the routes. TLS is
-            # terminated here, so the certificates from Secrets are loaded here too.
-            sink = self.services.certificates
-            if sink is not None:
-                selection = ClassSelection(settings.ingress_class, settings.controller)
-                self._worker_secrets = WorkerSecrets(api, settings, sink, selection)
-                self._worker_secrets.start()
-            return
-        self._cluster = ClusterWatch(api, settings)
-        sink = self.services.certificates
-        # TLS Secrets are read only when a listener serves TLS.
-        self._secrets = SecretCertificates(api, settings, sink) if sink is not None else None
         gateway = None
         if settings.gateway_api.enabled:
             listeners = [
@@ -129,6 +116,19 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
                 settings.gateway_api.controller_name,
                 router_listeners(settings.gateway_api.ports, listeners),
             )
+        if self.services.providers_elsewhere:
+            # A worker: the supervisor watches the cluster and sends the routes. TLS is
+            # terminated here, so the certificates from Secrets are loaded here too.
+            sink = self.services.certificates
+            if sink is not None:
+                selection = ClassSelection(settings.ingress_class, settings.controller)
+                self._worker_secrets = WorkerSecrets(api, settings, sink, selection, gateway)
+                self._worker_secrets.start()
+            return
+        self._cluster = ClusterWatch(api, settings)
+        sink = self.services.certificates
+        # TLS Secrets are read only when a listener serves TLS.
+        self._secrets = SecretCertificates(api, settings, sink) if sink is not None else None
         self._provider = KubernetesProvider(
             self._cluster,
             ClassSelection(settings.ingress_class, settings.controller),
