@@ -14,7 +14,12 @@ import yaml
 
 from router.testing import RunningRouter, run_router
 from router_plugins.kubernetes import KubernetesPlugin
-from router_plugins.kubernetes.resources import OWN_POD_READ
+from router_plugins.kubernetes.resources import (
+    GATEWAY_API,
+    GATEWAY_STATUS_WRITES,
+    OWN_POD_READ,
+    VERBS,
+)
 from tests.support.kubeapi import Grant, KubeApiServer, kubeconfig, run_kube_api
 from tests.support.kubecluster import app_objects, eventually, plugin_config
 
@@ -36,7 +41,9 @@ def shipped_grants() -> set[Grant]:
 
 
 def gateway_api_grants() -> set[Grant]:
-    return {grant for grant in shipped_grants() if grant[0] == "gateway.networking.k8s.io"}
+    """What only the Gateway API provider calls."""
+    reads = {(r.group, r.plural, verb) for r in GATEWAY_API for verb in VERBS}
+    return reads | set(GATEWAY_STATUS_WRITES)
 
 
 def status_settings(**overrides: Any) -> dict[str, Any]:

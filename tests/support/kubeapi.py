@@ -47,6 +47,7 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "Pod": ("", "v1", "pods", True),
     "Lease": ("coordination.k8s.io", "v1", "leases", True),
     "Secret": ("", "v1", "secrets", True),
+    "Namespace": ("", "v1", "namespaces", False),
     "GatewayClass": ("gateway.networking.k8s.io", "v1", "gatewayclasses", False),
     "Gateway": ("gateway.networking.k8s.io", "v1", "gateways", True),
     "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes", True),

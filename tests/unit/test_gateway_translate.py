@@ -117,6 +117,10 @@ def service(name: str, ns: str = "app", ips: tuple[str, ...] = ("10.0.0.1",)) ->
     return [svc, endpoint_slice]
 
 
+def namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
 def grant(
     ns: str, from_ns: str, from_kind: str = "HTTPRoute", to_kind: str = "Service"
 ) -> dict[str, Any]:
@@ -145,6 +149,10 @@ def translate(*objects: Any, ingress_hosts: frozenset[str] = frozenset()) -> Tra
         grants=by_kind.get("ReferenceGrant", {}),
         services=by_kind.get("Service", {}),
         slices_of=lambda service_key: slices.get(service_key, []),
+        namespace_labels={
+            ns["metadata"]["name"]: ns["metadata"].get("labels", {})
+            for ns in by_kind.get("Namespace", {}).values()
+        },
         ingress_hosts=ingress_hosts,
     )
     return Translator(CONTROLLER, LISTENERS).translate(inputs)
@@ -478,6 +486,44 @@ CASES: dict[str, Case] = {
         ],
         routes=[],
         route_status={"app/a": {"Accepted": "False/NotAllowedByListeners"}},
+    ),
+    "GatewayAllowedRoutesSelector (own case: namespace labels)": Case(
+        [
+            gateway_class(),
+            gateway(
+                listeners=[
+                    {
+                        "name": "http",
+                        "port": 80,
+                        "protocol": "HTTP",
+                        "allowedRoutes": {
+                            "namespaces": {
+                                "from": "Selector",
+                                "selector": {
+                                    "matchLabels": {"gateway-access": "yes"},
+                                    "matchExpressions": [
+                                        {"key": "env", "operator": "NotIn", "values": ["dev"]}
+                                    ],
+                                },
+                            }
+                        },
+                    }
+                ]
+            ),
+            namespace("app", {"gateway-access": "yes"}),
+            namespace("dev", {"gateway-access": "yes", "env": "dev"}),
+            namespace("other", {}),
+            *service("web"),
+            http_route("a"),
+            http_route("b", ns="dev"),
+            http_route("c", ns="other"),
+        ],
+        routes=[("*", "Prefix /", UP, "web")],
+        route_status={
+            "app/a": {"Accepted": "True/Accepted"},
+            "dev/b": {"Accepted": "False/NotAllowedByListeners"},
+            "other/c": {"Accepted": "False/NotAllowedByListeners"},
+        },
     ),
     "HTTPRouteServiceNoEndpoints (503, as for Ingress)": Case(
         [

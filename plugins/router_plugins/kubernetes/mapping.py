@@ -59,7 +59,8 @@ class Cluster:
     gateways: Mapping[str, Obj] = field(default_factory=dict)
     http_routes: Mapping[str, Obj] = field(default_factory=dict)
     reference_grants: Mapping[str, Obj] = field(default_factory=dict)
-    """The Gateway API objects (empty unless ``gateway_api.enabled``)."""
+    namespaces: Mapping[str, Obj] = field(default_factory=dict)
+    """The Gateway API objects, and Namespaces (empty unless ``gateway_api.enabled``)."""
 
 
 @dataclass(frozen=True, slots=True)

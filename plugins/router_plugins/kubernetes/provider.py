@@ -10,6 +10,7 @@ from router.api import ProviderUpdate, Publish, Route
 from router_plugins.kubernetes.builder import Changes, RouteBuilder
 from router_plugins.kubernetes.gateway.translate import GatewayInputs, Translation, Translator
 from router_plugins.kubernetes.mapping import ClassSelection, Cluster, selected_ingresses
+from router_plugins.kubernetes.objects import labels_of, name
 from router_plugins.kubernetes.resources import GATEWAY_API
 from router_plugins.kubernetes.secrets import SecretCertificates, referenced_secrets
 from router_plugins.kubernetes.watch import ClusterWatch
@@ -81,6 +82,7 @@ class KubernetesProvider:
                 services=snapshot.services,
                 slices_of=self._builder.slices_of,
                 pods=snapshot.pods,
+                namespace_labels={name(ns): labels_of(ns) for ns in snapshot.namespaces.values()},
                 ingress_hosts=ingress_hosts,
             )
         )

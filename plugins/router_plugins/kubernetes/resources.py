@@ -32,7 +32,15 @@ GATEWAY_CLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", 
 GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways")
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
 REFERENCE_GRANTS = Resource("gateway.networking.k8s.io", "v1beta1", "referencegrants")
-GATEWAY_API: tuple[Resource, ...] = (GATEWAY_CLASSES, GATEWAYS, HTTP_ROUTES, REFERENCE_GRANTS)
+NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
+"""Their labels, for ``allowedRoutes.namespaces.from: Selector``."""
+GATEWAY_API: tuple[Resource, ...] = (
+    GATEWAY_CLASSES,
+    GATEWAYS,
+    HTTP_ROUTES,
+    REFERENCE_GRANTS,
+    NAMESPACES,
+)
 """Read (list and watch) only when ``gateway_api.enabled``."""
 GATEWAY_STATUS_WRITES: tuple[tuple[str, str, str], ...] = (
     ("gateway.networking.k8s.io", "gatewayclasses/status", "patch"),

@@ -19,6 +19,7 @@ from router_plugins.kubernetes.resources import (
     HTTP_ROUTES,
     INGRESS_CLASSES,
     INGRESSES,
+    NAMESPACES,
     PODS,
     REFERENCE_GRANTS,
     SERVICES,
@@ -107,6 +108,9 @@ class ClusterWatch:
         self.reference_grants: list[Reflector[Obj]] = (
             [reflector(REFERENCE_GRANTS, ns, slim) for ns in namespaces] if gateway_api else []
         )
+        self.namespaces: list[Reflector[Obj]] = (
+            [reflector(NAMESPACES, None, slim)] if gateway_api else []
+        )
         self.reflectors: list[Reflector[Any]] = [
             *self.ingresses,
             *self.ingress_classes,
@@ -117,6 +121,7 @@ class ClusterWatch:
             *self.gateways,
             *self.http_routes,
             *self.reference_grants,
+            *self.namespaces,
         ]
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -172,4 +177,5 @@ class ClusterWatch:
             gateways=merged(self.gateways),
             http_routes=merged(self.http_routes),
             reference_grants=merged(self.reference_grants),
+            namespaces=merged(self.namespaces),
         )

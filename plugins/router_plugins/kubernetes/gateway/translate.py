@@ -58,6 +58,8 @@ class GatewayInputs:
     slices_of: Callable[[str], list[Obj]] = field(default=lambda service_key: [])
     """The EndpointSlices of a Service (``namespace/name``)."""
     pods: Mapping[str, PodInfo] = field(default_factory=dict)
+    namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Namespace name -> its labels (for ``allowedRoutes.namespaces.from: Selector``)."""
     ingress_hosts: frozenset[str] = frozenset()
     """Hosts routed by our Ingresses: they belong to the Ingresses (see the README)."""
 
@@ -241,12 +243,22 @@ class Translator:
                 f"router listener {listener.router.name!r} on port {spec.get('port')} "
                 + ("serves TLS" if listener.router.tls else "does not serve TLS"),
             )
-        if listener.allowed_from not in ("Same", "All"):
+        if listener.allowed_from not in ("Same", "All", "Selector"):
             return (
                 "Accepted",
                 "UnsupportedValue",
                 f"allowedRoutes.namespaces.from {listener.allowed_from!r} is not supported",
             )
+        if listener.allowed_from == "Selector":
+            selector = mapping(
+                mapping(mapping(spec.get("allowedRoutes")).get("namespaces")).get("selector")
+            )
+            if label_selector_problem(selector):
+                return (
+                    "Accepted",
+                    "UnsupportedValue",
+                    f"allowedRoutes.namespaces.selector: {label_selector_problem(selector)}",
+                )
         if not listener.kinds_ok:
             return "ResolvedRefs", "InvalidRouteKinds", "only HTTPRoute is supported"
         if protocol == "HTTPS":
@@ -376,7 +388,12 @@ class Translator:
             if gateway_key not in gateways:
                 continue  # not a Gateway of ours: its controller writes this entry
             reason, message = self._attach(
-                route_namespace, hostnames, parent, listeners[gateway_key], served
+                route_namespace,
+                inputs.namespace_labels.get(route_namespace, {}),
+                hostnames,
+                parent,
+                listeners[gateway_key],
+                served,
             )
             accepted = reason == "Accepted"
             parents.append(
@@ -396,6 +413,7 @@ class Translator:
     def _attach(
         self,
         route_namespace: str,
+        route_namespace_labels: Mapping[str, str],
         hostnames: list[str],
         parent: Obj,
         listeners: list[_Listener],
@@ -416,7 +434,7 @@ class Translator:
             for listener in candidates
             if listener.valid
             and listener.kinds_ok
-            and (listener.allowed_from == "All" or namespace(listener.gateway) == route_namespace)
+            and _admits(listener, route_namespace, route_namespace_labels)
         ]
         if not allowed:
             return "NotAllowedByListeners", "no listener allows routes from this namespace"
@@ -603,6 +621,51 @@ def weighted(shares: list[tuple[int, list[Endpoint]]]) -> list[Endpoint]:
             Endpoint.model_construct(url=e.url, weight=each, version=e.version) for e in endpoints
         )
     return result
+
+
+def _admits(listener: _Listener, route_namespace: str, labels: Mapping[str, str]) -> bool:
+    """Whether the listener's ``allowedRoutes.namespaces`` admits routes of the namespace."""
+    if listener.allowed_from == "All":
+        return True
+    if listener.allowed_from == "Same":
+        return namespace(listener.gateway) == route_namespace
+    selector = mapping(
+        mapping(mapping(listener.spec.get("allowedRoutes")).get("namespaces")).get("selector")
+    )
+    return label_selector_matches(selector, labels)
+
+
+_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+def label_selector_problem(selector: Obj) -> str:
+    """Why a LabelSelector cannot be used ("" when it can)."""
+    for expression in items(selector.get("matchExpressions")):
+        operator = text(expression.get("operator"))
+        if operator not in _OPERATORS:
+            return f"operator {operator!r} is not one of {', '.join(_OPERATORS)}"
+    return ""
+
+
+def label_selector_matches(selector: Obj, labels: Mapping[str, str]) -> bool:
+    """A LabelSelector's meaning (every requirement holds; an empty selector: everything)."""
+    for label, value in mapping(selector.get("matchLabels")).items():
+        if labels.get(label) != value:
+            return False
+    for expression in items(selector.get("matchExpressions")):
+        label = text(expression.get("key"))
+        values = [text(v) for v in expression.get("values") or []]
+        operator = text(expression.get("operator"))
+        present = label in labels
+        if operator == "In" and not (present and labels[label] in values):
+            return False
+        if operator == "NotIn" and present and labels[label] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
 
 
 def _parent_ref(parent: Obj) -> dict[str, Any]:
