@@ -525,6 +525,28 @@ CASES: dict[str, Case] = {
             "other/c": {"Accepted": "False/NotAllowedByListeners"},
         },
     ),
+    "GatewayStaticAddresses (own case: not supported)": Case(
+        [
+            gateway_class(),
+            {
+                **gateway(),
+                "spec": {
+                    **gateway()["spec"],
+                    "addresses": [{"type": "IPAddress", "value": "192.0.2.1"}],
+                },
+            },
+            *service("web"),
+            http_route("a"),
+        ],
+        routes=[],
+        route_status={"app/a": {"Accepted": "False/NotAllowedByListeners"}},
+        check=lambda result: (
+            None
+            if [c["reason"] for c in result.gateway_status["infra/gw"]["conditions"]]
+            == ["UnsupportedAddress", "AddressNotUsable"]
+            else pytest.fail(str(result.gateway_status))
+        ),
+    ),
     "HTTPRouteServiceNoEndpoints (503, as for Ingress)": Case(
         [
             *WEB,

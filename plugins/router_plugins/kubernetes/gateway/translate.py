@@ -218,8 +218,12 @@ class Translator:
                 for k in kinds
             )
             found.append(_Listener(gateway, spec, router, allowed_from, kinds_ok))
+        addresses = bool(mapping(gateway.get("spec")).get("addresses"))
         for listener in found:
             listener.problem = self._listener_problem(listener, inputs, out)
+            if addresses and listener.problem is None:
+                # The Gateway cannot be had as asked: nothing attaches to it.
+                listener.problem = ("Programmed", "Invalid", "spec.addresses are not supported")
         return found
 
     def _listener_problem(
@@ -338,22 +342,17 @@ class Translator:
                 }
             )
         usable = any(listener.valid for listener in listeners)
+        gateway_accepted = (usable, "Accepted" if usable else "ListenersNotValid")
+        gateway_programmed = (usable, "Programmed" if usable else "Invalid")
+        message = "" if usable else "no listener is usable"
+        if mapping(gateway.get("spec")).get("addresses"):
+            gateway_accepted = (False, "UnsupportedAddress")
+            gateway_programmed = (False, "AddressNotUsable")
+            message = "spec.addresses are not supported: the router's addresses are published"
         out.gateway_status[key(gateway)] = {
             "conditions": [
-                condition(
-                    "Accepted",
-                    usable,
-                    "Accepted" if usable else "ListenersNotValid",
-                    "" if usable else "no listener is usable",
-                    gen,
-                ),
-                condition(
-                    "Programmed",
-                    usable,
-                    "Programmed" if usable else "Invalid",
-                    "" if usable else "no listener is usable",
-                    gen,
-                ),
+                condition("Accepted", *gateway_accepted, message, gen),
+                condition("Programmed", *gateway_programmed, message, gen),
             ],
             "listeners": listener_status,
         }
