@@ -870,6 +870,7 @@ def test_unsupported_filters_answer_500_and_are_reported() -> None:
     )
     assert served(result) == [("*", "Prefix /", "500", "web")]
     assert any("'ExtensionRef' is not supported" in p.message for p in result.problems)
+    assert route_condition(result, "app/a", "PartiallyInvalid") == "True/UnsupportedValue"
 
 
 @pytest.mark.parametrize(

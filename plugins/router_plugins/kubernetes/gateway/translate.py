@@ -404,9 +404,16 @@ class Translator:
             )
         if not parents:
             return
+        before = len(out.problems)
         resolved = self._rules(route, spec, served, inputs, out)
+        invalid = [p.message for p in out.problems[before:] if p.message.startswith("rules[")]
         for entry in parents:
             entry["conditions"].append(condition("ResolvedRefs", *resolved, gen))
+            if invalid:
+                # Reported since v1.1: some rules (or matches) are not served as written.
+                entry["conditions"].append(
+                    condition("PartiallyInvalid", True, "UnsupportedValue", invalid[0], gen)
+                )
         out.route_parents[route_key] = parents
 
     def _attach(
