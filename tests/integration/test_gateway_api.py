@@ -200,6 +200,16 @@ async def test_status_is_written_for_every_object(gateway: Gateway) -> None:
     made = {(c.group, c.resource, c.verb) for c in api.calls}
     assert gateway_api_grants() <= made  # every Gateway API grant is used
 
+    # A route that leaves our Gateways loses our entry.
+    elsewhere = api.get("HTTPRoute", "team-a", "elsewhere")
+    elsewhere["spec"]["parentRefs"] = [{"name": "their-gateway", "namespace": "infra"}]
+    api.apply(elsewhere)
+
+    async def dropped() -> bool:
+        return our_parent(api, "elsewhere") == {}
+
+    await eventually(dropped, "our entry of a route no longer ours is removed")
+
 
 async def test_a_spec_change_is_routed_and_its_generation_observed(gateway: Gateway) -> None:
     api = gateway.api

@@ -177,11 +177,17 @@ class GatewayStatusWriter:
                 if published is not None:
                     status["addresses"] = gateway_addresses(published)
                 await self._write(GATEWAYS, current, status)
-        for route_key, ours in translation.route_parents.items():
-            current = routes.get(route_key)
-            if current is not None:
-                status = route_status(ours, current, self._controller, now)
-                await self._write(HTTP_ROUTES, current, status)
+        for route_key, current in routes.items():
+            ours = translation.route_parents.get(route_key)
+            if ours is None and not self._has_our_entry(current):
+                continue
+            # No longer a route of ours (its parents changed): our old entries go.
+            status = route_status(ours or [], current, self._controller, now)
+            await self._write(HTTP_ROUTES, current, status)
+
+    def _has_our_entry(self, route: Obj) -> bool:
+        parents = items(mapping(route.get("status")).get("parents"))
+        return any(text(p.get("controllerName")) == self._controller for p in parents)
 
     async def _write(self, resource: Resource, current: Obj, status: dict[str, Any]) -> None:
         if not self._elector.is_leader:
