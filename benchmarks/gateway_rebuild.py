@@ -64,6 +64,14 @@ def gateway_inputs(cluster: Cluster) -> GatewayInputs:
             },
         }
     slices = index_slices(cluster.slices.values())
+    # The provider takes these from the builder's slice index, kept up to date per change.
+    pod_keys = {
+        id(endpoint_slice): tuple(
+            f"{e['targetRef']['namespace']}/{e['targetRef']['name']}"
+            for e in endpoint_slice["endpoints"]
+        )
+        for endpoint_slice in cluster.slices.values()
+    }
     return GatewayInputs(
         classes={
             "commons": {"metadata": {"name": "commons"}, "spec": {"controllerName": CONTROLLER}}
@@ -87,6 +95,7 @@ def gateway_inputs(cluster: Cluster) -> GatewayInputs:
         routes=routes,
         services=cluster.services,
         slices_of=lambda service_key: slices.get(service_key, []),
+        pod_keys_of=lambda endpoint_slice: pod_keys[id(endpoint_slice)],
         pods=cluster.pods,
     )
 

@@ -25,6 +25,7 @@ from router_plugins.kubernetes.gateway.translate import (
     Translator,
 )
 from router_plugins.kubernetes.objects import key
+from router_plugins.kubernetes.version import pod_info
 from tests.support.kubevalidation import validate
 
 CONTROLLER = "commons-router.io/gateway-controller"
@@ -933,3 +934,44 @@ def test_unchanged_routes_are_the_same_objects_again() -> None:
     third = run()
     assert third[0] is first[0]
     assert third[1] is not first[1] and third[1].upstreams[0].url == "http://10.0.3.2:8080"
+
+
+def test_endpoints_are_read_again_when_a_pod_changes() -> None:
+    """With pod_keys_of (as the provider passes it) a Service's endpoints are reused
+    until the Service, one of its slices or one of their pods is a new object."""
+    svc, endpoint_slice = service("web")
+    endpoint_slice["endpoints"][0]["targetRef"] = {"kind": "Pod", "namespace": "app", "name": "p"}
+
+    def pod(commit: str) -> Any:
+        return pod_info(
+            {
+                "metadata": {
+                    "name": "p",
+                    "namespace": "app",
+                    "annotations": {"commons-router.io/commit": commit},
+                },
+                "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 8080}]}]},
+            }
+        )
+
+    pods = {"app/p": pod("1" * 40)}
+    translator = Translator(CONTROLLER, LISTENERS)
+
+    def run() -> Route:
+        inputs = GatewayInputs(
+            classes={"commons": gateway_class()},
+            gateways={"infra/gw": gateway()},
+            routes={"app/a": http_route("a")},
+            services={"app/web": svc},
+            slices_of=lambda service_key: [endpoint_slice] if service_key == "app/web" else [],
+            pod_keys_of=lambda s: ("app/p",),
+            pods=pods,
+        )
+        (route,) = translator.translate(inputs).routes
+        return route
+
+    first = run()
+    assert run() is first
+    assert first.upstreams[0].version["commit"] == "1" * 40
+    pods["app/p"] = pod("2" * 40)  # the watch delivers a new object
+    assert run().upstreams[0].version["commit"] == "2" * 40

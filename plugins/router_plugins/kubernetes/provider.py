@@ -81,6 +81,7 @@ class KubernetesProvider:
                 grants=snapshot.reference_grants,
                 services=snapshot.services,
                 slices_of=self._builder.slices_of,
+                pod_keys_of=self._builder.pod_keys_of,
                 pods=snapshot.pods,
                 namespace_labels={name(ns): labels_of(ns) for ns in snapshot.namespaces.values()},
                 ingress_hosts=ingress_hosts,

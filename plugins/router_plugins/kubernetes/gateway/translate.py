@@ -57,6 +57,9 @@ class GatewayInputs:
     services: Mapping[str, Obj] = field(default_factory=dict)
     slices_of: Callable[[str], list[Obj]] = field(default=lambda service_key: [])
     """The EndpointSlices of a Service (``namespace/name``)."""
+    pod_keys_of: Callable[[Obj], tuple[str, ...]] | None = None
+    """The pods (``namespace/name``) of an EndpointSlice; with it, the endpoints of a
+    Service are read again only when the Service, a slice or a pod changed."""
     pods: Mapping[str, PodInfo] = field(default_factory=dict)
     namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Namespace name -> its labels (for ``allowedRoutes.namespaces.from: Selector``)."""
@@ -165,12 +168,17 @@ class Translator:
         self.listeners = listeners
         self._built: dict[bytes, Route] = {}
         self._previous: dict[bytes, Route] = {}
+        self._endpoints: dict[tuple[str, int], tuple[tuple[object, ...], list[Endpoint]]] = {}
+        self._previous_endpoints = self._endpoints
+        """A Service port's endpoints, with the objects they were read from (the Service,
+        its EndpointSlices and their pods): read again only when one of them changed."""
         """The routes of the last translation by their fields: an unchanged route is the
         same object again, so the router reuses its compiled form (and it is not
         validated again)."""
 
     def translate(self, inputs: GatewayInputs) -> Translation:
         self._previous, self._built = self._built, {}
+        self._previous_endpoints, self._endpoints = self._endpoints, {}
         out = Translation()
         our_classes = set()
         for class_name, gateway_class in sorted(inputs.classes.items()):
@@ -574,8 +582,7 @@ class Translator:
             return {"builtin": "unavailable"}, refused
         return {"upstreams": weighted(shares)}, refused
 
-    @staticmethod
-    def _backend(route_namespace: str, ref: Obj, inputs: GatewayInputs) -> list[Endpoint]:
+    def _backend(self, route_namespace: str, ref: Obj, inputs: GatewayInputs) -> list[Endpoint]:
         group, kind = text(ref.get("group")), text(ref.get("kind")) or "Service"
         service_name = text(ref.get("name"))
         if group != "" or kind != "Service":
@@ -593,17 +600,31 @@ class Translator:
         if not isinstance(port, int) or isinstance(port, bool):
             raise _Refused("BackendNotFound", f"backendRef to {service_name} has no port")
         service_key = f"{service_namespace}/{service_name}"
+        service = inputs.services.get(service_key)
+        slices = inputs.slices_of(service_key)
+        stamp: tuple[object, ...] | None = None
+        if inputs.pod_keys_of is not None and service is not None:
+            pod_keys_of = inputs.pod_keys_of
+            pods = [inputs.pods.get(k) for s in slices for k in pod_keys_of(s)]
+            stamp = (service, *slices, *pods)
+            cached = self._previous_endpoints.get((service_key, port))
+            if cached is not None and _same(cached[0], stamp):
+                self._endpoints[(service_key, port)] = cached
+                return cached[1]
         try:
-            return service_endpoints(
-                inputs.services.get(service_key),
-                service_key,
-                inputs.slices_of(service_key),
-                PortRef(number=port),
-                "http",
-                inputs.pods,
+            endpoints = service_endpoints(
+                service, service_key, slices, PortRef(number=port), "http", inputs.pods
             )
         except BackendProblem as exc:
             raise _Refused("BackendNotFound", str(exc)) from None
+        if stamp is not None:
+            self._endpoints[(service_key, port)] = (stamp, endpoints)
+        return endpoints
+
+
+def _same(one: tuple[object, ...], other: tuple[object, ...]) -> bool:
+    """The same objects (the watch replaces an object whenever it changes)."""
+    return len(one) == len(other) and all(a is b for a, b in zip(one, other, strict=True))
 
 
 def _endpoint_fields(value: object) -> object:
