@@ -27,7 +27,15 @@ from tests.integration.test_kubernetes_status import (
     status_settings,
 )
 from tests.support.kubeapi import KubeApiServer, kubeconfig, load_objects, run_kube_api
-from tests.support.kubecluster import Pods, app_objects, eventually, plugin_config, run_pods
+from tests.support.kubecluster import (
+    Pods,
+    app_objects,
+    endpoint,
+    eventually,
+    plugin_config,
+    run_pods,
+    set_endpoints,
+)
 from tests.support.processes import base_config, free_port, started, write_config
 from tests.support.processes import eventually as processes_eventually
 from tests.support.tls import TestCA, served_common_name
@@ -368,3 +376,16 @@ async def test_every_worker_serves_the_certificates_of_gateway_secrets(tmp_path:
                 router.send(signal.SIGTERM)
                 assert await router.wait_exit() == 0
                 assert "Traceback" not in router.stderr()
+
+
+async def test_endpoint_changes_reach_the_gateway_routes(gateway: Gateway) -> None:
+    set_endpoints(gateway.api, [endpoint("app-1"), endpoint("app-0", terminating=True)])
+
+    async def moved() -> bool:
+        _, body, _ = await gateway.get("/api/items", "app.gw.test")
+        return isinstance(body, dict) and body.get("pod") == "app-1"
+
+    await eventually(moved, "the route follows the EndpointSlice to app-1")
+    # Only app-1 serves now.
+    for _ in range(4):
+        assert (await gateway.get("/api/items", "app.gw.test"))[1]["pod"] == "app-1"
