@@ -1,4 +1,5 @@
-"""The ``kubernetes`` plugin: routes from the cluster's Ingresses, with pod code versions."""
+"""The ``kubernetes`` plugin: routes from the cluster's Ingresses (and, when enabled, its
+Gateway API objects), with pod code versions."""
 
 from __future__ import annotations
 
