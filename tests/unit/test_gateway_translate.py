@@ -6,6 +6,8 @@ the routes (host, path, target) and the status the router would write.
 
 from __future__ import annotations
 
+import copy
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from router_plugins.kubernetes.gateway.translate import (
 )
 from router_plugins.kubernetes.objects import key
 from router_plugins.kubernetes.version import pod_info
+from tests.support.kubeapi import load_objects
 from tests.support.kubevalidation import validate
 
 CONTROLLER = "commons-router.io/gateway-controller"
@@ -975,3 +978,45 @@ def test_endpoints_are_read_again_when_a_pod_changes() -> None:
     assert first.upstreams[0].version["commit"] == "1" * 40
     pods["app/p"] = pod("2" * 40)  # the watch delivers a new object
     assert run().upstreams[0].version["commit"] == "2" * 40
+
+
+JUNK: list[Any] = [None, 1, "x", [], {}, [1], [{}], {"a": 1}, True, -1, "", "*.a.b", "\r\n", 1e9]
+
+
+def test_malformed_objects_never_break_the_translation() -> None:
+    """Any field of any object replaced by a value of another type or shape (as a CRD
+    without validation, or an older version, could hold): no exception, ever."""
+    rng = random.Random(7)
+    base = [*load_objects("gateway-api.yaml"), *service("app", ns="team-a")]
+
+    def paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        found = [prefix]
+        children = (
+            obj.items()
+            if isinstance(obj, dict)
+            else enumerate(obj)
+            if isinstance(obj, list)
+            else []
+        )
+        for name, value in children:
+            found.extend(paths(value, (*prefix, name)))
+        return found
+
+    for _ in range(300):
+        objects = copy.deepcopy(base)
+        for obj in rng.sample(objects, 2):
+            for path in rng.sample(paths(obj)[1:], 2):
+                target = obj
+                try:  # the first change may have replaced what the second path crosses
+                    for step in path[:-1]:
+                        target = target[step]
+                    target[path[-1]] = copy.deepcopy(rng.choice(JUNK))
+                except (KeyError, IndexError, TypeError):
+                    continue
+        translate(
+            *[
+                o
+                for o in objects
+                if isinstance(o.get("kind"), str) and isinstance(o.get("metadata"), dict)
+            ]
+        )

@@ -29,6 +29,7 @@ from router_plugins.kubernetes.objects import (
     meta,
     name,
     namespace,
+    strings,
     text,
 )
 from router_plugins.kubernetes.version import PodInfo
@@ -379,7 +380,7 @@ class Translator:
         route_namespace = namespace(route)
         gen = generation(route)
         spec = mapping(route.get("spec"))
-        hostnames = [text(h).lower() for h in spec.get("hostnames") or [] if text(h)]
+        hostnames = [h.lower() for h in strings(spec.get("hostnames"))]
         # host -> router listener names it is served on
         served: dict[str, set[str]] = {}
         parents: list[dict[str, Any]] = []
@@ -681,7 +682,7 @@ def label_selector_matches(selector: Obj, labels: Mapping[str, str]) -> bool:
             return False
     for expression in items(selector.get("matchExpressions")):
         label = text(expression.get("key"))
-        values = [text(v) for v in expression.get("values") or []]
+        values = strings(expression.get("values"))
         operator = text(expression.get("operator"))
         present = label in labels
         if operator == "In" and not (present and labels[label] in values):
@@ -777,7 +778,7 @@ def _header_rules(modifier: Obj) -> dict[str, Any]:
     return {
         "set": {text(h.get("name")): text(h.get("value")) for h in items(modifier.get("set"))},
         "add": {text(h.get("name")): text(h.get("value")) for h in items(modifier.get("add"))},
-        "remove": [text(h) for h in modifier.get("remove") or [] if text(h)],
+        "remove": strings(modifier.get("remove")),
     }
 
 
