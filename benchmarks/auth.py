@@ -225,7 +225,9 @@ def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> di
         ]
         for index, (label, plugins, target_script) in enumerate(targets):
             name = f"router-{index}"
-            cmd, url, ready = bench.router_with_plugins(workdir, name, upstream, plugins, placement)
+            cmd, url, ready = bench.router_with_plugins(
+                workdir, name, upstream, plugins, placement
+            )
             with bench.target_process(procs, name, cmd, ready) as proc:
                 results += measure_with_cpu(
                     wrk, label, url, args, target_script, placement, proc.pid, cpu

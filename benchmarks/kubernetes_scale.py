@@ -245,7 +245,8 @@ async def run(ingresses: int, per_service: int, changes: int) -> dict[str, Any]:
                         "memory": memory,
                         "apply_one_change_ms_median": round(statistics.median(latency) * 1000, 1),
                         "apply_one_change_ms": [round(s * 1000, 1) for s in latency],
-                        "watches_seen_by_the_api_server": len(api.calls_of("watch")) - calls_before,
+                        "watches_seen_by_the_api_server": len(api.calls_of("watch"))
+                        - calls_before,
                     }
                 api.close_watches()
             result["objects_loaded_into_the_api_server_s"] = round(loaded_s, 1)

@@ -34,7 +34,6 @@ class ConnectionPool(Protocol):
     def forget(self, connection: UpstreamConnection) -> None:
         """Drop a connection that closed."""
 
-
 HIGH_WATER: Final = 256 * 1024
 """Response bytes buffered before reading from the upstream pauses."""
 _LAST_CHUNK: Final = b"0\r\n\r\n"

@@ -55,7 +55,9 @@ def expected_accept(request: web.BaseRequest) -> str:
         raise RouterHTTPError(400, "A WebSocket upgrade must use GET.")
     if request.body_exists:
         # What follows the body would be read as the new protocol: do not go on.
-        raise RouterHTTPError(400, "A WebSocket upgrade cannot have a body.", close_connection=True)
+        raise RouterHTTPError(
+            400, "A WebSocket upgrade cannot have a body.", close_connection=True
+        )
     headers = request.headers
     if headers.get("Sec-WebSocket-Version", "") not in _VERSIONS:
         raise RouterHTTPError(400, "The WebSocket version is missing or not supported.")

@@ -61,9 +61,7 @@ async def test_dev_source_commit_is_served_signed_and_inspected(
         code, result = await inspect_json(f"http://127.0.0.1:{port}/hello")
         assert code == 0, result
         app_fields = {
-            k: v
-            for k, v in result["provenance"].items()
-            if k != "router-dirty"  # type: ignore[union-attr]
+            k: v for k, v in result["provenance"].items() if k != "router-dirty"  # type: ignore[union-attr]
         }
         assert app_fields == {
             "repo": "https://github.com/example/app",

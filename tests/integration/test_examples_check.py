@@ -36,7 +36,9 @@ def materialize(example: str, root: Path, ca: TestCA) -> str:
                 host = "*." + host.removeprefix("wildcard.")
             chain, key = ca.issue(host)
             target.write_bytes(chain)
-            key_name = "privkey.pem" if name.endswith("fullchain.pem") else target.stem + ".key"
+            key_name = (
+                "privkey.pem" if name.endswith("fullchain.pem") else target.stem + ".key"
+            )
             (target.parent / key_name).write_bytes(key)
         elif "ca" in target.stem:
             target.write_bytes(ca.pem)

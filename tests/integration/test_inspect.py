@@ -23,7 +23,9 @@ CLI = [sys.executable, "-m", "router"]
 
 
 def config(backend: Backend, key_file: Path | None) -> dict[str, Any]:
-    plugins = [{"name": "provenance", "config": {"key_file": str(key_file)}}] if key_file else []
+    plugins = (
+        [{"name": "provenance", "config": {"key_file": str(key_file)}}] if key_file else []
+    )
     return {
         "plugins": plugins,
         "routes": [{"name": "app", "upstreams": [{"url": backend.url, "version": VERSION}]}],

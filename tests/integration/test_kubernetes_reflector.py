@@ -86,6 +86,7 @@ async def test_expired_continue_token_restarts_the_list() -> None:
         assert reflector.lists == 1
 
 
+
 def retry_delays(caplog: pytest.LogCaptureFixture) -> list[float]:
     """The delays the reflector logged, in order."""
     return [

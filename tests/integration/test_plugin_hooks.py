@@ -65,7 +65,9 @@ async def test_global_middleware_sees_every_routable_request(
 ) -> None:
     config: dict[str, Any] = {
         "plugins": [{"name": "counting"}],
-        "routes": [{"name": "app", "hosts": ["app.test"], "upstreams": [{"url": backend.url}]}],
+        "routes": [
+            {"name": "app", "hosts": ["app.test"], "upstreams": [{"url": backend.url}]}
+        ],
     }
     async with run_router(config, plugins={"counting": CountingPlugin}) as router:
         await client.get(router.url + "/a", headers={"Host": "app.test"})

@@ -167,10 +167,9 @@ async def test_upstream_cannot_supply_our_provenance_or_signature(
 ) -> None:
     app = web.Application()
     app.router.add_get("/{tail:.*}", spoofing_upstream)
-    async with (
-        run_backend(app) as backend,
-        run_router(config(backend, key_file=str(key_file))) as router,
-    ):
+    async with run_backend(app) as backend, run_router(
+        config(backend, key_file=str(key_file))
+    ) as router:
         keys = keys_from_jwks(await jwks(client, router))
         async with client.get(router.url + "/") as response:
             headers = lines(response)

@@ -59,6 +59,7 @@ def test_a_plugins_config_error_is_located_like_the_routers_own(tmp_path: Path) 
     result = run_cli("serve", "--config", str(tmp_path / "router.yaml"))
     assert result.returncode == 1
     assert (
-        f"router.yaml:{line}: plugins[1].config.key_file: cannot read {tmp_path / 'missing.pem'}"
+        f"router.yaml:{line}: plugins[1].config.key_file: cannot read "
+        f"{tmp_path / 'missing.pem'}"
     ) in result.stderr
     assert "Traceback" not in result.stderr

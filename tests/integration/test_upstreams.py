@@ -156,7 +156,9 @@ async def test_passive_health_ejects_a_failing_endpoint(
         ]
     }
     async with run_router(config) as router:
-        statuses = [(await client.get(router.url + "/")).status for _ in range(8)]
+        statuses = [
+            (await client.get(router.url + "/")).status for _ in range(8)
+        ]
         # Two failures eject the dead endpoint; from then on every request succeeds.
         assert statuses.count(502) == 2
         assert statuses[-4:] == [200, 200, 200, 200]

@@ -85,7 +85,6 @@ async def test_large_messages_pass_both_ways(backend: Backend, client: ClientSes
             for _ in range(2):
                 assert (await ws.receive()).data == payload[::-1]
 
-
 # The handshake takes the upstream path of every request: the route's connect timeout,
 # endpoint choice with retries and passive health, and the upstream observers.
 
@@ -153,7 +152,6 @@ async def test_route_read_timeout_bounds_the_wait_for_the_switch(client: ClientS
         assert caught.value.status == 504
         log = await router.access_log()
     assert log[-1]["error"] == "timeout"
-
 
 async def test_unreachable_endpoint_is_passed_over_and_ejected(
     backend: Backend, client: ClientSession
@@ -288,7 +286,9 @@ async def test_endpoint_speaking_first_gets_no_tunnel(client: ClientSession) -> 
     server = await asyncio.start_server(greet, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     config = {
-        "routes": [{"name": "ws", "retries": 0, "upstreams": [{"url": f"http://127.0.0.1:{port}"}]}]
+        "routes": [
+            {"name": "ws", "retries": 0, "upstreams": [{"url": f"http://127.0.0.1:{port}"}]}
+        ]
     }
     async with server, run_router(config) as router:
         for _ in range(3):

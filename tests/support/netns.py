@@ -45,7 +45,9 @@ def pod_addresses(count: int, pid: int | None = None) -> list[str]:
 
 
 def _ip(*args: str) -> None:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=False)
+    result = subprocess.run(
+        ["ip", *args], capture_output=True, text=True, timeout=10, check=False
+    )
     if result.returncode != 0:
         raise Unavailable(f"ip {' '.join(args)}: {result.stderr.strip() or result.returncode}")
 

@@ -83,7 +83,9 @@ def test_wheel_records_the_commit_it_was_built_from(wheel: zipfile.ZipFile) -> N
     assert _recorded_commit(record) == _head()
 
 
-def test_an_installed_wheel_prints_its_commit(wheel: zipfile.ZipFile, tmp_path: Path) -> None:
+def test_an_installed_wheel_prints_its_commit(
+    wheel: zipfile.ZipFile, tmp_path: Path
+) -> None:
     site = tmp_path / "site"
     wheel.extractall(site)
     script = "import router.buildinfo as b; print(b.__file__); print(b.version_text())"
@@ -105,14 +107,8 @@ def test_a_wheel_built_from_the_sdist_keeps_the_commit(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "build",
-            "--sdist",
-            "--no-isolation",
-            "--outdir",
-            str(dist),
-            str(ROOT),
+            sys.executable, "-m", "build", "--sdist", "--no-isolation",
+            "--outdir", str(dist), str(ROOT),
         ],
         check=True,
         capture_output=True,
@@ -125,16 +121,8 @@ def test_a_wheel_built_from_the_sdist_keeps_the_commit(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--quiet",
-            "--wheel-dir",
-            str(wheels),
-            str(tree),
+            sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+            "--quiet", "--wheel-dir", str(wheels), str(tree),
         ],
         check=True,
         capture_output=True,

@@ -52,7 +52,7 @@ def test_using_a_broken_plugin_is_a_located_config_error(broken_distribution: No
     assert "json:dumps is not a commons-router Plugin class" in issues[1].message
 
 
-THIRD_PARTY = """
+THIRD_PARTY = '''
 from router.api import DevOptions, DevPreset, Plugin
 
 
@@ -70,7 +70,7 @@ class Lonely(Plugin):
     @classmethod
     def dev_preset(cls, options: DevOptions) -> DevPreset:
         return DevPreset(order=50, requires=("not_installed",))
-"""
+'''
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ def _router_extra_rows(router: Mapping[str, str | bool]) -> str:
     rows = []
     if router.get("router-dirty"):
         rows.append(
-            "<tr><th>uncommitted changes</th>"
+            '<tr><th>uncommitted changes</th>'
             '<td><span class="dirty">yes: built from a modified tree</span></td></tr>\n'
         )
     digest = router.get("router-image-digest")
@@ -137,7 +137,9 @@ not cover the body (bodies are streamed; see the router's README).</p>
 cloud's public configuration repository).</p>"""
     else:
         verify = "<p>Responses are not signed on this router.</p>"
-    trace = f" &middot; trace id <code>{html.escape(data.trace_id)}</code>" if data.trace_id else ""
+    trace = (
+        f" &middot; trace id <code>{html.escape(data.trace_id)}</code>" if data.trace_id else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -106,3 +106,4 @@ class TracingConfig(Model):
         if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
             raise ValueError("endpoint must be an http:// or https:// URL")
         return self
+
