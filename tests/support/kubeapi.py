@@ -335,7 +335,9 @@ class KubeApiServer:
             return web.json_response(status(404, "NotFound", message), status=404)
         return web.json_response(obj)
 
-    async def _write(self, request: web.Request, verb: str, obj: dict[str, Any]) -> web.Response:
+    async def _write(
+        self, request: web.Request, verb: str, obj: dict[str, Any]
+    ) -> web.Response:
         """Validate and store ``obj`` (create, or update with a matching resourceVersion)."""
         plural = request.match_info["plural"]
         namespace = request.match_info.get("namespace", "")
