@@ -21,7 +21,8 @@ from router.api.errors import PluginConfigError
 from router.api.plugin import RESERVED_PREFIXES, Handler, Middleware, Plugin, PluginServices
 from router.api.provider import Provider, ProviderUpdate
 from router.builtin.echo import EchoHandler
-from router.builtin.unavailable import unavailable
+from router.builtin.redirect import redirect
+from router.builtin.unavailable import invalid_backend, unavailable
 from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
 from router.config.models import CertificateFiles, Config, Hsts, ListenerSpec
 from router.config.types import split_host_port
@@ -68,9 +69,7 @@ def check_config(loaded: LoadedConfig, available: dict[str, PluginClass] | None 
         raise ConfigError(loaded.source, issues)
 
 
-async def preflight(
-    loaded: LoadedConfig, available: dict[str, PluginClass] | None = None
-) -> None:
+async def preflight(loaded: LoadedConfig, available: dict[str, PluginClass] | None = None) -> None:
     """The start-up checks of ``serve`` that need no port and no network (files readable,
     keys and certificates parse), for ``check``. Raises :class:`ConfigError` with every
     problem, located in the file."""
@@ -265,6 +264,8 @@ class RouterRuntime:
         builtins: dict[str, Handler] = {
             "echo": EchoHandler(forwarder),
             "unavailable": unavailable,
+            "invalid_backend": invalid_backend,
+            "redirect": redirect,
         }
         compiler = RouteCompiler(
             self.plugins,

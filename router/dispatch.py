@@ -32,6 +32,7 @@ from router.randomness import RANDOM_HEX
 from router.routing.compiled import CompiledRoute
 from router.routing.holder import TableHolder
 from router.routing.paths import PathError, normalize_target
+from router.routing.table import MatchFacts
 
 logger = logging.getLogger("commons_router.dispatch")
 
@@ -216,10 +217,15 @@ class Dispatcher:
                 reject_encoded_controls=self.reject_encoded_controls,
             )
             table = self.holder.table
+            facts = (
+                MatchFacts(request.method, request.headers, normalized.query, self.listener)
+                if table.conditional
+                else None
+            )
             if normalized.encoded:
-                route = table.resolve(host, normalized)
+                route = table.resolve(host, normalized, facts)
             else:
-                route = table.match(host, normalized.match_path)
+                route = table.match(host, normalized.match_path, facts)
         except PathError as exc:
             raise RouterHTTPError(400, f"Bad request path: {exc}.") from None
         ctx.path = normalized.path

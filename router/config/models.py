@@ -39,12 +39,13 @@ def validate_host_pattern(host: str) -> str:
 
 
 class HeaderRules(Model):
-    """Headers to set (replacing any value) and to remove."""
+    """Headers to set (replacing any value), to add (after any value) and to remove."""
 
     set: dict[str, str] = Field(default_factory=dict)
+    add: dict[str, str] = Field(default_factory=dict)
     remove: list[str] = Field(default_factory=list)
 
-    @field_validator("set")
+    @field_validator("set", "add")
     @classmethod
     def _check_set(cls, value: dict[str, str]) -> dict[str, str]:
         for name, header_value in value.items():
@@ -125,6 +126,79 @@ class PathMatch(Model):
     also takes paths that match it once decoded twice) or ``forward``."""
 
 
+def _check_plain_path(value: str) -> str:
+    if (
+        not value.startswith("/")
+        or any(ch in "?#\\" or not "!" <= ch <= "~" for ch in value)
+        or "//" in value
+    ):
+        raise ValueError(f"{value!r} is not a plain absolute path")
+    return value
+
+
+class PathRewrite(Model):
+    """The path sent upstream: the matched ``Prefix`` replaced, or the whole path."""
+
+    prefix: str | None = None
+    """Replaces the route's ``Prefix`` path (``/`` strips it)."""
+    full_path: str | None = None
+
+    @field_validator("prefix", "full_path")
+    @classmethod
+    def _check_paths(cls, value: str | None) -> str | None:
+        return None if value is None else _check_plain_path(value)
+
+    @model_validator(mode="after")
+    def _check_one(self) -> PathRewrite:
+        if (self.prefix is None) == (self.full_path is None):
+            raise ValueError("set exactly one of prefix and full_path")
+        return self
+
+
+class Redirect(Model):
+    """The answer of ``builtin: redirect``: the request's URL with these parts replaced."""
+
+    scheme: Literal["http", "https"] | None = None
+    hostname: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    """None: none shown (the default port of the scheme)."""
+    path: PathRewrite | None = None
+    status_code: Literal[301, 302, 303, 307, 308] = 302
+
+    @field_validator("hostname")
+    @classmethod
+    def _check_hostname(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("*."):
+            raise ValueError("a redirect hostname is not a wildcard")
+        return validate_host_pattern(value)
+
+
+class RequestMatch(Model):
+    """Conditions besides host and path (Gateway API HTTPRoute matches). Routes with the
+    same host and path may differ by these: the one with a method, then the most header
+    conditions, then the most query conditions, then the first listed is tried first; a
+    request none of them takes goes on to shorter paths."""
+
+    method: str | None = Field(None, pattern=r"^[A-Z]{1,16}$")
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Header name (any case) -> exact value."""
+    query: dict[str, str] = Field(default_factory=dict)
+    """Query parameter -> exact value (of its first occurrence)."""
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            _check_header_name(name)
+        return value
+
+    @property
+    def conditional(self) -> bool:
+        return self.method is not None or bool(self.headers) or bool(self.query)
+
+
 class Route(Model):
     name: str
     """Unique name; it labels metrics and log lines."""
@@ -134,10 +208,18 @@ class Route(Model):
     path_type: Literal["Prefix", "Exact"] = "Prefix"
     path_match: PathMatch = Field(default_factory=PathMatch)
     """Options set here replace those of ``paths.match`` for this route."""
+    match: RequestMatch = Field(default_factory=RequestMatch)
+    """Method, header and query conditions (none: every request of the host and path)."""
     upstreams: list[Endpoint] = Field(default_factory=list)
-    builtin: Literal["echo", "unavailable"] | None = None
+    builtin: Literal["echo", "unavailable", "invalid_backend", "redirect"] | None = None
     """Answer from the router itself: ``echo`` shows what the router saw and would add;
-    ``unavailable`` answers 503 (the route keeps its host and path claimed)."""
+    ``unavailable`` answers 503 (the route keeps its host and path claimed);
+    ``invalid_backend`` answers 500 (a backend reference that cannot be resolved, as the
+    Gateway API requires); ``redirect`` answers with ``redirect``."""
+    redirect: Redirect | None = None
+    """For ``builtin: redirect``: which parts of the request's URL the redirect changes."""
+    rewrite: PathRewrite | None = None
+    """The path sent upstream (``prefix`` only on ``Prefix`` routes)."""
     balancer: Literal["round_robin", "least_outstanding"] = "round_robin"
     strip_prefix: bool = False
     preserve_host: bool = True
@@ -185,6 +267,13 @@ class Route(Model):
     def _check_target(self) -> Route:
         if bool(self.upstreams) == (self.builtin is not None):
             raise ValueError("a route needs either 'upstreams' or 'builtin' (exactly one)")
+        if (self.builtin == "redirect") != (self.redirect is not None):
+            raise ValueError("'builtin: redirect' and 'redirect' go together")
+        for rewrite in (self.rewrite, self.redirect.path if self.redirect else None):
+            if rewrite is not None and rewrite.prefix is not None and self.path_type != "Prefix":
+                raise ValueError("a prefix rewrite needs a Prefix route")
+        if self.rewrite is not None and self.strip_prefix:
+            raise ValueError("set rewrite or strip_prefix, not both")
         return self
 
 

@@ -110,6 +110,8 @@ class Forwarder:
         headers["X-Request-Id"] = ctx.request_id
         for name, value in route.request_set:
             headers[name] = value
+        for name, value in route.request_add:
+            headers.add(name, value)
         if ctx.upstream_headers:
             for name, extra in ctx.upstream_headers.items():
                 if extra is None:
@@ -337,6 +339,8 @@ class Forwarder:
         )
         for name, value in route.response_set:
             headers[name] = value
+        for name, value in route.response_add:
+            headers.add(name, value)
         headers["X-Request-Id"] = ctx.request_id
 
     async def _switch(

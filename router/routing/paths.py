@@ -51,7 +51,7 @@ class NormalizedTarget(NamedTuple):
     match_path: str
     """The path used for route matching: ``path`` without ``;parameters``."""
     query: str
-    """The raw query string, without ``?`` (never used for matching)."""
+    """The raw query string, without ``?`` (matched only by routes with query conditions)."""
     encoded: int = 0
     """``ENCODED_DELIMITER`` | ``DOUBLE_ENCODED``: the risky encodings the path holds."""
     decoded_match_path: str | None = None

@@ -18,9 +18,10 @@ length (``/Admin`` and a case-insensitive ``/admin``) conflict, like two routes 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar, cast
+from urllib.parse import parse_qsl
 
 from router.config.models import PathMatch, Route, effective_path_match
 from router.routing.paths import DOUBLE_ENCODED, ENCODED_DELIMITER, NormalizedTarget, PathError
@@ -32,6 +33,84 @@ class HasSpec(Protocol):
 
 
 R = TypeVar("R", bound=HasSpec)
+
+
+class MatchFacts(NamedTuple):
+    """What conditional routes (``match``, ``listeners`` shared by several routes of one
+    host and path) are chosen by."""
+
+    method: str
+    headers: Mapping[str, str]
+    query: str
+    listener: str
+
+
+def _first_values(query: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        values.setdefault(name, value)
+    return values
+
+
+def satisfied(spec: Route, facts: MatchFacts | None) -> bool:
+    """Whether the request meets the route's ``match`` (and, when several routes share
+    the path, its ``listeners``). Without facts only unconditional routes do."""
+    match = spec.match
+    if facts is None:
+        return not match.conditional
+    if spec.listeners and facts.listener not in spec.listeners:
+        return False
+    if match.method is not None and facts.method != match.method:
+        return False
+    for name, value in match.headers.items():
+        if facts.headers.get(name) != value:
+            return False
+    if match.query:
+        values = _first_values(facts.query)
+        return all(values.get(name) == value for name, value in match.query.items())
+    return True
+
+
+def _precedence(route: HasSpec) -> tuple[bool, int, int, bool]:
+    match = route.spec.match
+    return (match.method is None, -len(match.headers), -len(match.query), not route.spec.listeners)
+
+
+def _overlap(one: Route, other: Route) -> bool:
+    """Whether some request could be taken by both (same conditions, shared listeners)."""
+    if one.match != other.match:
+        return False
+    return (
+        not one.listeners or not other.listeners or bool(set(one.listeners) & set(other.listeners))
+    )
+
+
+class _Choice(Generic[R]):
+    """Routes of one host and path told apart by their conditions, in precedence order."""
+
+    __slots__ = ("options",)
+
+    def __init__(self, options: list[R]) -> None:
+        self.options = sorted(options, key=_precedence)
+
+    @property
+    def spec(self) -> Route:
+        return self.options[0].spec
+
+    def add(self, route: R) -> None:
+        self.options = sorted([*self.options, route], key=_precedence)
+
+    def pick(self, facts: MatchFacts | None) -> R | None:
+        for option in self.options:
+            if satisfied(option.spec, facts):
+                return option
+        return None
+
+
+def _pick(found: R | None, facts: MatchFacts | None) -> R | None:
+    if type(found) is _Choice:
+        return cast("_Choice[R]", found).pick(facts)
+    return found
 
 
 class _Keys(Generic[R]):
@@ -71,9 +150,11 @@ class _Keys(Generic[R]):
 
 
 class _HostGroup(Generic[R]):
-    __slots__ = ("exact", "folded_exact", "folded_prefix", "keys", "prefix")
+    __slots__ = ("choices", "exact", "folded_exact", "folded_prefix", "keys", "prefix")
 
     def __init__(self) -> None:
+        self.choices = False
+        """Whether some path holds several routes told apart by their conditions."""
         self.keys: tuple[_Keys[R], _Keys[R]] = (_Keys(), _Keys())
         """(Exact, Prefix)."""
         self.exact = self.keys[0].by_path
@@ -81,7 +162,9 @@ class _HostGroup(Generic[R]):
         self.folded_exact = self.keys[0].folded
         self.folded_prefix = self.keys[1].folded
 
-    def match(self, path: str) -> R | None:
+    def match(self, path: str, facts: MatchFacts | None = None) -> R | None:
+        if self.choices:
+            return self._match_choices(path, facts)
         found = self.exact.get(path)
         if found is not None:
             return found
@@ -102,6 +185,25 @@ class _HostGroup(Generic[R]):
             found = prefixes.get(cut)
             if found is not None:
                 return found
+
+    def _match_choices(self, path: str, facts: MatchFacts | None) -> R | None:
+        """As :meth:`match`, but a path whose routes all refuse the request goes on to
+        the next shorter one."""
+        lower = path.lower()
+        for found in (self.exact.get(path), self.folded_exact.get(lower)):
+            found = _pick(found, facts)
+            if found is not None:
+                return found
+        cut = path
+        while True:
+            for found in (self.prefix.get(cut), self.folded_prefix.get(cut.lower())):
+                found = _pick(found, facts)
+                if found is not None:
+                    return found
+            if cut == "/":
+                return None
+            slash = cut.rfind("/")
+            cut = "/" if slash <= 0 else cut[:slash]
 
     def _match_folded(self, path: str) -> R | None:
         # At most one of the two dictionaries holds a spelling of any key: see _Keys.clash.
@@ -148,7 +250,16 @@ def prefix_key(path: str) -> str:
 class RouteTable(Generic[R]):
     """Immutable once built; replaced as a whole when routes change."""
 
-    __slots__ = ("_any", "_defaults", "_exact", "_options", "_wildcard", "conflicts", "routes")
+    __slots__ = (
+        "_any",
+        "_defaults",
+        "_exact",
+        "_options",
+        "_wildcard",
+        "conditional",
+        "conflicts",
+        "routes",
+    )
 
     def __init__(self, routes: Iterable[R], defaults: PathMatch | None = None) -> None:
         self._exact: dict[str, _HostGroup[R]] = {}
@@ -156,6 +267,8 @@ class RouteTable(Generic[R]):
         self._any: _HostGroup[R] | None = None
         self._defaults = defaults if defaults is not None else PathMatch()
         self._options: dict[int, PathMatch] = {}
+        self.conditional = False
+        """Whether some routes are chosen by :class:`MatchFacts` (then pass them)."""
         accepted: list[R] = []
         conflicts: list[Conflict] = []
         for route in routes:
@@ -200,17 +313,42 @@ class RouteTable(Generic[R]):
             kind = group.keys[0 if exact else 1]
             for key in keys:
                 existing = kind.clash(key, case_sensitive)
-                if existing is not None:
-                    return Conflict(
-                        spec.name,
-                        existing.spec.name,
-                        f"same host and {spec.path_type} path {spec.path!r} as route "
-                        f"{existing.spec.name!r} (with their path_match options)",
-                    )
+                if existing is None:
+                    continue
+                shared = kind.by_path.get(key) is existing and case_sensitive
+                others = (
+                    cast("_Choice[R]", existing).options
+                    if type(existing) is _Choice
+                    else [existing]
+                )
+                for other in others:
+                    if not shared or _overlap(spec, other.spec):
+                        return Conflict(
+                            spec.name,
+                            other.spec.name,
+                            f"same host and {spec.path_type} path {spec.path!r} as route "
+                            f"{other.spec.name!r} (with their path_match options"
+                            + (", match conditions and listeners)" if shared else ")"),
+                        )
         for group in groups:
             kind = group.keys[0 if exact else 1]
             for key in keys:
-                kind.add(key, case_sensitive, route)
+                existing = kind.by_path.get(key) if case_sensitive else None
+                if existing is None:
+                    if spec.match.conditional:  # checked even when alone on its path
+                        kind.add(key, case_sensitive, cast(R, _Choice([route])))
+                        group.choices = self.conditional = True
+                    else:
+                        kind.add(key, case_sensitive, route)
+                    continue
+                if type(existing) is _Choice:
+                    cast("_Choice[R]", existing).add(route)
+                    continue
+                choice = cast(R, _Choice([existing, route]))
+                kind.by_path[key] = choice
+                if kind.lowered is not None and kind.lowered.get(key.lower()) is existing:
+                    kind.lowered[key.lower()] = choice
+                group.choices = self.conditional = True
         if options is not self._defaults:
             self._options[id(route)] = options
         return None
@@ -219,7 +357,9 @@ class RouteTable(Generic[R]):
         """The route's effective ``path_match`` options."""
         return self._options.get(id(route), self._defaults)
 
-    def resolve(self, host: str, target: NormalizedTarget) -> R | None:
+    def resolve(
+        self, host: str, target: NormalizedTarget, facts: MatchFacts | None = None
+    ) -> R | None:
         """The route for a normalized target, judging ``%3B``/``%23``/``%3F`` and ``%25XX``
         by the ``path_match`` options of the route it matches as sent and of the one it
         matches once decoded. Raises PathError when one of them rejects the encoding.
@@ -227,12 +367,12 @@ class RouteTable(Generic[R]):
         SECURITY: a route set to ``decode`` takes every path that matches it once decoded,
         so its policy applies to the spellings a decoding backend routes to its handler.
         """
-        route = self.match(host, target.match_path)
+        route = self.match(host, target.match_path, facts)
         encoded = target.encoded
         if not encoded:
             return route
         decoded_path = target.decoded_match_path
-        decoded = None if decoded_path is None else self.match(host, decoded_path)
+        decoded = None if decoded_path is None else self.match(host, decoded_path, facts)
         flags = [flag for flag in (ENCODED_DELIMITER, DOUBLE_ENCODED) if encoded & flag]
         for candidate in (route, decoded):
             if candidate is None:
@@ -252,7 +392,7 @@ class RouteTable(Generic[R]):
                 return decoded
         return route
 
-    def match(self, host: str, path: str) -> R | None:
+    def match(self, host: str, path: str, facts: MatchFacts | None = None) -> R | None:
         group = self._exact.get(host)
         if group is None:
             dot = host.find(".")
@@ -262,4 +402,4 @@ class RouteTable(Generic[R]):
                 group = self._any
                 if group is None:
                     return None
-        return group.match(path)
+        return group.match(path, facts)

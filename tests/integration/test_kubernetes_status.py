@@ -14,7 +14,12 @@ import yaml
 
 from router.testing import RunningRouter, run_router
 from router_plugins.kubernetes import KubernetesPlugin
-from router_plugins.kubernetes.resources import OWN_POD_READ
+from router_plugins.kubernetes.resources import (
+    GATEWAY_API,
+    GATEWAY_STATUS_WRITES,
+    OWN_POD_READ,
+    VERBS,
+)
 from tests.support.kubeapi import Grant, KubeApiServer, kubeconfig, run_kube_api
 from tests.support.kubecluster import app_objects, eventually, plugin_config
 
@@ -33,6 +38,12 @@ def shipped_grants() -> set[Grant]:
                 for resource in rule["resources"]:
                     found |= {(group, resource, verb) for verb in rule["verbs"]}
     return found
+
+
+def gateway_api_grants() -> set[Grant]:
+    """What only the Gateway API provider calls."""
+    reads = {(r.group, r.plural, verb) for r in GATEWAY_API for verb in VERBS}
+    return reads | set(GATEWAY_STATUS_WRITES)
 
 
 def status_settings(**overrides: Any) -> dict[str, Any]:
@@ -141,9 +152,10 @@ async def test_one_router_writes_the_status_and_another_takes_over_when_it_stops
         made = {(c.group, c.resource, c.verb) for c in api.calls}
         # Everything granted was used (reading the router's own Pod needs the downward
         # API's variables: test_kubernetes_selfimage.py; Secrets are read only for a TLS
-        # listener: test_kubernetes_tls.py).
+        # listener: test_kubernetes_tls.py; the Gateway API only when enabled:
+        # test_gateway_api.py).
         tls_secrets = {("", "secrets", "list"), ("", "secrets", "watch")}
-        assert made == shipped_grants() - {OWN_POD_READ} - tls_secrets
+        assert made == shipped_grants() - {OWN_POD_READ} - tls_secrets - gateway_api_grants()
 
 
 async def test_a_leader_that_cannot_renew_is_replaced(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "config" / "kubernetes"
 OVERLAYS = ROOT / "config" / "kubernetes-overlays"
 MONITORING = ROOT / "config" / "monitoring"
-OVERLAY_NAMES = ["plain", "workers", "redis-sessions", "tls"]
+OVERLAY_NAMES = ["plain", "workers", "redis-sessions", "tls", "gateway-api"]
 
 
 def _kubectl() -> str | None:
@@ -108,13 +108,24 @@ def test_every_overlay_configures_a_router_that_passes_check(
     loaded = load_config_text(config_map["data"]["config.yaml"], f"<{name}>", environ=env)
     check_config(loaded)
     config = loaded.config
-    expected_workers = {"plain": 1, "workers": 4, "redis-sessions": 2, "tls": 1}[name]
+    expected_workers = {"plain": 1, "workers": 4, "redis-sessions": 2, "tls": 1, "gateway-api": 1}[
+        name
+    ]
     assert config.workers == expected_workers
     plugins = [plugin.name for plugin in config.plugins]
     assert plugins[0] == "kubernetes"
     if name == "redis-sessions":
         assert plugins == ["kubernetes", "sessions", "auth"]
         assert config.plugins[1].config["store"] == "redis"
+    if name == "gateway-api":
+        settings = config.plugins[0].config["gateway_api"]
+        (gateway_class,) = kinds["GatewayClass"]
+        assert settings["enabled"] is True
+        assert gateway_class["spec"]["controllerName"] == settings["controller_name"]
+        (service,) = kinds["Service"]
+        listeners = {spec.name for spec in config.listeners}
+        assert {p["port"] for p in service["spec"]["ports"]} == {int(p) for p in settings["ports"]}
+        assert set(settings["ports"].values()) == listeners
     if name == "tls":
         (files,) = config.tls.certificates
         assert (files.cert, files.key) == (

@@ -47,6 +47,11 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "Pod": ("", "v1", "pods", True),
     "Lease": ("coordination.k8s.io", "v1", "leases", True),
     "Secret": ("", "v1", "secrets", True),
+    "Namespace": ("", "v1", "namespaces", False),
+    "GatewayClass": ("gateway.networking.k8s.io", "v1", "gatewayclasses", False),
+    "Gateway": ("gateway.networking.k8s.io", "v1", "gateways", True),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes", True),
+    "ReferenceGrant": ("gateway.networking.k8s.io", "v1beta1", "referencegrants", True),
 }
 _REASONS = {
     403: "Forbidden",
@@ -155,6 +160,11 @@ class KubeApiServer:
             meta["resourceVersion"] = str(self.revision)
             meta.setdefault("uid", f"00000000-0000-4000-8000-{next(self._uids):012d}")
             meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
+            if existing is not None:
+                # As the API server does: a spec change bumps the generation, status does not.
+                old_generation = existing["metadata"].get("generation", 1)
+                changed = obj.get("spec") != existing.get("spec")
+                meta["generation"] = old_generation + 1 if changed else old_generation
             meta.setdefault("generation", 1)
             self.objects[plural][key] = obj
             self._emit(plural, "MODIFIED" if existing else "ADDED", obj)
@@ -288,6 +298,7 @@ class KubeApiServer:
             app.router.add_get(one, self._get)
             app.router.add_put(one, self._update)
             app.router.add_patch(one + "/status", self._patch_status)
+            app.router.add_patch(prefix + "/{plural}/{name}/status", self._patch_status)
         return app
 
     # --- single objects: get, create, update, the status subresource ------------------------
@@ -297,7 +308,7 @@ class KubeApiServer:
         group = request.match_info.get("group", "")
         if plural not in PLURALS or PLURALS[plural][0] != group:
             return web.json_response(status(404, "NotFound", "no such resource"), status=404)
-        return group, plural, request.match_info["namespace"]
+        return group, plural, request.match_info.get("namespace", "")
 
     def _injected(self, request: web.Request, verb: str) -> web.Response | None:
         """The error answer :meth:`fail_next` asked for, if this request is to get one."""
@@ -329,10 +340,11 @@ class KubeApiServer:
     ) -> web.Response:
         """Validate and store ``obj`` (create, or update with a matching resourceVersion)."""
         plural = request.match_info["plural"]
-        namespace = request.match_info["namespace"]
+        namespace = request.match_info.get("namespace", "")
         meta = obj.setdefault("metadata", {})
-        meta["namespace"] = namespace
-        key = f"{namespace}/{meta.get('name')}"
+        if namespace:
+            meta["namespace"] = namespace
+        key = f"{namespace}/{meta.get('name')}" if namespace else str(meta.get("name"))
         existing = self.objects[plural].get(key)
         if verb == "create" and existing is not None:
             message = f'{plural} "{meta.get("name")}" already exists'
@@ -393,7 +405,10 @@ class KubeApiServer:
             return refused
         if request.content_type != "application/merge-patch+json":
             return web.json_response(status(415, "UnsupportedMediaType", "use merge patch"), 415)
-        existing = self.objects[plural].get(f"{namespace}/{request.match_info['name']}")
+        object_name = request.match_info["name"]
+        existing = self.objects[plural].get(
+            f"{namespace}/{object_name}" if namespace else object_name
+        )
         if existing is None:
             return web.json_response(status(404, "NotFound", "not found"), status=404)
         patch = await request.json()

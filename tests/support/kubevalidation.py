@@ -14,12 +14,23 @@ import ipaddress
 import re
 from typing import Any
 
+from tests.support.gatewayvalidation import GATEWAY_KINDS
+
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
-NAMESPACED = {"Ingress", "Service", "EndpointSlice", "Pod", "Lease"}
+NAMESPACED = {
+    "Ingress",
+    "Service",
+    "EndpointSlice",
+    "Pod",
+    "Lease",
+    "Gateway",
+    "HTTPRoute",
+    "ReferenceGrant",
+}
 
 
 class Invalid(ValueError):
@@ -250,5 +261,7 @@ def validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> None:
         _service(obj, errors)
     elif kind == "Lease":
         _lease(obj, errors)
+    elif kind in GATEWAY_KINDS:
+        GATEWAY_KINDS[kind](obj, errors)
     if errors:
         raise Invalid(kind, str((obj.get("metadata") or {}).get("name")), errors)

@@ -14,7 +14,14 @@ from router.config.loader import load_config_text
 from router.registry import discover_plugins, validate_all
 from router_plugins.kubernetes.annotations import parse_annotations
 from router_plugins.kubernetes.mapping import ClassSelection, is_ours
-from router_plugins.kubernetes.resources import ALL, OWN_POD_READ, STATUS_WRITES, VERBS
+from router_plugins.kubernetes.resources import (
+    ALL,
+    GATEWAY_API,
+    GATEWAY_STATUS_WRITES,
+    OWN_POD_READ,
+    STATUS_WRITES,
+    VERBS,
+)
 from router_plugins.kubernetes.selfimage import CONTAINER_ENV, POD_NAME_ENV, POD_NAMESPACE_ENV
 from router_plugins.kubernetes.settings import KubernetesSettings
 
@@ -201,8 +208,9 @@ def role() -> dict[str, Any]:
 
 
 def test_rbac_grants_exactly_what_the_plugin_calls() -> None:
-    needed = {(r.group, r.plural, verb) for r in ALL for verb in VERBS}
+    needed = {(r.group, r.plural, verb) for r in (*ALL, *GATEWAY_API) for verb in VERBS}
     needed_writes = {write for write in STATUS_WRITES if write[1] != "leases"}
+    needed_writes |= set(GATEWAY_STATUS_WRITES)
     assert uncovered(needed | needed_writes) == set()
     # Nothing more: every verb granted is one the plugin calls.
     assert granted(clusterrole()) == needed | needed_writes

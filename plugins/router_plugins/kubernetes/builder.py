@@ -31,6 +31,7 @@ from router_plugins.kubernetes.mapping import (
 from router_plugins.kubernetes.objects import (
     Obj,
     items,
+    key,
     labels_of,
     mapping,
     namespace,
@@ -249,6 +250,14 @@ class RouteBuilder:
         if len(self._facts) > 2 * len(cluster.ingresses) + 16:
             self._facts = {k: v for k, v in self._facts.items() if k in cluster.ingresses}
         return [(k, ingress, facts) for _, k, ingress, facts in chosen]
+
+    def slices_of(self, service_key: str) -> list[Obj]:
+        """The EndpointSlices of a Service, as of the last build."""
+        return self._slices.slices_of(service_key)
+
+    def pod_keys_of(self, endpoint_slice: Obj) -> tuple[str, ...]:
+        """The pods of an EndpointSlice, as of the last build."""
+        return self._slices.pod_keys(key(endpoint_slice))
 
     def next_release(self) -> float | None:
         """When a host's hold runs out (see :mod:`.ownership`): build again then."""

@@ -55,6 +55,12 @@ class Cluster:
     services: Mapping[str, Obj] = field(default_factory=dict)
     slices: Mapping[str, Obj] = field(default_factory=dict)
     pods: Mapping[str, PodInfo] = field(default_factory=dict)
+    gateway_classes: Mapping[str, Obj] = field(default_factory=dict)
+    gateways: Mapping[str, Obj] = field(default_factory=dict)
+    http_routes: Mapping[str, Obj] = field(default_factory=dict)
+    reference_grants: Mapping[str, Obj] = field(default_factory=dict)
+    namespaces: Mapping[str, Obj] = field(default_factory=dict)
+    """The Gateway API objects, and Namespaces (empty unless ``gateway_api.enabled``)."""
 
 
 @dataclass(frozen=True, slots=True)

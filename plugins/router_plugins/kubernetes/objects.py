@@ -20,6 +20,15 @@ def items(value: object) -> list[Obj]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
+def strings(value: object) -> list[str]:
+    """The non-empty strings of a list (nothing for anything else)."""
+    return (
+        [item for item in value if isinstance(item, str) and item]
+        if isinstance(value, list)
+        else []
+    )
+
+
 def text(value: object) -> str:
     return value if isinstance(value, str) else ""
 

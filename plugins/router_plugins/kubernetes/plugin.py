@@ -1,4 +1,5 @@
-"""The ``kubernetes`` plugin: routes from the cluster's Ingresses, with pod code versions."""
+"""The ``kubernetes`` plugin: routes from the cluster's Ingresses (and, when enabled, its
+Gateway API objects), with pod code versions."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import os
 import secrets
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector
 
-from router.api import ROUTER_IMAGE, Plugin, Provider
+from router.api import ROUTER_IMAGE, Plugin, PluginConfigError, Provider, split_host_port
 from router_plugins.kubernetes.apiclient import KubeApi
 from router_plugins.kubernetes.credentials import (
     Credentials,
@@ -20,6 +22,8 @@ from router_plugins.kubernetes.credentials import (
     load_in_cluster,
     load_kubeconfig,
 )
+from router_plugins.kubernetes.gateway.status import GatewayStatusWriter
+from router_plugins.kubernetes.gateway.translate import RouterListener, Translator
 from router_plugins.kubernetes.leader import LeaderElector
 from router_plugins.kubernetes.mapping import ClassSelection
 from router_plugins.kubernetes.provider import KubernetesProvider
@@ -30,7 +34,7 @@ from router_plugins.kubernetes.selfimage import (
     own_pod_from_env,
 )
 from router_plugins.kubernetes.settings import KubernetesSettings, StatusSettings
-from router_plugins.kubernetes.status import StatusWriter
+from router_plugins.kubernetes.status import StatusWriter, published
 from router_plugins.kubernetes.watch import ClusterWatch
 from router_plugins.kubernetes.workersecrets import WorkerSecrets
 
@@ -49,6 +53,22 @@ def load_credentials(settings: KubernetesSettings) -> Credentials:
     return load_kubeconfig(settings.kubeconfig, settings.context)
 
 
+def router_listeners(
+    ports: dict[int, str], listeners: Sequence[tuple[str, str, bool]]
+) -> dict[int, RouterListener]:
+    """Gateway listener port -> router listener: ``ports`` first, then each router
+    listener's own port. ``listeners`` are the router's ``(name, listen, tls)``."""
+    by_name = {listener_name: tls for listener_name, _, tls in listeners}
+    mapped: dict[int, RouterListener] = {}
+    for listener_name, listen, tls in listeners:
+        port = split_host_port(listen)[1]
+        mapped.setdefault(port, RouterListener(listener_name, tls))
+    for port, listener_name in ports.items():
+        if listener_name in by_name:
+            mapped[port] = RouterListener(listener_name, by_name[listener_name])
+    return mapped
+
+
 class KubernetesPlugin(Plugin[KubernetesSettings]):
     name = "kubernetes"
     config_model = KubernetesSettings
@@ -60,6 +80,7 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
     _provider: KubernetesProvider | None = None
     elector: LeaderElector | None = None
     status_writer: StatusWriter | None = None
+    gateway_status_writer: GatewayStatusWriter | None = None
     _status_tasks: tuple[asyncio.Task[None], ...] = ()
     _secrets: SecretCertificates | None = None
     _worker_secrets: WorkerSecrets | None = None
@@ -67,6 +88,14 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
 
     async def start(self) -> None:
         settings = self.config
+        known = {spec.name for spec in self.services.router_config.public_listeners()}
+        for port, listener_name in settings.gateway_api.ports.items():
+            if listener_name not in known:
+                raise PluginConfigError(
+                    f"no router listener is named {listener_name!r} (listeners: "
+                    f"{', '.join(sorted(known))})",
+                    ("gateway_api", "ports", port),
+                )
         credentials = await asyncio.to_thread(load_credentials, settings)
         # A session of its own: it trusts the cluster CA (and maybe a client certificate).
         self._session = ClientSession(
@@ -78,13 +107,23 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
             self._self_image = asyncio.create_task(
                 learn_router_image(api, own_pod, ROUTER_IMAGE.publish)
             )
+        gateway = None
+        if settings.gateway_api.enabled:
+            listeners = [
+                (spec.name, spec.listen, spec.tls is not None)
+                for spec in self.services.router_config.public_listeners()
+            ]
+            gateway = Translator(
+                settings.gateway_api.controller_name,
+                router_listeners(settings.gateway_api.ports, listeners),
+            )
         if self.services.providers_elsewhere:
             # A worker: the supervisor watches the cluster and sends the routes. TLS is
             # terminated here, so the certificates from Secrets are loaded here too.
             sink = self.services.certificates
             if sink is not None:
                 selection = ClassSelection(settings.ingress_class, settings.controller)
-                self._worker_secrets = WorkerSecrets(api, settings, sink, selection)
+                self._worker_secrets = WorkerSecrets(api, settings, sink, selection, gateway)
                 self._worker_secrets.start()
             return
         self._cluster = ClusterWatch(api, settings)
@@ -97,6 +136,7 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
             shared_hosts=settings.shared_hosts,
             host_release_delay=settings.host_release_delay,
             secrets=self._secrets,
+            gateway=gateway,
         )
         self._cluster.start()
         if settings.status is not None:
@@ -145,6 +185,33 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
             asyncio.create_task(self.elector.run(), name="kubernetes leader election"),
             asyncio.create_task(self.status_writer.run(), name="kubernetes ingress status"),
         )
+        provider = self._provider
+        if settings.gateway_api.enabled and provider is not None:
+            cluster = self._cluster
+
+            def objects() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+                snapshot = cluster.snapshot()
+                return (
+                    dict(snapshot.gateway_classes),
+                    dict(snapshot.gateways),
+                    dict(snapshot.http_routes),
+                )
+
+            self.gateway_status_writer = GatewayStatusWriter(
+                api,
+                self.elector,
+                settings.gateway_api.controller_name,
+                lambda: provider.translation,
+                provider.translated,
+                objects,
+                status.retry_period,
+                lambda: published(status, cluster.snapshot().services),
+            )
+            self._status_tasks += (
+                asyncio.create_task(
+                    self.gateway_status_writer.run(), name="kubernetes gateway api status"
+                ),
+            )
 
     async def stop(self) -> None:
         if self._worker_secrets is not None:

@@ -28,6 +28,27 @@ PODS = Resource("", "v1", "pods")
 SECRETS = Resource("", "v1", "secrets")
 """Only those named by our Ingresses' ``spec.tls``, each watched by name."""
 
+GATEWAY_CLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", namespaced=False)
+GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways")
+HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
+REFERENCE_GRANTS = Resource("gateway.networking.k8s.io", "v1beta1", "referencegrants")
+NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
+"""Their labels, for ``allowedRoutes.namespaces.from: Selector``."""
+GATEWAY_API: tuple[Resource, ...] = (
+    GATEWAY_CLASSES,
+    GATEWAYS,
+    HTTP_ROUTES,
+    REFERENCE_GRANTS,
+    NAMESPACES,
+)
+"""Read (list and watch) only when ``gateway_api.enabled``."""
+GATEWAY_STATUS_WRITES: tuple[tuple[str, str, str], ...] = (
+    ("gateway.networking.k8s.io", "gatewayclasses/status", "patch"),
+    ("gateway.networking.k8s.io", "gateways/status", "patch"),
+    ("gateway.networking.k8s.io", "httproutes/status", "patch"),
+)
+"""``(group, resource, verb)`` of every call the Gateway API status writer makes."""
+
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 
 ALL: tuple[Resource, ...] = (

@@ -76,6 +76,38 @@ class StatusSettings(BaseModel):
         return os.environ.get(POD_NAMESPACE_ENV) or None
 
 
+class GatewayApiSettings(BaseModel):
+    """Routes from Gateway API objects (``gateway.networking.k8s.io/v1``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    controller_name: str = Field(
+        "commons-router.io/gateway-controller", min_length=1, max_length=253
+    )
+    """GatewayClasses whose ``spec.controllerName`` is this are ours (and their Gateways)."""
+    ports: dict[int, str] = Field(default_factory=dict)
+    """Gateway listener port -> name of the router listener serving it (e.g. ``{80: web,
+    443: websecure}`` behind a Service mapping 80 to 8080). A port not named here maps to
+    the router listener that listens on that port, if any."""
+
+    @field_validator("controller_name")
+    @classmethod
+    def _check_controller(cls, value: str) -> str:
+        domain, slash, path = value.partition("/")
+        if not slash or not path or not re.match(_DNS_NAME, domain):
+            raise ValueError("controller_name is DOMAIN/PATH, e.g. example.com/gateway-controller")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _check_ports(cls, value: dict[int, str]) -> dict[int, str]:
+        for port in value:
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} is not in 1-65535")
+        return value
+
+
 class KubernetesSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -110,6 +142,8 @@ class KubernetesSettings(BaseModel):
     status: StatusSettings | None = None
     """Write the load balancer's address into the status of the Ingresses served (one
     replica, chosen by a Lease); None: never write."""
+    gateway_api: GatewayApiSettings = Field(default_factory=GatewayApiSettings)
+    """Also route what Gateway API objects say (see the README's Gateway API section)."""
 
     @field_validator("namespaces")
     @classmethod
@@ -125,7 +159,6 @@ class KubernetesSettings(BaseModel):
     def _check_status(self) -> KubernetesSettings:
         if self.status is not None and self.status.namespace() is None:
             raise ValueError(
-                "status: set lease_namespace (or service, or run with "
-                f"${POD_NAMESPACE_ENV} set)"
+                f"status: set lease_namespace (or service, or run with ${POD_NAMESPACE_ENV} set)"
             )
         return self

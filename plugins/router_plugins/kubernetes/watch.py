@@ -14,9 +14,14 @@ from router_plugins.kubernetes.objects import Obj
 from router_plugins.kubernetes.reflector import Backoff, Reflector
 from router_plugins.kubernetes.resources import (
     ENDPOINT_SLICES,
+    GATEWAY_CLASSES,
+    GATEWAYS,
+    HTTP_ROUTES,
     INGRESS_CLASSES,
     INGRESSES,
+    NAMESPACES,
     PODS,
+    REFERENCE_GRANTS,
     SERVICES,
     Resource,
 )
@@ -42,7 +47,8 @@ def slim(obj: Obj) -> Obj:
 
 
 class ClusterWatch:
-    """Lists and watches Ingress, IngressClass, Service, EndpointSlice and Pod."""
+    """Lists and watches Ingress, IngressClass, Service, EndpointSlice and Pod (and the
+    Gateway API objects when enabled)."""
 
     def __init__(self, api: KubeApi, settings: KubernetesSettings) -> None:
         self.changed = asyncio.Event()
@@ -89,12 +95,33 @@ class ClusterWatch:
         self.pods: list[Reflector[PodInfo]] = [
             reflector(PODS, ns, pod_info, settings.pod_label_selector) for ns in namespaces
         ]
+        gateway_api = settings.gateway_api.enabled
+        self.gateway_classes: list[Reflector[Obj]] = (
+            [reflector(GATEWAY_CLASSES, None, slim)] if gateway_api else []
+        )
+        self.gateways: list[Reflector[Obj]] = (
+            [reflector(GATEWAYS, ns, slim) for ns in namespaces] if gateway_api else []
+        )
+        self.http_routes: list[Reflector[Obj]] = (
+            [reflector(HTTP_ROUTES, ns, slim) for ns in namespaces] if gateway_api else []
+        )
+        self.reference_grants: list[Reflector[Obj]] = (
+            [reflector(REFERENCE_GRANTS, ns, slim) for ns in namespaces] if gateway_api else []
+        )
+        self.namespaces: list[Reflector[Obj]] = (
+            [reflector(NAMESPACES, None, slim)] if gateway_api else []
+        )
         self.reflectors: list[Reflector[Any]] = [
             *self.ingresses,
             *self.ingress_classes,
             *self.services,
             *self.slices,
             *self.pods,
+            *self.gateway_classes,
+            *self.gateways,
+            *self.http_routes,
+            *self.reference_grants,
+            *self.namespaces,
         ]
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -131,6 +158,8 @@ class ClusterWatch:
 
     def snapshot(self) -> Cluster:
         def merged(reflectors: list[Reflector[Any]]) -> dict[str, Any]:
+            if not reflectors:
+                return {}
             if len(reflectors) == 1:
                 return reflectors[0].store
             result: dict[str, Any] = {}
@@ -144,4 +173,9 @@ class ClusterWatch:
             services=merged(self.services),
             slices=merged(self.slices),
             pods=merged(self.pods),
+            gateway_classes=merged(self.gateway_classes),
+            gateways=merged(self.gateways),
+            http_routes=merged(self.http_routes),
+            reference_grants=merged(self.reference_grants),
+            namespaces=merged(self.namespaces),
         )
