@@ -16,7 +16,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 async def redirect(request: web.BaseRequest) -> web.StreamResponse:
     ctx = request[CONTEXT_KEY]
-    route = ctx.route
+    route = ctx.core_route
     assert route is not None and route.spec.redirect is not None
     spec = route.spec.redirect
     scheme = spec.scheme or ctx.scheme
