@@ -26,8 +26,8 @@ from router.builtin.unavailable import invalid_backend, unavailable
 from router.config.loader import ConfigError, ConfigIssue, LoadedConfig
 from router.config.models import CertificateFiles, Config, Hsts, ListenerSpec
 from router.config.types import split_host_port
-from router.dispatch import Dispatcher
-from router.errors import error_page
+from router.dispatch import ChainEnd, Dispatcher
+from router.errors import error_page, router_exception_handlers
 from router.http.drain import DrainSignal, stop_serving
 from router.http.protocol import GuardedServer
 from router.http.request import request_factory
@@ -311,8 +311,9 @@ class RouterRuntime:
         await self._start_admin(self.admin_state)
 
         self.admin_state.certificates = self.certificates
+        entry = self._global_chain()
         for listener in listeners:
-            await self._start_listener(listener, trusted, access_log)
+            await self._start_listener(listener, entry, trusted, access_log)
         # One drain for every listener: one deadline, not one grace after another.
         self.stack.push_async_callback(stop_serving, self._public_runners, config.drain.grace)
         self.admin_state.started = True
@@ -358,13 +359,18 @@ class RouterRuntime:
         return store
 
     async def _start_listener(
-        self, spec: ListenerSpec, trusted: TrustedPeers, access_log: AccessLog | None
+        self,
+        spec: ListenerSpec,
+        entry: Handler,
+        trusted: TrustedPeers,
+        access_log: AccessLog | None,
     ) -> None:
         config = self.config
         tls = spec.tls
         mutual = tls.client_certificates if tls is not None else None
         dispatcher = Dispatcher(
             self.holder,
+            entry,
             scheme="https" if tls is not None else "http",
             trusted=trusted,
             metrics=self.metrics,
@@ -380,7 +386,6 @@ class RouterRuntime:
             log_query=config.access_log.query == "redacted",
             track_requests=config.log.format == "json",
         )
-        dispatcher.install_plugins(*self._global_chain(dispatcher))
         limits = config.limits
         tls_listener = self._tls_listeners.get(spec.name) if tls is not None else None
         make_server = tls_listener.server if tls_listener is not None else GuardedServer
@@ -419,18 +424,9 @@ class RouterRuntime:
         if len(self._public_runners) == 1:
             self.public_port = bound
 
-    def _global_chain(
-        self, dispatcher: Dispatcher
-    ) -> tuple[Handler, dict[str, Handler], dict[str, Handler]]:
-        entry: Handler = dispatcher.route_request
-        global_plugins: list[str] = []
-        for spec, plugin in reversed(self.plugins):
-            middleware = plugin.global_middleware()
-            if middleware is not None:
-                entry = isolate(plugin, middleware, entry, self.metrics)
-                global_plugins.append(spec.name)
-        if self.admin_state is not None:
-            self.admin_state.global_plugins = tuple(reversed(global_plugins))
+    def _global_chain(self) -> Handler:
+        """The plugins' global middleware around the :class:`ChainEnd` with their reserved
+        paths and prefixes: what every listener's dispatcher runs."""
         reserved: dict[str, Handler] = {}
         owners: dict[str, str] = {}
         for _, plugin in self.plugins:
@@ -446,7 +442,7 @@ class RouterRuntime:
                 if problem is not None:
                     raise ConfigError(self.loaded.source, [ConfigIssue(("plugins",), problem)])
                 owners[path] = plugin.name
-                reserved[path] = isolate(plugin, _answer_with(handler), entry, self.metrics)
+                reserved[path] = isolate(plugin, _answer_with(handler), _unused, self.metrics)
         prefixes: dict[str, Handler] = {}
         for _, plugin in self.plugins:
             for prefix, handler in plugin.reserved_prefixes().items():
@@ -463,8 +459,17 @@ class RouterRuntime:
                         problem = f"plugin {plugin.name!r} reserves {prefix!r}, over {clash[0]!r}"
                 if problem is not None:
                     raise ConfigError(self.loaded.source, [ConfigIssue(("plugins",), problem)])
-                prefixes[prefix] = isolate(plugin, _answer_with(handler), entry, self.metrics)
-        return entry, reserved, prefixes
+                prefixes[prefix] = isolate(plugin, _answer_with(handler), _unused, self.metrics)
+        entry: Handler = ChainEnd(reserved, prefixes, router_exception_handlers())
+        global_plugins: list[str] = []
+        for spec, plugin in reversed(self.plugins):
+            middleware = plugin.global_middleware()
+            if middleware is not None:
+                entry = isolate(plugin, middleware, entry, self.metrics)
+                global_plugins.append(spec.name)
+        if self.admin_state is not None:
+            self.admin_state.global_plugins = tuple(reversed(global_plugins))
+        return entry
 
     async def _start_admin(self, state: AdminState) -> None:
         runner = web.AppRunner(build_admin_app(state), access_log=None)
@@ -551,6 +556,10 @@ class RouterRuntime:
     async def stop(self) -> None:
         self.drain_signal.draining = True
         await self.stack.aclose()
+
+
+async def _unused(request: web.BaseRequest) -> web.StreamResponse:
+    raise AssertionError("a reserved path's handler answers itself")
 
 
 def _answer_with(handler: Handler) -> Middleware:

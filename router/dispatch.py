@@ -45,6 +45,49 @@ def new_request_id() -> str:
     return RANDOM_HEX.take(12)
 
 
+class ChainEnd:
+    """The end of the global plugin chain: a reserved path or prefix of a plugin, else the
+    matched route's own chain. One for every listener, made before the chain around it."""
+
+    __slots__ = ("exception_handlers", "reserved", "reserved_prefixes")
+
+    def __init__(
+        self,
+        reserved: dict[str, Handler],
+        prefixes: dict[str, Handler],
+        exception_handlers: ExceptionHandlers,
+    ) -> None:
+        self.reserved = reserved
+        """Exact paths answered by plugins on every host (``/.well-known/commons-router/...``,
+        ``/.commons-router/...``), before route matching decides."""
+        self.reserved_prefixes = tuple(prefixes.items())
+        """Prefixes answered by plugins, matched on the target as sent and on the normalized
+        path."""
+        self.exception_handlers = exception_handlers
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        ctx = request[CONTEXT_KEY]
+        try:
+            reserved = self.reserved
+            if reserved and ctx.path.startswith("/."):
+                handler = reserved.get(ctx.path.partition(";")[0])
+                if handler is not None:
+                    return await handler(request)
+            for prefix, owner in self.reserved_prefixes:
+                # SECURITY: the target as sent decides too, so that dot segments after the
+                # prefix (``<prefix>/../../admin``) cannot turn a request for the prefix's
+                # owner into a routed request, and the normalized path, so that an encoded
+                # or dotted spelling of the prefix does not reach a route either.
+                if request.raw_path.startswith(prefix) or ctx.path.startswith(prefix):
+                    return await owner(request)
+            route = ctx.core_route
+            if route is None:
+                raise RouterHTTPError(404, "No route matches this host and path.")
+            return await route.handler(request)
+        except Exception as exc:
+            return await self.exception_handlers.answer(request, exc)
+
+
 class Dispatcher:
     __slots__ = (
         "_entry",
@@ -63,8 +106,6 @@ class Dispatcher:
         "redirect_port",
         "reject_encoded_controls",
         "reject_encoded_slash",
-        "reserved",
-        "reserved_prefixes",
         "scheme",
         "subject_header",
         "track_requests",
@@ -74,6 +115,7 @@ class Dispatcher:
     def __init__(
         self,
         holder: TableHolder,
+        entry: Handler,
         *,
         scheme: str,
         trusted: TrustedPeers,
@@ -112,13 +154,8 @@ class Dispatcher:
         self.reject_encoded_controls = reject_encoded_controls
         self._hosts = HostParser()
         self.exception_handlers = exception_handlers or router_exception_handlers()
-        self.reserved: dict[str, Handler] = {}
-        """Exact paths answered by plugins on every host (``/.well-known/commons-router/...``,
-        ``/.commons-router/...``), before route matching decides."""
-        self.reserved_prefixes: tuple[tuple[str, Handler], ...] = ()
-        """Prefixes answered by plugins, matched on the target as sent and on the normalized
-        path (see :meth:`route_request`)."""
-        self._entry: Handler = self.route_request
+        self._entry = entry
+        """The global plugin chain, ending at a :class:`ChainEnd`."""
         self._loop_time = time.perf_counter
 
     def _request_id(self, request: web.BaseRequest, peer: str) -> str:
@@ -131,18 +168,6 @@ class Dispatcher:
         ):
             return incoming
         return new_request_id()
-
-    def install_plugins(
-        self,
-        entry: Handler,
-        reserved: dict[str, Handler],
-        prefixes: dict[str, Handler] | None = None,
-    ) -> None:
-        """Set the global plugin chain (ending at :meth:`route_request`), the reserved paths
-        and the reserved prefixes."""
-        self._entry = entry
-        self.reserved = reserved
-        self.reserved_prefixes = tuple((prefixes or {}).items())
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         start = self._loop_time()
@@ -263,29 +288,6 @@ class Dispatcher:
     def _add_hsts(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
         assert self.hsts is not None
         response.headers["Strict-Transport-Security"] = self.hsts
-
-    async def route_request(self, request: web.BaseRequest) -> web.StreamResponse:
-        """The end of the global plugin chain: a reserved path, else the route's chain."""
-        ctx = request[CONTEXT_KEY]
-        try:
-            reserved = self.reserved
-            if reserved and ctx.path.startswith("/."):
-                handler = reserved.get(ctx.path.partition(";")[0])
-                if handler is not None:
-                    return await handler(request)
-            for prefix, owner in self.reserved_prefixes:
-                # SECURITY: the target as sent decides too, so that dot segments after the
-                # prefix (``<prefix>/../../admin``) cannot turn a request for the prefix's
-                # owner into a routed request, and the normalized path, so that an encoded
-                # or dotted spelling of the prefix does not reach a route either.
-                if request.raw_path.startswith(prefix) or ctx.path.startswith(prefix):
-                    return await owner(request)
-            route = ctx.core_route
-            if route is None:
-                raise RouterHTTPError(404, "No route matches this host and path.")
-            return await route.handler(request)
-        except Exception as exc:
-            return await self.exception_handlers.answer(request, exc)
 
     def rejected(self, client: str, status: int, reason: str) -> str:
         """Count and log a request refused before it could be handled (unparsable head,
