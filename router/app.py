@@ -277,7 +277,6 @@ class RouterRuntime:
             config.paths.match,
         )
         watcher = RouteWatcher(compiler, self.holder, self.metrics)
-        self.watcher = watcher
         providers: list[Provider] = []
         if self.config_path is not None:
             self.file_provider = FileProvider(
