@@ -168,3 +168,68 @@ async def test_client_certificate_failures_are_counted_by_reason(
         stranger.load_cert_chain(cert, key)
         await asyncio.to_thread(_handshake, port, stranger)
         assert await _failures(router) == {"client_certificate": 2}
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_resumed_sessions_keep_the_verified_client_certificate(
+    backend: Backend, ca: TestCA, tmp_path: Path, version: ssl.TLSVersion
+) -> None:
+    bundle = tmp_path / "clients-ca.pem"
+    bundle.write_bytes(ca.pem)
+    mutual = {
+        "client_certificates": {
+            "mode": "required",
+            "ca": str(bundle),
+            "subject_header": "X-Client-Subject",
+        }
+    }
+    client = ssl.create_default_context(cadata=ca.pem.decode())
+    client.minimum_version = client.maximum_version = version
+    cert, key = ca.write(tmp_path, "client", common_name="alice", client=True)
+    client.load_cert_chain(cert, key)
+
+    def whoami(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession, bool, bytes]:
+        with connect(port, client, session) as tls:
+            tls.sendall(b"GET /whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+            assert tls.session is not None
+            return tls.session, tls.session_reused, answer
+
+    async with run_router(https_config(backend, ca, tmp_path, **mutual)) as router:
+        port = router.port_of("https")
+        session, reused, answer = await asyncio.to_thread(whoami, None)
+        assert not reused and b"CN=alice" in answer
+        _, reused, answer = await asyncio.to_thread(whoami, session)
+        assert reused
+        assert answer.startswith(b"HTTP/1.1 200") and b"CN=alice" in answer
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_a_ticket_from_another_listener_never_skips_the_client_certificate(
+    backend: Backend, ca: TestCA, tmp_path: Path, version: ssl.TLSVersion
+) -> None:
+    bundle = tmp_path / "clients-ca.pem"
+    bundle.write_bytes(ca.pem)
+    config = https_config(
+        backend, ca, tmp_path, client_certificates={"mode": "required", "ca": str(bundle)}
+    )
+    config["listeners"].append({"name": "open", "listen": "127.0.0.1:0", "tls": {}})
+    client = ssl.create_default_context(cadata=ca.pem.decode())
+    client.minimum_version = client.maximum_version = version
+    async with run_router(config) as router:
+        ticket = await asyncio.to_thread(visit, router.port_of("open"), client, None)
+        await asyncio.to_thread(visit, router.port_of("open"), client, ticket)
+        assert visit.reused  # type: ignore[attr-defined]
+
+        def offer() -> bytes:
+            try:
+                with connect(router.port_of("https"), client, ticket) as tls:
+                    tls.sendall(REQUEST)
+                    return tls.recv(1024)
+            except (ssl.SSLError, ConnectionError):
+                return b""
+
+        assert await asyncio.to_thread(offer) == b""
+        assert await _failures(router) == {"client_certificate": 1}
