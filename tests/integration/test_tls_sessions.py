@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from pathlib import Path
@@ -121,6 +122,13 @@ def _handshake(port: int, client: ssl.SSLContext, server_hostname: str = "localh
     assert answer == b"", answer[:80]
 
 
+def _plain_http(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(REQUEST)
+        with contextlib.suppress(ConnectionError):
+            raw.recv(1024)
+
+
 def connect_named(port: int, client: ssl.SSLContext, server_hostname: str) -> ssl.SSLSocket:
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     return client.wrap_socket(raw, server_hostname=server_hostname)
@@ -135,12 +143,17 @@ async def test_failed_handshakes_are_counted_by_reason_at_once(
         old = ssl.create_default_context(cadata=trust)
         old.maximum_version = ssl.TLSVersion.TLSv1_2
         await asyncio.to_thread(_handshake, port, old)
-        weak = ssl.create_default_context(cadata=trust)
-        weak.maximum_version = ssl.TLSVersion.TLSv1_2
-        await asyncio.to_thread(_handshake, port, weak)
         modern = ssl.create_default_context(cadata=trust)
         await asyncio.to_thread(_handshake, port, modern, "elsewhere.example")
-        assert await _failures(router) == {"protocol_version": 2, "unknown_name": 1}
+        distrustful = ssl.create_default_context(cadata=TestCA("another").pem.decode())
+        await asyncio.to_thread(_handshake, port, distrustful)
+        await asyncio.to_thread(_plain_http, port)
+        assert await _failures(router) == {
+            "protocol_version": 1,
+            "unknown_name": 1,
+            "client_alert": 1,
+            "not_tls": 1,
+        }
 
     async with run_router(https_config(backend, ca, tmp_path)) as router:
         port = router.port_of("https")
