@@ -53,15 +53,16 @@ def connect(port: int, client: ssl.SSLContext, session: ssl.SSLSession | None) -
     return client.wrap_socket(raw, server_hostname="localhost", session=session)
 
 
-def visit(port: int, client: ssl.SSLContext, session: ssl.SSLSession | None) -> ssl.SSLSession:
-    """Connect (offering ``session``), make one request, return the session to resume."""
+def visit(
+    port: int, client: ssl.SSLContext, session: ssl.SSLSession | None
+) -> tuple[ssl.SSLSession, bool]:
+    """Connect (offering ``session``) and make one request: the session to resume next, and
+    whether this one was resumed."""
     with connect(port, client, session) as tls:
         request(tls)
-        reused = tls.session_reused
-        fresh = tls.session
+        reused, fresh = tls.session_reused, tls.session
     assert fresh is not None
-    visit.reused = reused  # type: ignore[attr-defined]
-    return fresh
+    return fresh, bool(reused)
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
@@ -72,10 +73,10 @@ async def test_tickets_resume_until_their_key_is_rotated_and_open_connections_su
     client.minimum_version = client.maximum_version = version
     async with run_router(https_config(backend, ca, tmp_path)) as router:
         port = router.port_of("https")
-        first = await asyncio.to_thread(visit, port, client, None)
+        first, _ = await asyncio.to_thread(visit, port, client, None)
         assert first.has_ticket
-        second = await asyncio.to_thread(visit, port, client, first)
-        assert visit.reused  # type: ignore[attr-defined]
+        second, reused = await asyncio.to_thread(visit, port, client, first)
+        assert reused
         # Resumed from the ticket: the server's session cache holds nothing.
         stats = tls_listener(router).context.current.session_stats()
         assert stats["number"] == 0 and stats["hits"] >= 1
@@ -83,16 +84,16 @@ async def test_tickets_resume_until_their_key_is_rotated_and_open_connections_su
         try:
             await asyncio.to_thread(request, established)
             tls_listener(router).rotate()
-            await asyncio.to_thread(visit, port, client, second)
-            assert not visit.reused  # type: ignore[attr-defined]
+            _, reused = await asyncio.to_thread(visit, port, client, second)
+            assert not reused
             # The connection made before the rotation keeps working.
             await asyncio.to_thread(request, established)
         finally:
             established.close()
         # A ticket of the new key resumes again.
-        third = await asyncio.to_thread(visit, port, client, None)
-        await asyncio.to_thread(visit, port, client, third)
-        assert visit.reused  # type: ignore[attr-defined]
+        third, _ = await asyncio.to_thread(visit, port, client, None)
+        _, reused = await asyncio.to_thread(visit, port, client, third)
+        assert reused
 
 
 async def _failures(router: RunningRouter) -> dict[str, int]:
@@ -208,7 +209,7 @@ async def test_resumed_sessions_keep_the_verified_client_certificate(
             while chunk := tls.recv(65536):
                 answer += chunk
             assert tls.session is not None
-            return tls.session, tls.session_reused, answer
+            return tls.session, bool(tls.session_reused), answer
 
     async with run_router(https_config(backend, ca, tmp_path, **mutual)) as router:
         port = router.port_of("https")
@@ -232,9 +233,9 @@ async def test_a_ticket_from_another_listener_never_skips_the_client_certificate
     client = ssl.create_default_context(cadata=ca.pem.decode())
     client.minimum_version = client.maximum_version = version
     async with run_router(config) as router:
-        ticket = await asyncio.to_thread(visit, router.port_of("open"), client, None)
-        await asyncio.to_thread(visit, router.port_of("open"), client, ticket)
-        assert visit.reused  # type: ignore[attr-defined]
+        ticket, _ = await asyncio.to_thread(visit, router.port_of("open"), client, None)
+        _, reused = await asyncio.to_thread(visit, router.port_of("open"), client, ticket)
+        assert reused
 
         def offer() -> bytes:
             try:
