@@ -20,11 +20,16 @@ one-certificate router (the SNI lookup is a dictionary hit, so they should be ~1
 each router to nginx. Pinning as in run.py: wrk and the backend on one CPU, the TLS
 terminator under test on the other. Exit status as run.py: 0 ran, 1 tools missing,
 2 a target failed.
+
+In process (no network, no event loop), after the runs: handshakes/s through the router's
+store and SNI callback with 1, 100 and 10,000 certificates, and full handshakes with and
+without session tickets issued, against handshakes resumed from a ticket (TLS 1.3, 1.2).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import ssl
@@ -236,12 +241,17 @@ def rss_mib(pid: int) -> float:
 # -- in process ------------------------------------------------------------------------
 
 
-def handshake_once(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:
-    """One full TLS handshake between two in-memory endpoints (SNI ``localhost``)."""
+def handshake_once(
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    session: ssl.SSLSession | None = None,
+) -> ssl.SSLObject:
+    """One TLS handshake between two in-memory endpoints (SNI ``localhost``), resuming
+    ``session`` if given; the client, with the tickets the server sent taken in."""
     to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
     server = server_context.wrap_bio(to_server, to_client, server_side=True)
     s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_context.wrap_bio(s_in, s_out, server_hostname="localhost")
+    client = client_context.wrap_bio(s_in, s_out, server_hostname="localhost", session=session)
     done = {"client": False, "server": False}
     while not all(done.values()):
         for name, endpoint in (("client", client), ("server", server)):
@@ -255,6 +265,70 @@ def handshake_once(server_context: ssl.SSLContext, client_context: ssl.SSLContex
                 to_server.write(s_out.read())
             if to_client.pending:
                 s_in.write(to_client.read())
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.read()  # TLS 1.3 tickets arrive after the handshake
+    return client
+
+
+def sessions(ca: Path, pair: tuple[Path, Path], rounds: int) -> dict[str, Any]:
+    """Full handshakes/s with tickets issued (the router's policy) and without (the same
+    policy with OP_NO_TICKET, as before tickets), and resumed handshakes/s from a ticket,
+    TLS 1.3 and 1.2, in this process through the router's listener."""
+    import logging
+
+    from router.config.models import ListenerTls
+    from router.tls.listener import HandshakeCounts, TlsListener, policy
+    from router.tls.store import CertificateStore
+
+    logging.disable(logging.WARNING)  # the benchmark's certificates expire within a day
+    make = policy(ListenerTls())
+
+    def without_tickets() -> ssl.SSLContext:
+        context = make()
+        context.options |= ssl.OP_NO_TICKET
+        return context
+
+    listeners = {}
+    for label, maker in (("tickets", make), ("no tickets", without_tickets)):
+        store = CertificateStore(policies={"https": maker})
+        store.put("file:0", pair[0].read_bytes(), pair[1].read_bytes())
+        listeners[label] = TlsListener("https", store, maker, HandshakeCounts())
+    rows = []
+    print()
+    print(f"{'in process, sessions':<28} {'full hs/s':>10} {'resumed hs/s':>13} {'vs full':>8}")
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        client = ssl.create_default_context(cafile=str(ca))
+        client.minimum_version = client.maximum_version = version
+        full: dict[str, list[float]] = {label: [] for label in listeners}
+        resumed: list[float] = []
+        for _ in range(rounds):
+            for label, listener in listeners.items():
+                started = time.perf_counter()
+                for _ in range(200):
+                    handshake_once(listener.context, client)
+                full[label].append(200 / (time.perf_counter() - started))
+            context = listeners["tickets"].context
+            session = handshake_once(context, client).session
+            started = time.perf_counter()
+            for _ in range(200):
+                resumption = handshake_once(context, client, session)
+                assert resumption.session_reused
+            resumed.append(200 / (time.perf_counter() - started))
+        for label in listeners:
+            rate = statistics.median(full[label])
+            again = statistics.median(resumed) if label == "tickets" else None
+            name = f"TLS {version.name.replace('TLSv1_', '1.')}, {label}"
+            shown = f"{again:>13,.0f} {again / rate:>8.2f}" if again else f"{'':>13} {'':>8}"
+            print(f"{name:<28} {rate:>10,.0f} {shown}")
+            rows.append(
+                {
+                    "version": version.name,
+                    "policy": label,
+                    "full_per_s": rate,
+                    "resumed_per_s": again,
+                }
+            )
+    return {"sessions": rows}
 
 
 def in_process(ca: Path, pairs: list[tuple[Path, Path]], rounds: int) -> dict[str, Any]:
@@ -375,6 +449,7 @@ def run_all(args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> di
         procs.stop_all()
     document = report(results, memory, targets)
     document.update(in_process(ca, pairs, args.rounds))
+    document.update(sessions(ca, pairs[0], args.rounds))
     return document
 
 

@@ -353,6 +353,12 @@ class RouterRuntime:
             name: TlsListener(name, store, make, self._handshakes)
             for name, make in policies.items()
         }
+        for tls_listener in self._tls_listeners.values():
+            rotation = asyncio.create_task(
+                tls_listener.rotate_every(config.tls.session_ticket_lifetime),
+                name=f"ticket-keys-{tls_listener.name}",
+            )
+            self.stack.callback(rotation.cancel)
         self.metrics.collectors.append(store.metric_lines)
         self.metrics.collectors.append(self._handshakes.metric_lines)
         return store

@@ -414,6 +414,9 @@ class Tls(Model):
     """How often certificate files are checked for changes."""
     expiry_warning: Duration = 14 * 86400.0
     """Log a warning when a loaded certificate expires within this time."""
+    session_ticket_lifetime: Duration = Field(3600.0, ge=60.0)
+    """How long a session ticket key serves: every listener replaces its key this often,
+    and tickets sealed with the previous key no longer resume."""
 
     @field_validator("default_certificate")
     @classmethod

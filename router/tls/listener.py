@@ -4,10 +4,12 @@ SECURITY: TLS 1.2 at least (1.3 only by setting), forward-secret AEAD ciphers on
 compression, ALPN offers ``http/1.1`` alone (clients never try h2 on a connection that
 would not speak it).
 
-Sessions resume from the process's session cache (TLS 1.3 stateful tickets, TLS 1.2
-session ids), never from stateless tickets: Python cannot set or rotate ticket keys, and a
-ticket key that lives as long as the process would let whoever obtains it decrypt every
-resumed session. With no ticket key there is nothing to rotate or to leak.
+Sessions resume from stateless tickets (TLS 1.3 and 1.2) whose key is rotated: Python
+cannot set a ticket key, but OpenSSL draws a random one for each new SSLContext and seals
+and opens tickets with the key of the context the connection was created from (the one
+before the SNI switch). So each listener creates connections from a context it replaces
+every ``session_ticket_lifetime``: tickets sealed with a replaced key no longer open, and a
+leaked key decrypts at most one period's resumed sessions.
 """
 
 from __future__ import annotations
@@ -46,9 +48,7 @@ def policy(settings: ListenerTls) -> MakeContext:
             ssl.TLSVersion.TLSv1_3 if settings.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
         )
         context.set_ciphers(MODERN_CIPHERS)
-        context.options |= (
-            ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_TICKET
-        )
+        context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
         context.set_alpn_protocols(["http/1.1"])
         if client is not None and ca_text is not None:
             # Each certificate's context verifies clients too: after the SNI switch,
@@ -68,8 +68,8 @@ handshake timeout (60 s) has ended it."""
 
 
 class HandshakeCounts:
-    """Handshakes per listener: completed, refused by the router (with a reason), and
-    every accepted connection whose handshake never completed (refused ones included)."""
+    """Handshakes per listener: completed, failed (with a reason), and every accepted
+    connection whose handshake never completed (failed ones included)."""
 
     def __init__(self) -> None:
         self.completed: dict[str, int] = {}
@@ -91,7 +91,7 @@ class HandshakeCounts:
         ]
         lines += [
             "# HELP commons_router_tls_handshake_failures_total "
-            "TLS handshakes refused by the router, by listener and reason.\n",
+            "Failed TLS handshakes, by listener and reason.\n",
             "# TYPE commons_router_tls_handshake_failures_total counter\n",
         ]
         lines += [
@@ -101,8 +101,8 @@ class HandshakeCounts:
         ]
         lines += [
             "# HELP commons_router_tls_handshakes_unfinished_total Accepted TLS connections "
-            "whose handshake never completed (refused by the router or by OpenSSL: no shared "
-            "version or cipher, a bad client certificate; or the client left), counted "
+            "whose handshake never completed (failed, also counted by reason in "
+            "commons_router_tls_handshake_failures_total; or the client left), counted "
             f"{HANDSHAKE_DEADLINE:.0f} s after accept.\n",
             "# TYPE commons_router_tls_handshakes_unfinished_total counter\n",
         ]
@@ -111,6 +111,73 @@ class HandshakeCounts:
             for name, count in sorted(self.unfinished.items())
         ]
         return lines
+
+
+class ListenerContext(ssl.SSLContext):
+    """The context a listener's server holds: it creates each connection from the current
+    rotating context, so a replaced context (and its ticket key) serves no new handshake."""
+
+    current: ssl.SSLContext
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        return self.current.wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+
+class CountedHandshake(ssl.SSLObject):
+    """A server connection whose failed handshake is counted with OpenSSL's reason, at the
+    moment it fails (the event loop itself reports it to nobody)."""
+
+    refusal: str | None = None
+    """Set by the SNI callback when the router itself refused the handshake."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            self.failed(self.refusal or failure_reason(exc))
+            raise
+
+    def failed(self, reason: str) -> None:
+        raise NotImplementedError
+
+
+_REASONS = {
+    "UNSUPPORTED_PROTOCOL": "protocol_version",
+    "WRONG_SSL_VERSION": "protocol_version",
+    "VERSION_TOO_LOW": "protocol_version",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol_version",
+    "NO_SHARED_CIPHER": "no_shared_cipher",
+    "NO_CIPHERS_AVAILABLE": "no_shared_cipher",
+    "NO_SHARED_GROUPS": "no_shared_cipher",
+    "NO_SUITABLE_KEY_SHARE": "no_shared_cipher",
+    "NO_SUITABLE_SIGNATURE_ALGORITHM": "no_shared_cipher",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "client_certificate",
+    "CERTIFICATE_VERIFY_FAILED": "client_certificate",
+    "NO_CERTIFICATES_RETURNED": "client_certificate",
+    "WRONG_VERSION_NUMBER": "not_tls",
+    "HTTP_REQUEST": "not_tls",
+    "HTTPS_PROXY_REQUEST": "not_tls",
+}
+_CLIENT_ALERTS = ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")
+
+
+def failure_reason(exc: ssl.SSLError) -> str:
+    """The metric label for a handshake OpenSSL failed (a small fixed set)."""
+    code = exc.reason or ""
+    reason = _REASONS.get(code)
+    if reason is not None:
+        return reason
+    # An alert the client sent: it refused something of ours (most often the certificate).
+    return "client_alert" if code.startswith(_CLIENT_ALERTS) else "other"
 
 
 class TlsListener:
@@ -122,10 +189,30 @@ class TlsListener:
         self.name = name
         self.store = store
         self.counts = counts
+        self._make = make
         counts.completed.setdefault(name, 0)
         counts.unfinished.setdefault(name, 0)
-        self.context = make()
-        self.context.sni_callback = self._select
+
+        class ListenerHandshake(CountedHandshake):
+            def failed(self, reason: str) -> None:
+                counts.fail(name, reason)
+
+        self._handshake_class = ListenerHandshake
+        self.context = ListenerContext(ssl.PROTOCOL_TLS_SERVER)
+        self.rotate()
+
+    def rotate(self) -> None:
+        """A new ticket key (and session cache) for new handshakes; connections made from
+        the replaced context keep it until they close."""
+        context = self._make()
+        context.sni_callback = self._select
+        context.sslobject_class = self._handshake_class
+        self.context.current = context
+
+    async def rotate_every(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            self.rotate()
 
     def _select(
         self, connection: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext
@@ -138,17 +225,22 @@ class TlsListener:
             if certificate is None:
                 # SECURITY: never a certificate whose SAN does not cover the name asked for,
                 # unless the operator chose a default certificate.
-                self.counts.fail(self.name, "unknown_name" if server_name else "no_sni")
+                _refuse(connection, "unknown_name" if server_name else "no_sni")
                 return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         context = certificate.contexts.get(self.name) or self.store.context(certificate, self.name)
         if context is None:
-            self.counts.fail(self.name, "certificate_unusable")
+            _refuse(connection, "certificate_unusable")
             return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
         connection.context = context
         return None
 
     def server(self, *args: Any, **kwargs: Any) -> TlsServer:
         return TlsServer(*args, counts=self.counts, listener=self.name, **kwargs)
+
+
+def _refuse(connection: ssl.SSLObject, reason: str) -> None:
+    if isinstance(connection, CountedHandshake):
+        connection.refusal = reason
 
 
 class TlsServer(GuardedServer):

@@ -4,7 +4,6 @@ HTTPS redirects, HSTS and client certificates (mutual TLS)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -240,34 +239,6 @@ routes: [{name: r, listeners: [htps], builtin: echo}]
 async def _text(url: str) -> str:
     async with ClientSession() as client, client.get(url) as response:
         return await response.text()
-
-
-@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
-async def test_sessions_resume_without_ticket_keys(
-    backend: Backend, ca: TestCA, server_files: tuple[Path, Path], version: ssl.TLSVersion
-) -> None:
-    context = ssl.create_default_context(cadata=ca.pem.decode())
-    context.maximum_version = version
-
-    def connect(port: int, session: ssl.SSLSession | None) -> tuple[ssl.SSLSession, bool]:
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-            context.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
-        ):
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            while tls.recv(65536):
-                pass
-            assert tls.session is not None
-            return tls.session, tls.session_reused
-
-    async with run_router(two_listeners(backend, server_files)) as router:
-        port = router.port_of("https")
-        session, reused = await asyncio.to_thread(connect, port, None)
-        assert not reused
-        # Stateful: the session id/ticket names a cache entry, it carries no encrypted state.
-        assert session.has_ticket == (version == ssl.TLSVersion.TLSv1_3)
-        _, reused = await asyncio.to_thread(connect, port, session)
-        assert reused
 
 
 class SubjectProbe(Plugin[NoConfig]):
