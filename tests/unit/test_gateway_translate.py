@@ -158,6 +158,7 @@ def translate(*objects: Any, ingress_hosts: frozenset[str] = frozenset()) -> Tra
             for ns in by_kind.get("Namespace", {}).values()
         },
         ingress_hosts=ingress_hosts,
+        policies=by_kind.get("RouterPolicy", {}),
     )
     return Translator(CONTROLLER, LISTENERS).translate(inputs)
 
@@ -870,10 +871,10 @@ def test_filters(case: str, entry: dict[str, Any], wanted: dict[str, Any]) -> No
 def test_unsupported_filters_answer_500_and_are_reported() -> None:
     result = translate(
         *WEB,
-        http_route("a", rules=[{"filters": [{"type": "ExtensionRef", "extensionRef": {}}]}]),
+        http_route("a", rules=[{"filters": [{"type": "RequestMirror", "requestMirror": {}}]}]),
     )
     assert served(result) == [("*", "Prefix /", "500", "web")]
-    assert any("'ExtensionRef' is not supported" in p.message for p in result.problems)
+    assert any("'RequestMirror' is not supported" in p.message for p in result.problems)
     assert route_condition(result, "app/a", "PartiallyInvalid") == "True/UnsupportedValue"
 
 
@@ -1020,3 +1021,100 @@ def test_malformed_objects_never_break_the_translation() -> None:
                 if isinstance(o.get("kind"), str) and isinstance(o.get("metadata"), dict)
             ]
         )
+
+
+def router_policy(name: str, spec: dict[str, Any], ns: str = "app") -> dict[str, Any]:
+    return {
+        "apiVersion": "commons-router.io/v1alpha1",
+        "kind": "RouterPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
+
+
+def policy_ref(name: str, **ref: str) -> dict[str, Any]:
+    return {
+        "type": "ExtensionRef",
+        "extensionRef": {"group": "commons-router.io", "kind": "RouterPolicy", "name": name, **ref},
+    }
+
+
+ADMINS = {
+    "auth": {"policy": "authenticated", "allow": {"groups": ["admins"]}},
+    "ip_filter": {"allow": ["10.0.0.0/8"]},
+}
+
+
+def policy_rules(*filters: dict[str, Any]) -> list[dict[str, Any]]:
+    """A rule on /admin with ``filters``, and a public rule on /."""
+    return [
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+            "filters": list(filters),
+            "backendRefs": [backend("web")],
+        },
+        {"backendRefs": [backend("web")]},
+    ]
+
+
+def test_router_policy_gives_the_rule_its_plugin_settings() -> None:
+    result = translate(
+        *WEB,
+        router_policy("admins", ADMINS),
+        http_route("a", rules=policy_rules(policy_ref("admins"))),
+    )
+    assert not result.problems, result.problems
+    plugins = {r.path: r.plugins for r in result.routes}
+    assert plugins == {"/admin": ADMINS, "/": {}}
+    assert route_condition(result, "app/a", "ResolvedRefs") == "True/ResolvedRefs"
+
+
+@pytest.mark.parametrize(
+    ("case", "objects", "ref", "reason"),
+    [
+        ("RouterPolicy missing", [], policy_ref("admins"), "BackendNotFound"),
+        (
+            "RouterPolicy in another namespace",
+            [router_policy("admins", ADMINS, ns="other")],
+            policy_ref("admins"),
+            "BackendNotFound",
+        ),
+        (
+            "extensionRef to an unknown kind",
+            [router_policy("admins", ADMINS)],
+            policy_ref("admins", kind="RateLimit"),
+            "InvalidKind",
+        ),
+    ],
+)
+def test_unresolved_router_policy_answers_500(
+    case: str, objects: list[Any], ref: dict[str, Any], reason: str
+) -> None:
+    result = translate(*WEB, *objects, http_route("a", rules=policy_rules(ref)))
+    by_path = {path.split()[1]: target for _, path, target, _ in served(result)}
+    # The filter is never skipped: the rule answers 500; the public rule is served.
+    assert by_path == {"/admin": "500", "/": UP}, case
+    assert route_condition(result, "app/a", "ResolvedRefs") == f"False/{reason}", case
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"auth": {"policy": "required"}}, "spec.auth.policy: Input should be"),
+        ({"auth": {"policy": "public", "allow": {"groups": ["a"]}}}, "public route cannot"),
+        ({"ip_filter": {"allow": ["not-a-cidr"]}}, "spec.ip_filter.allow"),
+        ({"rate_limit": {}}, "unknown field spec.rate_limit"),
+    ],
+)
+def test_invalid_router_policy_answers_500_and_says_why(spec: dict[str, Any], message: str) -> None:
+    result = translate(
+        *WEB,
+        router_policy("admins", spec),
+        http_route("a", rules=policy_rules(policy_ref("admins"))),
+    )
+    by_path = {path.split()[1]: target for _, path, target, _ in served(result)}
+    assert by_path == {"/admin": "500", "/": UP}
+    conditions = result.route_parents["app/a"][0]["conditions"]
+    partially = next(c for c in conditions if c["type"] == "PartiallyInvalid")
+    assert message in partially["message"], partially
+    assert "RouterPolicy 'admins'" in partially["message"]

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from router.api import Endpoint, Route, RouteProblem
 from router_plugins.kubernetes.endpoints import BackendProblem, PortRef, service_endpoints
 from router_plugins.kubernetes.gateway.hostnames import intersect
+from router_plugins.kubernetes.gateway.policy import PolicyInvalid, PolicyRefused, policy_plugins
 from router_plugins.kubernetes.objects import (
     Obj,
     items,
@@ -66,6 +67,8 @@ class GatewayInputs:
     """Namespace name -> its labels (for ``allowedRoutes.namespaces.from: Selector``)."""
     ingress_hosts: frozenset[str] = frozenset()
     """Hosts routed by our Ingresses: they belong to the Ingresses (see the README)."""
+    policies: Mapping[str, Obj] = field(default_factory=dict)
+    """Our RouterPolicies (``ExtensionRef`` filters name them)."""
 
 
 @dataclass
@@ -497,6 +500,20 @@ class Translator:
             if not unsupported:
                 timeouts, unsupported = _timeouts(rule)
                 fields.update(timeouts)
+            if not unsupported:
+                try:
+                    plugins = _extensions(rule, namespace(route), inputs.policies)
+                except PolicyRefused as exc:
+                    # The specification: an unresolved filter is never skipped, its
+                    # requests get an error (500, as for an invalid backend).
+                    unsupported = str(exc)
+                    if resolved[0]:
+                        resolved = (False, exc.reason, str(exc))
+                except PolicyInvalid as exc:
+                    unsupported = str(exc)
+                else:
+                    if plugins:
+                        fields["plugins"] = plugins
             if unsupported:
                 out.problems.append(RouteProblem(source, f"rules[{rule_index}]: {unsupported}"))
                 target = {"builtin": "invalid_backend"}
@@ -821,9 +838,20 @@ def _filters(rule: Obj) -> tuple[dict[str, Any], str]:
                 wanted["path"] = path
             fields["builtin"] = "redirect"
             fields["redirect"] = wanted
-        else:
+        elif kind != "ExtensionRef":  # see _extensions
             return {}, f"filter {kind!r} is not supported"
     if host is not None:
         headers = fields.setdefault("request_headers", {"set": {}, "add": {}, "remove": []})
         headers["set"] = {**headers["set"], "Host": host}
     return fields, ""
+
+
+def _extensions(rule: Obj, route_namespace: str, policies: Mapping[str, Obj]) -> dict[str, Any]:
+    """The ``plugins`` block of the rule's ``ExtensionRef`` filters (RouterPolicies; a later
+    one's plugin block replaces an earlier one's)."""
+    plugins: dict[str, Any] = {}
+    for entry in items(rule.get("filters")):
+        if text(entry.get("type")) == "ExtensionRef":
+            ref = mapping(entry.get("extensionRef"))
+            plugins.update(policy_plugins(ref, route_namespace, policies))
+    return plugins
