@@ -312,7 +312,7 @@ async def test_clusterrole_covers_every_call_the_provider_made(tmp_path: Path) -
     assert made == {
         grant
         for grant in granted
-        if grant[1] not in ("ingresses/status", "secrets", "namespaces")
+        if grant[1] not in ("ingresses/status", "secrets", "namespaces", "routerpolicies")
         and grant[0] != "gateway.networking.k8s.io"
     }
 

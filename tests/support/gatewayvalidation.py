@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tests.support.routerpolicy import _router_policy
+
 HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 CONTROLLER = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/.+$")
 CONDITION_STATUS = ("True", "False", "Unknown")
@@ -151,4 +153,5 @@ GATEWAY_KINDS = {
     "Gateway": _gateway,
     "HTTPRoute": _http_route,
     "ReferenceGrant": _reference_grant,
+    "RouterPolicy": _router_policy,
 }

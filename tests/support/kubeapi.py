@@ -52,6 +52,7 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "Gateway": ("gateway.networking.k8s.io", "v1", "gateways", True),
     "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes", True),
     "ReferenceGrant": ("gateway.networking.k8s.io", "v1beta1", "referencegrants", True),
+    "RouterPolicy": ("commons-router.io", "v1alpha1", "routerpolicies", True),
 }
 _REASONS = {
     403: "Forbidden",

@@ -59,6 +59,7 @@ class Cluster:
     gateways: Mapping[str, Obj] = field(default_factory=dict)
     http_routes: Mapping[str, Obj] = field(default_factory=dict)
     reference_grants: Mapping[str, Obj] = field(default_factory=dict)
+    router_policies: Mapping[str, Obj] = field(default_factory=dict)
     namespaces: Mapping[str, Obj] = field(default_factory=dict)
     """The Gateway API objects, and Namespaces (empty unless ``gateway_api.enabled``)."""
 

@@ -85,6 +85,7 @@ class KubernetesProvider:
                 pods=snapshot.pods,
                 namespace_labels={name(ns): labels_of(ns) for ns in snapshot.namespaces.values()},
                 ingress_hosts=ingress_hosts,
+                policies=snapshot.router_policies,
             )
         )
         self.translation = translation

@@ -32,6 +32,8 @@ GATEWAY_CLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", 
 GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways")
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
 REFERENCE_GRANTS = Resource("gateway.networking.k8s.io", "v1beta1", "referencegrants")
+ROUTER_POLICIES = Resource("commons-router.io", "v1alpha1", "routerpolicies")
+"""Ours (``config/kubernetes/gateway-api/routerpolicy-crd.yaml``): HTTPRoute rules name them."""
 NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
 """Their labels, for ``allowedRoutes.namespaces.from: Selector``."""
 GATEWAY_API: tuple[Resource, ...] = (
@@ -39,6 +41,7 @@ GATEWAY_API: tuple[Resource, ...] = (
     GATEWAYS,
     HTTP_ROUTES,
     REFERENCE_GRANTS,
+    ROUTER_POLICIES,
     NAMESPACES,
 )
 """Read (list and watch) only when ``gateway_api.enabled``."""

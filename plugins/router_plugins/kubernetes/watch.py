@@ -22,6 +22,7 @@ from router_plugins.kubernetes.resources import (
     NAMESPACES,
     PODS,
     REFERENCE_GRANTS,
+    ROUTER_POLICIES,
     SERVICES,
     Resource,
 )
@@ -108,6 +109,9 @@ class ClusterWatch:
         self.reference_grants: list[Reflector[Obj]] = (
             [reflector(REFERENCE_GRANTS, ns, slim) for ns in namespaces] if gateway_api else []
         )
+        self.router_policies: list[Reflector[Obj]] = (
+            [reflector(ROUTER_POLICIES, ns, slim) for ns in namespaces] if gateway_api else []
+        )
         self.namespaces: list[Reflector[Obj]] = (
             [reflector(NAMESPACES, None, slim)] if gateway_api else []
         )
@@ -121,6 +125,7 @@ class ClusterWatch:
             *self.gateways,
             *self.http_routes,
             *self.reference_grants,
+            *self.router_policies,
             *self.namespaces,
         ]
         self._tasks: list[asyncio.Task[None]] = []
@@ -177,5 +182,6 @@ class ClusterWatch:
             gateways=merged(self.gateways),
             http_routes=merged(self.http_routes),
             reference_grants=merged(self.reference_grants),
+            router_policies=merged(self.router_policies),
             namespaces=merged(self.namespaces),
         )

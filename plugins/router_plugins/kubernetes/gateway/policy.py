@@ -49,6 +49,8 @@ def policy_settings(policy: Obj) -> dict[str, Any]:
     """The plugin blocks of a RouterPolicy, validated; raises :class:`PolicyInvalid`."""
     spec = mapping(policy.get("spec"))
     where = f"RouterPolicy {text(mapping(policy.get('metadata')).get('name'))!r}"
+    if not spec:
+        raise PolicyInvalid(f"{where}: spec sets none of {', '.join(POLICY_PLUGINS)}")
     unknown = sorted(set(spec) - set(POLICY_PLUGINS))
     if unknown:
         raise PolicyInvalid(
