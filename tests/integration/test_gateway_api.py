@@ -19,13 +19,14 @@ import pytest
 from aiohttp import ClientSession
 
 from router.config.loader import ConfigError
-from router.testing import RunningRouter, run_router
+from router.testing import RunningRouter, run_backend, run_router
 from router_plugins.kubernetes import KubernetesPlugin
 from tests.integration.test_kubernetes_status import (
     gateway_api_grants,
     shipped_grants,
     status_settings,
 )
+from tests.support.issuer import Issuer
 from tests.support.kubeapi import KubeApiServer, kubeconfig, load_objects, run_kube_api
 from tests.support.kubecluster import (
     Pods,
@@ -36,6 +37,7 @@ from tests.support.kubecluster import (
     run_pods,
     set_endpoints,
 )
+from tests.support.kubevalidation import Invalid
 from tests.support.processes import base_config, free_port, started, write_config
 from tests.support.processes import eventually as processes_eventually
 from tests.support.tls import TestCA, served_common_name
@@ -91,6 +93,7 @@ async def running_gateway(
     listeners: list[dict[str, Any]],
     ports: dict[int, str],
     *more: dict[str, Any],
+    plugins: list[dict[str, Any]] | None = None,
 ) -> AsyncIterator[tuple[Gateway, RunningRouter]]:
     pods: Pods
     async with run_pods() as pods, run_kube_api(granted=shipped_grants()) as (api, server):
@@ -107,7 +110,7 @@ async def running_gateway(
         )
         router_config = {
             "listeners": listeners,
-            "plugins": [{"name": "kubernetes", "config": config}],
+            "plugins": [{"name": "kubernetes", "config": config}, *(plugins or [])],
         }
         async with (
             run_router(router_config, plugins={"kubernetes": KubernetesPlugin}) as running,
@@ -389,3 +392,129 @@ async def test_endpoint_changes_reach_the_gateway_routes(gateway: Gateway) -> No
     # Only app-1 serves now.
     for _ in range(4):
         assert (await gateway.get("/api/items", "app.gw.test"))[1]["pod"] == "app-1"
+
+
+def router_policy(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "commons-router.io/v1alpha1",
+        "kind": "RouterPolicy",
+        "metadata": {"name": "admins-only", "namespace": "team-a"},
+        "spec": spec,
+    }
+
+
+ADMINS_ONLY = {"auth": {"policy": "authenticated", "allow": {"groups": ["admins"]}}}
+GUARDED_ROUTE = {
+    "apiVersion": "gateway.networking.k8s.io/v1",
+    "kind": "HTTPRoute",
+    "metadata": {"name": "guarded", "namespace": "team-a"},
+    "spec": {
+        "parentRefs": [{"name": "shared", "namespace": "infra"}],
+        "hostnames": ["guarded.gw.test"],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+                "filters": [
+                    {
+                        "type": "ExtensionRef",
+                        "extensionRef": {
+                            "group": "commons-router.io",
+                            "kind": "RouterPolicy",
+                            "name": "admins-only",
+                        },
+                    }
+                ],
+                "backendRefs": [{"name": "app", "port": 80}],
+            },
+            {"backendRefs": [{"name": "app", "port": 80}]},
+        ],
+    },
+}
+
+
+async def test_router_policy_protects_one_rule_of_an_http_route(tmp_path: Path) -> None:
+    issuer = Issuer()
+    async with run_backend(issuer.app()) as served:
+        issuer.url = served.url
+        auth = {
+            "name": "auth",
+            "config": {
+                "bearer": {
+                    "issuers": [
+                        {
+                            "issuer": issuer.name,
+                            "jwks_url": issuer.jwks_url,
+                            "audience": ["api://router"],
+                        }
+                    ]
+                },
+                # Routes without a RouterPolicy are public.
+                "default": {"policy": "public"},
+            },
+        }
+        listeners = [{"name": "web", "listen": "127.0.0.1:0"}]
+        async with running_gateway(
+            tmp_path,
+            listeners,
+            {80: "web"},
+            router_policy(ADMINS_ONLY),
+            GUARDED_ROUTE,
+            plugins=[auth],
+        ) as (gateway, _):
+            await check_router_policy(gateway, issuer)
+
+
+async def check_router_policy(gateway: Gateway, issuer: Issuer) -> None:
+    api, host = gateway.api, "guarded.gw.test"
+
+    async def status_with(token: str | None) -> int:
+        headers = {"Host": host}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with gateway.client.get(gateway.url + "/admin/x", headers=headers) as response:
+            return response.status
+
+    async def served() -> bool:
+        return (await gateway.get("/", host))[0] == 200
+
+    await eventually(served, "the guarded route is served")
+    assert (await gateway.get("/", host))[1] == {"pod": "app-0", "path": "/"}  # public rule
+    assert await status_with(None) == 401
+    assert await status_with(issuer.token(groups=["staff"])) == 403
+    assert await status_with(issuer.token(groups=["admins"])) == 200
+
+    def guarded_parent() -> dict[str, Any]:
+        parents = status_of(api, "HTTPRoute", "team-a", "guarded").get("parents") or []
+        return next((p for p in parents if p["controllerName"] == CONTROLLER), {})
+
+    # Settings the CRD's schema refuses never reach the router.
+    with pytest.raises(Invalid):
+        api.apply(router_policy({"auth": {"policy": "required"}}))
+    # Settings the schema lets through but the router cannot use: the rule answers 500
+    # and the route's status says why; the public rule is still served.
+    api.apply(router_policy({"ip_filter": {"allow": ["not-a-cidr"]}}))
+
+    async def refused() -> bool:
+        found = conditions(guarded_parent())
+        return await status_with(None) == 500 and found.get("PartiallyInvalid") == (
+            "True/UnsupportedValue"
+        )
+
+    await eventually(refused, "an unusable RouterPolicy makes its rule answer 500")
+    message = next(
+        c["message"] for c in guarded_parent()["conditions"] if c["type"] == "PartiallyInvalid"
+    )
+    assert "RouterPolicy 'admins-only': spec.ip_filter.allow" in message
+    assert (await gateway.get("/", host))[0] == 200
+
+    # A missing RouterPolicy is never skipped: 500, and ResolvedRefs says so.
+    api.delete("RouterPolicy", "team-a", "admins-only")
+
+    async def missing() -> bool:
+        found = conditions(guarded_parent())
+        return await status_with(None) == 500 and found.get("ResolvedRefs") == (
+            "False/BackendNotFound"
+        )
+
+    await eventually(missing, "a missing RouterPolicy makes its rule answer 500")
+    assert (await gateway.get("/", host))[0] == 200
