@@ -166,6 +166,9 @@ class Forwarder:
                 raise RouterHTTPError(
                     503, f"No healthy upstream endpoint is available for route {route.name!r}."
                 )
+            if endpoint.invalid:
+                ctx.add_log_field("error", "invalid_backend")
+                raise RouterHTTPError(500, f"The backend of route {route.name!r} is not valid.")
             ctx.core_endpoint = endpoint
             ctx.resend_count = attempt
             try:

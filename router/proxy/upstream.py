@@ -21,6 +21,7 @@ class EndpointState:
         "ejected_until",
         "failed_attempts",
         "failures",
+        "invalid",
         "origin",
         "outstanding",
         "prefix",
@@ -36,6 +37,9 @@ class EndpointState:
         """Path the endpoint is mounted under; prepended to forwarded paths."""
         assert parsed.host is not None and parsed.port is not None
         self.address = Origin(parsed.scheme, parsed.host, parsed.port)
+        self.invalid = parsed.host == "invalid" or parsed.host.endswith(".invalid")
+        """A host under ``.invalid`` (RFC 6761: never resolves) stands for a backend
+        reference that cannot be resolved: its share of requests is answered with 500."""
         self.version: Mapping[str, str] = MappingProxyType(dict(version))
         self.failures = 0
         """Consecutive failures (passive health)."""

@@ -69,6 +69,34 @@ async def test_round_robin_spreads_by_weight(three: list[Backend], client: Clien
     assert seen == Counter({"a": 10, "b": 20, "c": 10})
 
 
+async def test_invalid_backend_share_answers_500(
+    three: list[Backend], client: ClientSession
+) -> None:
+    """An upstream under ``.invalid`` (the Gateway API's invalid backendRefs) takes its
+    weighted share of requests and answers it with 500, without connecting anywhere."""
+    config = {
+        "routes": [
+            {
+                "name": "app",
+                "upstreams": [
+                    {"url": three[0].url, "weight": 3},
+                    {"url": "http://invalid-backend.invalid", "weight": 1},
+                ],
+            }
+        ]
+    }
+    answers: Counter[tuple[int, str]] = Counter()
+    async with run_router(config) as router:
+        for _ in range(40):
+            async with client.get(router.url + "/") as response:
+                body = await response.text()
+                answers[(response.status, body if response.status == 200 else "")] += 1
+                if response.status == 500:
+                    assert "invalid-backend" not in body  # no address in the answer
+                    assert "not valid" in body
+    assert answers == Counter({(200, "a"): 30, (500, ""): 10})
+
+
 def slow_app(name: str, delay: float) -> web.Application:
     async def handler(request: web.Request) -> web.Response:
         await asyncio.sleep(delay)
@@ -156,9 +184,7 @@ async def test_passive_health_ejects_a_failing_endpoint(
         ]
     }
     async with run_router(config) as router:
-        statuses = [
-            (await client.get(router.url + "/")).status for _ in range(8)
-        ]
+        statuses = [(await client.get(router.url + "/")).status for _ in range(8)]
         # Two failures eject the dead endpoint; from then on every request succeeds.
         assert statuses.count(502) == 2
         assert statuses[-4:] == [200, 200, 200, 200]

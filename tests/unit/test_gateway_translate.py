@@ -195,6 +195,7 @@ def listener_status(result: Translation, gw: str = "infra/gw", index: int = 0) -
 
 WEB = [gateway_class(), gateway(), *service("web")]
 UP = "http://10.0.0.1:8080*1"
+INVALID = "http://invalid-backend.invalid"
 
 
 @dataclass
@@ -461,7 +462,7 @@ CASES: dict[str, Case] = {
         routes=[("*", "Prefix /", "500", "web")],
         route_status={"app/a": {"ResolvedRefs": "False/InvalidKind"}},
     ),
-    "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant (valid share kept)": Case(
+    "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant (invalid share answers 500)": Case(
         [
             *WEB,
             http_route(
@@ -469,7 +470,8 @@ CASES: dict[str, Case] = {
                 rules=[{"backendRefs": [backend("web"), backend("web", namespace="elsewhere")]}],
             ),
         ],
-        routes=[("*", "Prefix /", UP, "web")],
+        # Half the requests to the valid backend, half answered 500.
+        routes=[("*", "Prefix /", f"{UP[:-2]}*100,{INVALID}*100", "web")],
         route_status={"app/a": {"ResolvedRefs": "False/RefNotPermitted"}},
     ),
     "HTTPRouteInvalidParentRefNotMatchingSectionName": Case(
@@ -1118,3 +1120,34 @@ def test_invalid_router_policy_answers_500_and_says_why(spec: dict[str, Any], me
     partially = next(c for c in conditions if c["type"] == "PartiallyInvalid")
     assert message in partially["message"], partially
     assert "RouterPolicy 'admins'" in partially["message"]
+
+
+@pytest.mark.parametrize(
+    ("refs", "expected"),
+    [
+        # weight 3 valid, weight 1 missing: a quarter answered 500
+        (
+            [backend("web", weight=3), backend("missing", weight=1)],
+            [("10.0.0.1", 100), ("invalid", 33)],
+        ),
+        # two endpoints share the valid weight; the invalid share stays a third
+        (
+            [backend("two", weight=2), backend("web", kind="Secret", group="", weight=1)],
+            [("10.0.0.2", 100), ("10.0.0.3", 100), ("invalid", 100)],
+        ),
+        # an invalid backend of weight 0 takes no share
+        ([backend("web"), backend("missing", weight=0)], [("10.0.0.1", 1)]),
+    ],
+)
+def test_invalid_backends_keep_their_share_answered_with_500(
+    refs: list[dict[str, Any]], expected: list[tuple[str, int]]
+) -> None:
+    result = translate(
+        *WEB,
+        *service("two", ips=("10.0.0.2", "10.0.0.3")),
+        http_route("a", rules=[{"backendRefs": refs}]),
+    )
+    (route,) = result.routes
+    found = [(e.url.split("//")[1].split(":")[0].split("-")[0], e.weight) for e in route.upstreams]
+    assert found == expected
+    assert route_condition(result, "app/a", "ResolvedRefs").startswith("False/")

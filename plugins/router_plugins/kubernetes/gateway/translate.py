@@ -38,6 +38,8 @@ from router_plugins.kubernetes.version import PodInfo
 GROUP = "gateway.networking.k8s.io"
 SUPPORTED_VERSION = "v1.2"
 MAX_ROUTE_NAME = 128
+INVALID_BACKEND = Endpoint(url="http://invalid-backend.invalid")
+"""Stands for the invalid backendRefs of a rule: the router answers its share with 500."""
 
 Condition = dict[str, Any]
 
@@ -584,20 +586,26 @@ class Translator:
         route_namespace = namespace(route)
         shares: list[tuple[int, list[Endpoint]]] = []
         refused: _Refused | None = None
+        invalid_weight = 0
         refs = items(rule.get("backendRefs"))
         for ref in refs:
             weight = ref.get("weight", 1)
+            weight = weight if isinstance(weight, int) and not isinstance(weight, bool) else 0
             try:
                 endpoints = self._backend(route_namespace, ref, inputs)
             except _Refused as exc:
                 refused = refused or exc
+                invalid_weight += max(0, weight)
                 continue
-            if isinstance(weight, int) and weight > 0 and endpoints:
+            if weight > 0 and endpoints:
                 shares.append((weight, endpoints))
         if not shares:
             if refused is not None or not refs:
                 return {"builtin": "invalid_backend"}, refused
             return {"builtin": "unavailable"}, refused
+        if invalid_weight:
+            # The specification: the invalid backends' share of requests gets 500.
+            shares.append((invalid_weight, [INVALID_BACKEND]))
         return {"upstreams": weighted(shares)}, refused
 
     def _backend(self, route_namespace: str, ref: Obj, inputs: GatewayInputs) -> list[Endpoint]:
