@@ -1151,3 +1151,81 @@ def test_invalid_backends_keep_their_share_answered_with_500(
     found = [(e.url.split("//")[1].split(":")[0].split("-")[0], e.weight) for e in route.upstreams]
     assert found == expected
     assert route_condition(result, "app/a", "ResolvedRefs").startswith("False/")
+
+
+def listener(name: str, port: int = 80, protocol: str = "HTTP", **more: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": name,
+        "port": port,
+        "protocol": protocol,
+        "allowedRoutes": {"namespaces": {"from": "All"}},
+        **more,
+    }
+    if protocol == "HTTPS":
+        spec["tls"] = {"certificateRefs": [{"name": "cert"}]}
+    return spec
+
+
+CONFLICTS: list[tuple[str, list[dict[str, Any]], list[str]]] = [
+    (
+        "distinct hostnames on one port",
+        [listener("a", hostname="a.example.org"), listener("b", hostname="b.example.org")],
+        ["False/NoConflicts", "False/NoConflicts"],
+    ),
+    (
+        "a hostname and no hostname on one port",
+        [listener("a", hostname="a.example.org"), listener("any")],
+        ["False/NoConflicts", "False/NoConflicts"],
+    ),
+    (
+        "the same hostname twice",
+        [
+            listener("a", hostname="a.example.org"),
+            listener("b", hostname="A.example.org"),
+            listener("c", hostname="c.example.org"),
+        ],
+        ["True/HostnameConflict", "True/HostnameConflict", "False/NoConflicts"],
+    ),
+    (
+        "no hostname twice",
+        [listener("a"), listener("b")],
+        ["True/HostnameConflict", "True/HostnameConflict"],
+    ),
+    (
+        "HTTP and HTTPS on one port",
+        [listener("plain", 443), listener("secure", 443, "HTTPS", hostname="a.example.org")],
+        ["True/ProtocolConflict", "True/ProtocolConflict"],
+    ),
+    (
+        "the same hostname on different ports",
+        [
+            listener("plain", hostname="a.example.org"),
+            listener("secure", 443, "HTTPS", hostname="a.example.org"),
+        ],
+        ["False/NoConflicts", "False/NoConflicts"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "listeners", "expected"), CONFLICTS)
+def test_listener_conflicts(
+    case: str, listeners: list[dict[str, Any]], expected: list[str]
+) -> None:
+    result = translate(
+        gateway_class(), gateway(listeners=listeners), *service("web"), http_route("r")
+    )
+    found = [
+        next(
+            f"{c['status']}/{c['reason']}"
+            for c in status["conditions"]
+            if c["type"] == "Conflicted"
+        )
+        for status in result.gateway_status["infra/gw"]["listeners"]
+    ]
+    assert found == expected, case
+    for index, status in enumerate(result.gateway_status["infra/gw"]["listeners"]):
+        conditions = {c["type"]: c["status"] for c in status["conditions"]}
+        conflicted = expected[index].startswith("True")
+        # A conflicted listener is not programmed and takes no routes; the others do.
+        assert conditions["Programmed"] == ("False" if conflicted else "True"), (case, index)
+        assert status["attachedRoutes"] == (0 if conflicted else 1), (case, index)

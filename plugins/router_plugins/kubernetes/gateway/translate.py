@@ -233,8 +233,9 @@ class Translator:
             )
             found.append(_Listener(gateway, spec, router, allowed_from, kinds_ok))
         addresses = bool(mapping(gateway.get("spec")).get("addresses"))
-        for listener in found:
-            listener.problem = self._listener_problem(listener, inputs, out)
+        conflicts = listener_conflicts([listener.spec for listener in found])
+        for index, listener in enumerate(found):
+            listener.problem = conflicts.get(index) or self._listener_problem(listener, inputs, out)
             if addresses and listener.problem is None:
                 # The Gateway cannot be had as asked: nothing attaches to it.
                 listener.problem = ("Programmed", "Invalid", "spec.addresses are not supported")
@@ -321,6 +322,7 @@ class Translator:
             problem = listener.problem
             accepted = problem is None or problem[0] != "Accepted"
             resolved = problem is None or problem[0] != "ResolvedRefs"
+            conflicted = problem is not None and problem[0] == "Conflicted"
             conditions = [
                 condition(
                     "Accepted",
@@ -343,7 +345,13 @@ class Translator:
                     "" if listener.valid else "the listener is not usable (see its conditions)",
                     gen,
                 ),
-                condition("Conflicted", False, "NoConflicts", "", gen),
+                condition(
+                    "Conflicted",
+                    conflicted,
+                    problem[1] if conflicted and problem else "NoConflicts",
+                    problem[2] if conflicted and problem else "",
+                    gen,
+                ),
             ]
             listener_status.append(
                 {
@@ -674,6 +682,39 @@ def weighted(shares: list[tuple[int, list[Endpoint]]]) -> list[Endpoint]:
             Endpoint.model_construct(url=e.url, weight=each, version=e.version) for e in endpoints
         )
     return result
+
+
+_PROTOCOL_FAMILIES = {"HTTP": "HTTP", "HTTPS": "TLS", "TLS": "TLS", "TCP": "TCP", "UDP": "UDP"}
+
+
+def listener_conflicts(specs: list[Obj]) -> dict[int, tuple[str, str, str]]:
+    """The listeners (by index) that are not distinct, as the specification defines it:
+    on one port, protocols that cannot share it (``ProtocolConflict``: HTTP with HTTPS,
+    say), or the same protocol family and the same hostname (``HostnameConflict``; no
+    hostname is a hostname too). Every listener of such a set is conflicted."""
+    by_port: dict[int, list[int]] = {}
+    for index, spec in enumerate(specs):
+        port = spec.get("port")
+        if isinstance(port, int) and not isinstance(port, bool):
+            by_port.setdefault(port, []).append(index)
+    conflicts: dict[int, tuple[str, str, str]] = {}
+    for port, indexes in by_port.items():
+        families = {
+            _PROTOCOL_FAMILIES.get(text(specs[i].get("protocol")), text(specs[i].get("protocol")))
+            for i in indexes
+        }
+        if len(families) > 1:
+            message = f"port {port} is used with protocols that cannot share it"
+            conflicts.update({i: ("Conflicted", "ProtocolConflict", message) for i in indexes})
+            continue
+        by_host: dict[str, list[int]] = {}
+        for i in indexes:
+            by_host.setdefault(text(specs[i].get("hostname")).lower(), []).append(i)
+        for host, same in by_host.items():
+            if len(same) > 1:
+                message = f"another listener on port {port} has hostname {host or '(none)'}"
+                conflicts.update({i: ("Conflicted", "HostnameConflict", message) for i in same})
+    return conflicts
 
 
 def _admits(listener: _Listener, route_namespace: str, labels: Mapping[str, str]) -> bool:
