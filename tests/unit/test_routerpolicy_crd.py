@@ -3,9 +3,11 @@ schema agrees with the router's own check of the settings."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from router_plugins.auth.settings import RouteAuth, Rule
 from router_plugins.ip_filter.settings import IpRules
@@ -96,3 +98,12 @@ def test_the_schema_refuses_bad_policies(spec: Any, message: str) -> None:
 def test_the_router_refuses_them_too(spec: Any) -> None:
     with pytest.raises(PolicyInvalid):
         policy_settings(policy(spec))
+
+
+def test_the_readme_example_is_valid() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("```yaml\napiVersion: commons-router.io/v1alpha1")
+    block = readme[start + len("```yaml\n") : readme.index("```", start + 3)]
+    example = next(yaml.safe_load_all(block))
+    assert router_policy_errors(example) == []
+    assert set(policy_settings(example)) == {"auth", "ip_filter"}
