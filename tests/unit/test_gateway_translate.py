@@ -1229,3 +1229,49 @@ def test_listener_conflicts(
         # A conflicted listener is not programmed and takes no routes; the others do.
         assert conditions["Programmed"] == ("False" if conflicted else "True"), (case, index)
         assert status["attachedRoutes"] == (0 if conflicted else 1), (case, index)
+
+
+def test_a_router_policy_is_checked_again_only_when_it_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import router_plugins.kubernetes.gateway.translate as translate_module
+
+    checked: list[str] = []
+    real = translate_module.policy_settings
+
+    def counting(policy: dict[str, Any]) -> dict[str, Any]:
+        checked.append(policy["metadata"]["name"])
+        return real(policy)
+
+    monkeypatch.setattr(translate_module, "policy_settings", counting)
+    objects = [
+        *WEB,
+        http_route("a", rules=policy_rules(policy_ref("admins"), policy_ref("admins"))),
+    ]
+    by_kind: dict[str, dict[str, Any]] = {}
+    for obj in objects:
+        by_kind.setdefault(obj["kind"], {})[key(obj)] = obj
+    slices = index_slices(by_kind["EndpointSlice"].values())
+    translator = Translator(CONTROLLER, LISTENERS)
+    policies = {"app/admins": router_policy("admins", ADMINS)}
+
+    def run() -> dict[str, Any]:
+        routes = translator.translate(
+            GatewayInputs(
+                classes=by_kind["GatewayClass"],
+                gateways=by_kind["Gateway"],
+                routes=by_kind["HTTPRoute"],
+                services=by_kind["Service"],
+                slices_of=lambda service_key: slices.get(service_key, []),
+                policies=policies,
+            )
+        ).routes
+        return {r.path: r.plugins for r in routes}
+
+    assert run()["/admin"] == ADMINS
+    assert run()["/admin"] == ADMINS
+    assert checked == ["admins"]  # once, though named twice and translated twice
+    # The watch replaces a changed object: checked again, and its new settings used.
+    policies["app/admins"] = router_policy("admins", {"auth": {"policy": "optional"}})
+    assert run()["/admin"] == {"auth": {"policy": "optional"}}
+    assert checked == ["admins", "admins"]

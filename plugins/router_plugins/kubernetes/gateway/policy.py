@@ -7,7 +7,7 @@ Its ``spec`` holds the blocks of a route's ``plugins:`` in the router's config (
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -33,16 +33,22 @@ class PolicyInvalid(ValueError):
     """A RouterPolicy whose settings the router cannot use."""
 
 
-def policy_plugins(ref: Obj, route_namespace: str, policies: Mapping[str, Obj]) -> dict[str, Any]:
+def policy_plugins(
+    ref: Obj,
+    route_namespace: str,
+    policies: Mapping[str, Obj],
+    settings: Callable[[Obj], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The ``plugins`` block an ``extensionRef`` gives (a RouterPolicy of the route's
-    namespace); raises :class:`PolicyRefused` or :class:`PolicyInvalid`."""
+    namespace, read by ``settings``, :func:`policy_settings` by default); raises
+    :class:`PolicyRefused` or :class:`PolicyInvalid`."""
     group, kind, policy_name = (text(ref.get(k)) for k in ("group", "kind", "name"))
     if group != POLICY_GROUP or kind != POLICY_KIND:
         raise PolicyRefused("InvalidKind", f"extensionRef kind {group}/{kind} is not supported")
     policy = policies.get(f"{route_namespace}/{policy_name}")
     if policy is None:
         raise PolicyRefused("BackendNotFound", f"RouterPolicy {policy_name!r} not found")
-    return policy_settings(policy)
+    return (settings or policy_settings)(policy)
 
 
 def policy_settings(policy: Obj) -> dict[str, Any]:

@@ -21,7 +21,12 @@ from pydantic import ValidationError
 from router.api import Endpoint, Route, RouteProblem
 from router_plugins.kubernetes.endpoints import BackendProblem, PortRef, service_endpoints
 from router_plugins.kubernetes.gateway.hostnames import intersect
-from router_plugins.kubernetes.gateway.policy import PolicyInvalid, PolicyRefused, policy_plugins
+from router_plugins.kubernetes.gateway.policy import (
+    PolicyInvalid,
+    PolicyRefused,
+    policy_plugins,
+    policy_settings,
+)
 from router_plugins.kubernetes.objects import (
     Obj,
     items,
@@ -181,10 +186,15 @@ class Translator:
         """The routes of the last translation by their fields: an unchanged route is the
         same object again, so the router reuses its compiled form (and it is not
         validated again)."""
+        self._policies: dict[int, tuple[Obj, dict[str, Any] | str]] = {}
+        self._previous_policies = self._policies
+        """A RouterPolicy's checked settings (or why not), by the object's id: checked
+        again only when the watch replaced the object."""
 
     def translate(self, inputs: GatewayInputs) -> Translation:
         self._previous, self._built = self._built, {}
         self._previous_endpoints, self._endpoints = self._endpoints, {}
+        self._previous_policies, self._policies = self._policies, {}
         out = Translation()
         our_classes = set()
         for class_name, gateway_class in sorted(inputs.classes.items()):
@@ -512,7 +522,7 @@ class Translator:
                 fields.update(timeouts)
             if not unsupported:
                 try:
-                    plugins = _extensions(rule, namespace(route), inputs.policies)
+                    plugins = self._extensions(rule, namespace(route), inputs.policies)
                 except PolicyRefused as exc:
                     # The specification: an unresolved filter is never skipped, its
                     # requests get an error (500, as for an invalid backend).
@@ -562,6 +572,30 @@ class Translator:
                             RouteProblem(source, f"rules[{rule_index}]: {error['msg']}; not served")
                         )
         return resolved
+
+    def _extensions(
+        self, rule: Obj, route_namespace: str, policies: Mapping[str, Obj]
+    ) -> dict[str, Any]:
+        """The ``plugins`` block of the rule's ``ExtensionRef`` filters (RouterPolicies; a
+        later one's plugin block replaces an earlier one's)."""
+        plugins: dict[str, Any] = {}
+        for entry in items(rule.get("filters")):
+            if text(entry.get("type")) == "ExtensionRef":
+                ref = mapping(entry.get("extensionRef"))
+                plugins.update(policy_plugins(ref, route_namespace, policies, self._checked))
+        return plugins
+
+    def _checked(self, policy: Obj) -> dict[str, Any]:
+        found = self._policies.get(id(policy)) or self._previous_policies.get(id(policy))
+        if found is None or found[0] is not policy:
+            try:
+                found = (policy, policy_settings(policy))
+            except PolicyInvalid as exc:
+                found = (policy, str(exc))
+        self._policies[id(policy)] = found
+        if isinstance(found[1], str):
+            raise PolicyInvalid(found[1])
+        return found[1]
 
     def _route_of(self, fields: dict[str, Any]) -> Route:
         """The Route for ``fields``: the previous translation's when they are the same."""
@@ -893,14 +927,3 @@ def _filters(rule: Obj) -> tuple[dict[str, Any], str]:
         headers = fields.setdefault("request_headers", {"set": {}, "add": {}, "remove": []})
         headers["set"] = {**headers["set"], "Host": host}
     return fields, ""
-
-
-def _extensions(rule: Obj, route_namespace: str, policies: Mapping[str, Obj]) -> dict[str, Any]:
-    """The ``plugins`` block of the rule's ``ExtensionRef`` filters (RouterPolicies; a later
-    one's plugin block replaces an earlier one's)."""
-    plugins: dict[str, Any] = {}
-    for entry in items(rule.get("filters")):
-        if text(entry.get("type")) == "ExtensionRef":
-            ref = mapping(entry.get("extensionRef"))
-            plugins.update(policy_plugins(ref, route_namespace, policies))
-    return plugins
