@@ -204,6 +204,10 @@ class Route(Model):
     """Unique name; it labels metrics and log lines."""
     hosts: list[str] = Field(default_factory=list)
     """Exact names or ``*.example.com`` wildcards (one label). Empty: any host."""
+    wildcard_depth: Literal["one", "any"] = "one"
+    """How many labels a ``*.`` host stands for: ``one`` (Ingress semantics) or ``any``
+    (the Gateway API's: ``*.example.com`` also takes ``a.b.example.com``). A more specific
+    wildcard wins."""
     path: str = "/"
     path_type: Literal["Prefix", "Exact"] = "Prefix"
     path_match: PathMatch = Field(default_factory=PathMatch)

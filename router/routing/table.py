@@ -252,6 +252,7 @@ class RouteTable(Generic[R]):
 
     __slots__ = (
         "_any",
+        "_deep_wildcard",
         "_defaults",
         "_exact",
         "_options",
@@ -264,6 +265,8 @@ class RouteTable(Generic[R]):
     def __init__(self, routes: Iterable[R], defaults: PathMatch | None = None) -> None:
         self._exact: dict[str, _HostGroup[R]] = {}
         self._wildcard: dict[str, _HostGroup[R]] = {}
+        self._deep_wildcard: dict[str, _HostGroup[R]] = {}
+        """``*.`` hosts of routes with ``wildcard_depth: any``, by suffix."""
         self._any: _HostGroup[R] | None = None
         self._defaults = defaults if defaults is not None else PathMatch()
         self._options: dict[int, PathMatch] = {}
@@ -288,7 +291,12 @@ class RouteTable(Generic[R]):
             return [self._any]
         groups = []
         for host in hosts:
-            table = self._wildcard if host.startswith("*.") else self._exact
+            if not host.startswith("*."):
+                table = self._exact
+            elif route.spec.wildcard_depth == "any":
+                table = self._deep_wildcard
+            else:
+                table = self._wildcard
             key = host[2:] if host.startswith("*.") else host
             group = table.get(key)
             if group is None:
@@ -392,12 +400,23 @@ class RouteTable(Generic[R]):
                 return decoded
         return route
 
+    def _deep_match(self, host: str, dot: int) -> _HostGroup[R] | None:
+        """The most specific ``wildcard_depth: any`` wildcard covering ``host``."""
+        while dot > 0:
+            group = self._deep_wildcard.get(host[dot + 1 :])
+            if group is not None:
+                return group
+            dot = host.find(".", dot + 1)
+        return None
+
     def match(self, host: str, path: str, facts: MatchFacts | None = None) -> R | None:
         group = self._exact.get(host)
         if group is None:
             dot = host.find(".")
             if dot > 0:
                 group = self._wildcard.get(host[dot + 1 :])
+                if group is None and self._deep_wildcard:
+                    group = self._deep_match(host, dot)
             if group is None:
                 group = self._any
                 if group is None:

@@ -261,6 +261,20 @@ def _observed_generation(result: Translation) -> None:
     assert all(c["observedGeneration"] == 3 for c in entry["conditions"])
 
 
+@dataclass(frozen=True)
+class _Compiled:
+    spec: Route
+
+
+def _wildcards_take_deeper_names(result: Translation) -> None:
+    """In the Gateway API ``*.wildcard.io`` stands for one label or more."""
+    table = RouteTable([_Compiled(route) for route in result.routes])
+    for host in ("bar.wildcard.io", "a.b.wildcard.io"):
+        found = table.match(host, "/")
+        assert found is not None and found.spec.hosts == ["*.wildcard.io"], host
+    assert table.match("wildcard.io", "/") is None
+
+
 def _ingress_owns_host(result: Translation) -> None:
     assert any("routed by an Ingress" in p.message for p in result.problems)
 
@@ -353,6 +367,7 @@ CASES: dict[str, Case] = {
             "app/wider": {"Accepted": "True/Accepted"},
             "app/none": {"Accepted": "False/NoMatchingListenerHostname"},
         },
+        check=_wildcards_take_deeper_names,
     ),
     "HTTPRouteListenerHostnameMatching": Case(
         [

@@ -212,3 +212,30 @@ def test_a_double_encoded_dot_segment_is_refused_unless_forwarded() -> None:
     with pytest.raises(PathError):
         resolve(encoded_table("decode", public="decode"), "/x/%252e%252e/admin")
     assert resolve(encoded_table("decode"), "/x/%252e%252e/admin") == "public"
+
+
+def deep(name: str, *hosts: str) -> Entry:
+    return Entry(
+        Route.model_validate(
+            {"name": name, "hosts": list(hosts), "builtin": "echo", "wildcard_depth": "any"}
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("a.example.com", "gateway"),
+        ("a.b.example.com", "gateway"),  # a Gateway API wildcard takes deeper names
+        ("x.shop.example.com", "ingress"),  # the more specific wildcard wins
+        ("x.y.shop.example.com", "gateway"),  # Ingress wildcards stay one label
+        ("example.com", None),  # never the apex
+        ("a.example.org", None),
+    ],
+)
+def test_wildcards_of_any_depth_and_of_one_label(host: str, expected: str | None) -> None:
+    table = RouteTable(
+        [deep("gateway", "*.example.com"), route("ingress", hosts=("*.shop.example.com",))]
+    )
+    found = table.match(host, "/")
+    assert (found.spec.name if found else None) == expected

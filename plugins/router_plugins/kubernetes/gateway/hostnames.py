@@ -1,7 +1,7 @@
 """Gateway API hostname matching: a listener's hostname against a route's hostnames.
 
-In the Gateway API a ``*.`` wildcard stands for one label or more; the router's host
-patterns match exactly one label, which is the narrower (safer) reading.
+In the Gateway API a ``*.`` wildcard stands for one label or more; the routes made from
+HTTPRoutes say so to the route table (``wildcard_depth: any``).
 """
 
 from __future__ import annotations

@@ -559,6 +559,8 @@ class Translator:
                         **target,
                         "name": route_name(route, suffix),
                         "hosts": [h for h in hosts if h],
+                        # A Gateway API wildcard stands for one label or more.
+                        "wildcard_depth": "any",
                         "path": path[0],
                         "path_type": path[1],
                         "match": path[2],
