@@ -19,6 +19,7 @@ _GROUPS = {
     "policy/v1": "V1",
     "networking.k8s.io/v1": "V1",
     "rbac.authorization.k8s.io/v1": "V1",
+    "apiextensions.k8s.io/v1": "V1",
 }
 
 
