@@ -15,9 +15,9 @@ from router.admin_page import (
     PAGE_HEADERS,
     RATE_WINDOW,
     RateSampler,
-    active_plugins,
     render_html,
     route_entries,
+    route_summary,
     router_section,
 )
 from router.observability.metrics import CONTENT_TYPE, Metrics
@@ -43,72 +43,38 @@ ADMIN_STATE = web.AppKey("admin_state", AdminState)
 
 
 def routes_document(state: AdminState) -> dict[str, Any]:
-    table = state.holder.table
-    routes = []
-    for route in table.routes:
-        spec = route.spec
-        routes.append(
-            {
-                "name": spec.name,
-                "hosts": spec.hosts or ["*any*"],
-                "path": spec.path,
-                "path_type": spec.path_type,
-                "builtin": spec.builtin,
-                "balancer": spec.balancer,
-                "plugins": active_plugins(state.global_plugins, route),
-                "endpoints": [
-                    {
-                        "url": endpoint.url,
-                        "healthy": endpoint.ejected_until <= _now(),
-                        "outstanding": endpoint.outstanding,
-                        "version": dict(endpoint.version),
-                    }
-                    for endpoint in (route.pool.endpoints if route.pool else ())
-                ],
-            }
-        )
-    problems = [
-        {"source": p.source, "route": p.route, "message": p.message} for p in state.watcher.problems
-    ]
-    document: dict[str, Any] = {
-        "generation": state.holder.generation,
-        "routes": routes,
-        "problems": problems,
-    }
-    if state.certificates is not None:
-        certificates, rejected = _certificates(state.certificates)
-        document["certificates"] = certificates
-        problems.extend(rejected)
-    return document
-
-
-def _certificates(store: CertificateStore) -> tuple[list[Any], list[dict[str, Any]]]:
-    """The certificates served, and a problem entry for each one rejected."""
-    rejected = [
-        {"source": source, "route": None, "message": f"certificate rejected: {message}"}
-        for source, message in sorted(store.problems.items())
-    ]
-    return [c.describe() for c in store.certificates()], rejected
+    now = _now()
+    routes = [route_summary(r, now, state.global_plugins) for r in state.holder.table.routes]
+    document: dict[str, Any] = {"generation": state.holder.generation, "routes": routes}
+    return _with_problems(document, state)
 
 
 def status_document(state: AdminState) -> dict[str, Any]:
     """Everything the home page shows, as data."""
     rates, span = state.rates.rates()
-    problems = [
-        {"source": p.source, "route": p.route, "message": p.message}
-        for p in state.watcher.problems
-    ]
     document: dict[str, Any] = {
         "router": router_section(state.global_plugins),
         "generation": state.holder.generation,
         "rate_window_seconds": round(span if span > 0 else RATE_WINDOW, 1),
         "routes": route_entries(state.holder.table.routes, rates, _now(), state.global_plugins),
-        "problems": problems,
     }
-    if state.certificates is not None:
-        certificates, rejected = _certificates(state.certificates)
-        document["certificates"] = certificates
-        problems.extend(rejected)
+    return _with_problems(document, state)
+
+
+def _with_problems(document: dict[str, Any], state: AdminState) -> dict[str, Any]:
+    """Add the route problems and, with TLS, the certificates served and those rejected."""
+    problems = [
+        {"source": p.source, "route": p.route, "message": p.message}
+        for p in state.watcher.problems
+    ]
+    store = state.certificates
+    if store is not None:
+        document["certificates"] = [c.describe() for c in store.certificates()]
+        problems.extend(
+            {"source": source, "route": None, "message": f"certificate rejected: {message}"}
+            for source, message in sorted(store.problems.items())
+        )
+    document["problems"] = problems
     return document
 
 

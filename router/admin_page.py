@@ -77,43 +77,51 @@ def active_plugins(global_plugins: tuple[str, ...], route: Any) -> list[str]:
     return [*global_plugins, *(name for name in route.plugins if name not in global_plugins)]
 
 
+def route_summary(route: Any, now: float, global_plugins: tuple[str, ...]) -> dict[str, Any]:
+    """What ``/routes`` says of a route: where it answers, what acts on it, its endpoints."""
+    spec = route.spec
+    return {
+        "name": spec.name,
+        "hosts": spec.hosts or ["*any*"],
+        "path": spec.path,
+        "path_type": spec.path_type,
+        "builtin": spec.builtin,
+        "balancer": spec.balancer,
+        "plugins": active_plugins(global_plugins, route),
+        "endpoints": [
+            {
+                "url": endpoint.url,
+                "healthy": endpoint.ejected_until <= now,
+                "outstanding": endpoint.outstanding,
+                "version": dict(endpoint.version),
+            }
+            for endpoint in route.endpoints
+        ],
+    }
+
+
 def route_entries(
     routes: Iterable[Any],
     rates: dict[str, tuple[float, float]],
     now: float,
     global_plugins: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
+    """The summaries with what the home page adds: request counts and rates."""
     entries = []
     for route in routes:
-        spec = route.spec
+        entry = route_summary(route, now, global_plugins)
         rate, errors = rates.get(route.name, (0.0, 0.0))
         metrics = route.metrics
-        entries.append(
-            {
-                "name": spec.name,
-                "hosts": spec.hosts or ["*any*"],
-                "path": spec.path,
-                "path_type": spec.path_type,
-                "builtin": spec.builtin,
-                "balancer": spec.balancer,
-                "plugins": active_plugins(global_plugins, route),
-                "requests": metrics.count,
-                "errors_5xx": metrics.errors(),
-                "rate_per_second": _round(rate),
-                "errors_per_second": _round(errors),
-                "endpoints": [
-                    {
-                        "url": endpoint.url,
-                        "healthy": endpoint.ejected_until <= now,
-                        "outstanding": endpoint.outstanding,
-                        "requests": endpoint.attempts,
-                        "failures": endpoint.failed_attempts,
-                        "version": dict(endpoint.version),
-                    }
-                    for endpoint in (route.pool.endpoints if route.pool else ())
-                ],
-            }
+        entry.update(
+            requests=metrics.count,
+            errors_5xx=metrics.errors(),
+            rate_per_second=_round(rate),
+            errors_per_second=_round(errors),
         )
+        for shown, endpoint in zip(entry["endpoints"], route.endpoints, strict=True):
+            shown["requests"] = endpoint.attempts
+            shown["failures"] = endpoint.failed_attempts
+        entries.append(entry)
     return entries
 
 
