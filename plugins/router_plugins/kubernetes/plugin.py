@@ -35,6 +35,7 @@ from router_plugins.kubernetes.selfimage import (
 )
 from router_plugins.kubernetes.settings import KubernetesSettings, StatusSettings
 from router_plugins.kubernetes.status import StatusWriter, published
+from router_plugins.kubernetes.tasks import cancel_and_wait
 from router_plugins.kubernetes.watch import ClusterWatch
 from router_plugins.kubernetes.workersecrets import WorkerSecrets
 
@@ -217,11 +218,7 @@ class KubernetesPlugin(Plugin[KubernetesSettings]):
         if self._worker_secrets is not None:
             await self._worker_secrets.stop()
             self._worker_secrets = None
-        for task in self._status_tasks:
-            task.cancel()
-        for task in self._status_tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._status_tasks)
         self._status_tasks = ()
         if self.elector is not None:
             await self.elector.release()  # another replica takes over at once

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -22,6 +21,7 @@ from router_plugins.kubernetes.objects import Obj, items, mapping, namespace, te
 from router_plugins.kubernetes.reflector import Backoff, Reflector
 from router_plugins.kubernetes.resources import SECRETS
 from router_plugins.kubernetes.settings import KubernetesSettings
+from router_plugins.kubernetes.tasks import cancel_and_wait
 
 logger = logging.getLogger("commons_router.kubernetes")
 
@@ -115,8 +115,4 @@ class SecretCertificates:
     async def stop(self) -> None:
         tasks = [task for _, task in self._watches.values()]
         self._watches.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ from router_plugins.kubernetes.resources import (
     Resource,
 )
 from router_plugins.kubernetes.settings import KubernetesSettings
+from router_plugins.kubernetes.tasks import cancel_and_wait
 from router_plugins.kubernetes.version import PodInfo, pod_info
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -150,11 +150,7 @@ class ClusterWatch:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     async def wait_synced(self) -> None:

@@ -11,7 +11,6 @@ Secrets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from router.api import CertificateSink
@@ -30,6 +29,7 @@ from router_plugins.kubernetes.resources import (
 )
 from router_plugins.kubernetes.secrets import SecretCertificates, referenced_secrets
 from router_plugins.kubernetes.settings import KubernetesSettings
+from router_plugins.kubernetes.tasks import cancel_and_wait
 from router_plugins.kubernetes.watch import slim
 
 
@@ -112,10 +112,6 @@ class WorkerSecrets:
         return translation.secrets
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         await self._secrets.stop()
