@@ -321,7 +321,9 @@ def verify_bodies(base_url: str, name: str, expect_request_id: bool) -> None:
 # -- nginx -----------------------------------------------------------------------------
 
 
-def nginx_config(prefix: Path, port: int, nginx: str) -> str:
+def nginx_main(prefix: Path, nginx: str, http: str) -> str:
+    """A whole nginx.conf: one worker in the foreground, everything under ``prefix``, and
+    ``http`` inside the ``http`` block (temp paths only for the modules this nginx has)."""
     built = subprocess.run(
         [nginx, "-V"], capture_output=True, text=True, timeout=10, check=False
     ).stderr
@@ -340,7 +342,15 @@ events {{ worker_connections 4096; }}
 http {{
     access_log off;
     {temps}
-    default_type application/octet-stream;
+{http}}}
+"""
+
+
+def nginx_config(prefix: Path, port: int, nginx: str) -> str:
+    return nginx_main(
+        prefix,
+        nginx,
+        f"""    default_type application/octet-stream;
     sendfile on;
     tcp_nodelay on;
     open_file_cache max=16 inactive=1h;
@@ -354,8 +364,8 @@ http {{
         location = /16k {{ }}
         location = / {{ return 200 "ok\\n"; }}
     }}
-}}
-"""
+""",
+    )
 
 
 def start_nginx(procs: Processes, nginx: str, workdir: Path, placement: Placement) -> str:

@@ -121,19 +121,13 @@ def write_certificates(directory: Path, count: int) -> tuple[Path, list[tuple[Pa
 # -- targets ---------------------------------------------------------------------------
 
 
-def nginx_tls_config(prefix: Path, port: int, upstream: str, cert: Path, key: Path) -> str:
-    return f"""
-worker_processes 1;
-daemon off;
-master_process on;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    keepalive_requests 10000000;
+def nginx_tls_config(
+    prefix: Path, nginx: str, port: int, upstream: str, cert: Path, key: Path
+) -> str:
+    return bench.nginx_main(
+        prefix,
+        nginx,
+        f"""    keepalive_requests 10000000;
     upstream backend {{ server {upstream.removeprefix("http://")}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{port} ssl backlog=1024;
@@ -147,8 +141,8 @@ http {{
             proxy_set_header Connection "";
         }}
     }}
-}}
-"""
+""",
+    )
 
 
 def start_nginx_tls(
@@ -163,7 +157,7 @@ def start_nginx_tls(
     (prefix / "tmp").mkdir(parents=True)
     port = bench.free_port()
     conf = prefix / "nginx.conf"
-    conf.write_text(nginx_tls_config(prefix, port, upstream, *pair))
+    conf.write_text(nginx_tls_config(prefix, nginx, port, upstream, *pair))
     cmd = [nginx, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)]
     proc = procs.start("nginx-tls", placement.prefix(placement.server_cpu) + cmd)
     return Target("nginx TLS", f"https://localhost:{port}", proc.pid, time.monotonic())
