@@ -18,13 +18,12 @@ from router.testing import Backend, RunningRouter, run_backend, run_router
 from tests.support.auth_flow import (  # noqa: F401 (fixtures)
     HTML,
     finish_login,
-    log_in,
     new_browser,
     provider_fixture,
     redis_server_fixture,
     router_config,
     router_port_fixture,
-    session_cookie,
+    signed_in_cookie,
 )
 from tests.support.issuer import Issuer
 from tests.support.oidc_provider import OidcProvider, sign_in_at_provider
@@ -90,9 +89,7 @@ async def router(
 
 @pytest.fixture
 async def alice(router: RunningRouter) -> str:
-    async with new_browser() as browser:
-        await log_in(browser, router)  # not in the admins group
-        return f"commons-router-session={session_cookie(browser)}"
+    return await signed_in_cookie(router)  # not in the admins group
 
 
 @pytest.fixture

@@ -12,13 +12,11 @@ from aiohttp import ClientSession, TCPConnector
 
 from router.testing import Backend, RunningRouter, run_router
 from tests.support.auth_flow import (  # noqa: F401 (fixtures)
-    log_in,
-    new_browser,
     provider_fixture,
     redis_server_fixture,
     router_config,
     router_port_fixture,
-    session_cookie,
+    signed_in_cookie,
 )
 from tests.support.oidc_provider import OidcProvider
 from tests.support.redis_server import RedisServer
@@ -48,9 +46,7 @@ async def router(
 
 @pytest.fixture
 async def alice(router: RunningRouter) -> str:
-    async with new_browser() as browser:
-        await log_in(browser, router)  # not in the admins group
-        return f"commons-router-session={session_cookie(browser)}"
+    return await signed_in_cookie(router)  # not in the admins group
 
 
 @pytest.fixture

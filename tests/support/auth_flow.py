@@ -171,6 +171,13 @@ def session_cookie(browser: ClientSession) -> str:
     raise AssertionError("no session cookie")
 
 
+async def signed_in_cookie(router: RunningRouter, user: str = "alice") -> str:
+    """A ``Cookie`` header value of a fresh session of ``user`` (a whole login)."""
+    async with new_browser() as browser:
+        await log_in(browser, router, user=user)
+        return f"commons-router-session={session_cookie(browser)}"
+
+
 async def get_json(browser: ClientSession, url: str, **kwargs: Any) -> tuple[int, Any]:
     async with browser.get(url, allow_redirects=False, **kwargs) as response:
         try:
